@@ -1,0 +1,69 @@
+//! The few x86 instructions guest-init needs, all legal in ring 3 with IOPL 3.
+
+use core::arch::asm;
+
+use ember_wire::layout::{DOORBELL_KICK_PORT, DOORBELL_WAIT_PORT, POWER_OFF_PORT};
+
+pub fn outb(port: u16, value: u8) {
+    // SAFETY: port I/O to the VMM's devices; IOPL 3 allows it in ring 3.
+    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
+}
+
+pub fn outl(port: u16, value: u32) {
+    // SAFETY: as `outb`.
+    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) };
+}
+
+/// Writes a whole buffer to one port with a single `rep outsb`: one VM exit, not one per byte.
+pub fn outsb(port: u16, bytes: &[u8]) {
+    // SAFETY: reads `bytes.len()` bytes from a live slice; DF is clear (the VMM starts us
+    // with it clear and nothing sets it).
+    unsafe {
+        asm!(
+            "rep outsb",
+            in("dx") port,
+            inout("rsi") bytes.as_ptr() => _,
+            inout("rcx") bytes.len() => _,
+            options(nostack, readonly, preserves_flags)
+        )
+    };
+}
+
+/// Lets the VMM drain the TX queue, then continues.
+pub fn kick() {
+    outb(DOORBELL_KICK_PORT, 0);
+}
+
+/// Lets the VMM drain the TX queue and parks until it has delivered at least one packet.
+pub fn kick_and_wait() {
+    outb(DOORBELL_WAIT_PORT, 0);
+}
+
+pub fn power_off(code: u32) -> ! {
+    loop {
+        outl(POWER_OFF_PORT, code);
+    }
+}
+
+/// Current privilege level (the low bits of CS).
+pub fn cpl() -> u8 {
+    let cs: u16;
+    // SAFETY: reading CS has no side effects.
+    unsafe { asm!("mov {0:x}, cs", out(reg) cs, options(nomem, nostack, preserves_flags)) };
+    (cs & 3) as u8
+}
+
+/// Executes an invalid instruction (test frames only).
+pub fn invalid_opcode() -> ! {
+    // SAFETY: raises #UD, which the VMM reports and turns into the end of this VM.
+    unsafe { asm!("ud2", options(noreturn)) }
+}
+
+/// Touches an address that is not mapped (test frames only).
+pub fn unmapped_read() -> ! {
+    // SAFETY: raises #PF as intended; the read never completes.
+    unsafe {
+        core::ptr::read_volatile(0x10_0000_0000 as *const u8);
+    }
+    unreachable!("the read above faults")
+}

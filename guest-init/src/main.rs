@@ -1,0 +1,66 @@
+//! guest-init's bare-metal entry: the image header, the ring-0 fault stubs, the panic
+//! handler and the global allocator. Everything else is in the library.
+#![no_std]
+#![no_main]
+
+use core::arch::global_asm;
+use core::panic::PanicInfo;
+
+use ember_wire::boot::exit_code;
+use guest_init::{arch, heap::GuestHeap, log};
+
+#[global_allocator]
+static HEAP: GuestHeap = GuestHeap::empty();
+
+// The header host-vmm reads at IMAGE_BASE: magic "EMBRGST1", contract version, the address
+// of the fault stubs and the end of the image.
+global_asm!(
+    ".section .ember_header, \"a\"",
+    ".quad 0x3154534752424d45",
+    ".long 1",
+    ".long 0",
+    ".quad ember_fault_stubs",
+    ".quad __image_end",
+);
+
+// Ring-0 exception stubs, 16 bytes apart, one per vector 0..32. The CPU enters them on the
+// TSS's ring-0 stack. They report vector (rdi), error code (rsi) and faulting RIP (r8) with
+// one port write; the host then ends the VM. Kept tiny: ring-0 code is emulated under PVM.
+global_asm!(
+    ".section .text.ember_fault, \"ax\"",
+    ".balign 16",
+    ".global ember_fault_stubs",
+    "ember_fault_stubs:",
+    ".irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
+    ".balign 16",
+    "push \\v",
+    "jmp ember_fault_common",
+    ".endr",
+    "ember_fault_common:",
+    "pop rdi",
+    // Vectors 8, 10-14, 17, 21, 29 and 30 push an error code.
+    "mov eax, 0x60227d00",
+    "bt eax, edi",
+    "jnc 1f",
+    "pop rsi",
+    "jmp 2f",
+    "1: xor esi, esi",
+    "2: mov r8, [rsp]",
+    "mov dx, {port}",
+    "out dx, al",
+    "3: hlt",
+    "jmp 3b",
+    port = const ember_wire::layout::FAULT_PORT,
+);
+
+/// The VMM enters here in ring 3 with `rdi` pointing at the boot-info block.
+#[unsafe(no_mangle)]
+pub extern "C" fn _start(boot_info: *const u8) -> ! {
+    guest_init::run(boot_info, &HEAP)
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo) -> ! {
+    log!("panic: {}", info);
+    arch::power_off(exit_code::PANIC)
+}

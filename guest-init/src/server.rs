@@ -1,0 +1,290 @@
+//! The frame server: vsock connections on the frame port, flow control, and the requests.
+//!
+//! The loop is: take what the host delivered, answer every complete frame, queue the
+//! replies, then one doorbell that both sends them and sleeps until the host has more.
+
+use alloc::collections::VecDeque;
+use alloc::rc::Rc;
+use alloc::string::ToString;
+use alloc::vec::Vec;
+
+use ember_wire::boot::{exit_code, flags, BootInfo};
+use ember_wire::frame::{Decoder, ErrorCode, Frame, Kind, HEADER_LEN};
+use ember_wire::info::GuestInfo;
+use ember_wire::layout::GUEST_FRAME_PORT;
+
+use crate::arch;
+use crate::vsock::{op, Header, Payload, Vsock, MAX_PACKET_DATA, SHUTDOWN_BOTH};
+
+/// Receive buffer advertised per connection.
+const BUF_ALLOC: u32 = 1 << 20;
+/// Stop decoding new requests while this much reply data waits for host credit.
+const OUT_LIMIT: usize = 1 << 20;
+/// Replies up to this size go out as one packet together with their header.
+const COALESCE: usize = 4096;
+const MAX_CONNECTIONS: usize = 8;
+
+struct Conn {
+    peer: u32,
+    /// Received bytes not yet decoded; bounded by the credit we advertise.
+    inbox: VecDeque<u8>,
+    decoder: Decoder,
+    fwd_cnt: u32,
+    fwd_cnt_sent: u32,
+    peer_buf_alloc: u32,
+    peer_fwd_cnt: u32,
+    tx_cnt: u32,
+    ctrl: VecDeque<(u16, u32)>,
+    out: VecDeque<(Rc<Vec<u8>>, usize)>,
+    /// Send what is queued, then shut the connection down.
+    closing: bool,
+}
+
+impl Conn {
+    fn new(peer: u32, h: &Header) -> Conn {
+        Conn {
+            peer,
+            inbox: VecDeque::new(),
+            decoder: Decoder::new(),
+            fwd_cnt: 0,
+            fwd_cnt_sent: 0,
+            peer_buf_alloc: h.buf_alloc,
+            peer_fwd_cnt: h.fwd_cnt,
+            tx_cnt: 0,
+            ctrl: VecDeque::new(),
+            out: VecDeque::new(),
+            closing: false,
+        }
+    }
+
+    fn credit(&self) -> usize {
+        self.peer_buf_alloc
+            .saturating_sub(self.tx_cnt.wrapping_sub(self.peer_fwd_cnt)) as usize
+    }
+
+    fn pending_out(&self) -> usize {
+        self.out.iter().map(|(b, off)| b.len() - off).sum()
+    }
+
+    fn queue_frame(&mut self, frame: Frame) {
+        let header = frame.header();
+        if frame.payload.len() <= COALESCE {
+            let mut one = Vec::with_capacity(HEADER_LEN + frame.payload.len());
+            one.extend_from_slice(&header);
+            one.extend_from_slice(&frame.payload);
+            self.out.push_back((Rc::new(one), 0));
+        } else {
+            self.out.push_back((Rc::new(header.to_vec()), 0));
+            self.out.push_back((Rc::new(frame.payload), 0));
+        }
+    }
+}
+
+/// What a request asks of the server beyond its reply.
+enum After {
+    Nothing,
+    PowerOff,
+}
+
+pub struct Server {
+    dev: Vsock,
+    conns: Vec<Conn>,
+    /// RSTs for packets that belong to no connection: (peer port, our port).
+    strays: Vec<(u32, u32)>,
+    info: BootInfo,
+    power_off: bool,
+}
+
+impl Server {
+    pub fn new(dev: Vsock, info: BootInfo) -> Server {
+        Server {
+            dev,
+            conns: Vec::new(),
+            strays: Vec::new(),
+            info,
+            power_off: false,
+        }
+    }
+
+    pub fn run(mut self) -> ! {
+        loop {
+            let Server {
+                dev, conns, strays, ..
+            } = &mut self;
+            dev.receive(|h, data| on_packet(conns, strays, h, data));
+            for i in 0..self.conns.len() {
+                self.serve(i);
+            }
+            self.flush();
+            if self.power_off {
+                self.dev.kick();
+                arch::power_off(exit_code::SHUTDOWN);
+            }
+            self.dev.kick_and_wait();
+        }
+    }
+
+    /// Decodes and answers the frames waiting on connection `i`.
+    fn serve(&mut self, i: usize) {
+        loop {
+            let conn = &mut self.conns[i];
+            if conn.closing || conn.inbox.is_empty() || conn.pending_out() >= OUT_LIMIT {
+                break;
+            }
+            let (mut input, _) = conn.inbox.as_slices();
+            let before = input.len();
+            let result = conn.decoder.push(&mut input);
+            let consumed = before - input.len();
+            conn.inbox.drain(..consumed);
+            conn.fwd_cnt = conn.fwd_cnt.wrapping_add(consumed as u32);
+            match result {
+                Ok(None) => {}
+                Ok(Some(frame)) => {
+                    let (reply, after) = self.handle(frame);
+                    self.conns[i].queue_frame(reply);
+                    if let After::PowerOff = after {
+                        self.power_off = true;
+                    }
+                }
+                Err(e) => {
+                    conn.queue_frame(Frame::error(ErrorCode::Malformed, &e.to_string()));
+                    conn.closing = true;
+                }
+            }
+        }
+        let conn = &mut self.conns[i];
+        if conn.fwd_cnt.wrapping_sub(conn.fwd_cnt_sent) >= BUF_ALLOC / 2 {
+            conn.ctrl.push_back((op::CREDIT_UPDATE, 0));
+        }
+    }
+
+    fn handle(&mut self, frame: Frame) -> (Frame, After) {
+        let test_frames = self.info.flags & flags::TEST_FRAMES != 0;
+        let reply = match Kind::from_u8(frame.kind) {
+            Some(Kind::Ping) => Frame::new(Kind::Pong, Vec::new()),
+            Some(Kind::Echo) => Frame::new(Kind::EchoReply, frame.payload),
+            Some(Kind::Info) => {
+                let info = GuestInfo {
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    mem_size: self.info.mem_size,
+                    heap_size: self.info.heap_end - self.info.heap_start,
+                    cpl: arch::cpl(),
+                };
+                Frame::new(Kind::InfoReply, info.encode())
+            }
+            Some(Kind::Shutdown) => {
+                return (Frame::new(Kind::ShutdownAck, Vec::new()), After::PowerOff)
+            }
+            Some(Kind::TestFault) if test_frames => match frame.payload.first() {
+                Some(1) => arch::unmapped_read(),
+                _ => arch::invalid_opcode(),
+            },
+            Some(Kind::TestSpin) if test_frames => loop {
+                core::hint::spin_loop();
+            },
+            Some(Kind::TestFault | Kind::TestSpin) => {
+                Frame::error(ErrorCode::NotAllowed, "test frames are disabled in this VM")
+            }
+            _ => Frame::error(ErrorCode::UnknownKind, "not a request kind"),
+        };
+        (reply, After::Nothing)
+    }
+
+    /// Moves queued control packets and reply data (within credit) to the TX queue.
+    fn flush(&mut self) {
+        for (peer, port) in self.strays.drain(..) {
+            let h = header(peer, op::RST, 0, 0, 0);
+            self.dev.send(Header { src_port: port, ..h }, None);
+        }
+        let mut i = 0;
+        while i < self.conns.len() {
+            let conn = &mut self.conns[i];
+            while let Some((op, flags)) = conn.ctrl.pop_front() {
+                conn.fwd_cnt_sent = conn.fwd_cnt;
+                self.dev
+                    .send(header(conn.peer, op, flags, 0, conn.fwd_cnt), None);
+            }
+            loop {
+                let credit = conn.credit();
+                let Some((buf, offset)) = conn.out.front_mut() else {
+                    break;
+                };
+                let n = (buf.len() - *offset).min(credit).min(MAX_PACKET_DATA);
+                if n == 0 {
+                    break;
+                }
+                let payload = Payload {
+                    buf: buf.clone(),
+                    offset: *offset,
+                    len: n,
+                };
+                *offset += n;
+                if *offset == buf.len() {
+                    conn.out.pop_front();
+                }
+                conn.tx_cnt = conn.tx_cnt.wrapping_add(n as u32);
+                conn.fwd_cnt_sent = conn.fwd_cnt;
+                self.dev
+                    .send(header(conn.peer, op::RW, 0, n, conn.fwd_cnt), Some(payload));
+            }
+            if conn.closing && conn.out.is_empty() {
+                self.dev
+                    .send(header(conn.peer, op::SHUTDOWN, SHUTDOWN_BOTH, 0, conn.fwd_cnt), None);
+                self.conns.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+fn header(peer: u32, op: u16, flags: u32, len: usize, fwd_cnt: u32) -> Header {
+    Header {
+        src_port: GUEST_FRAME_PORT,
+        dst_port: peer,
+        op,
+        flags,
+        len: len as u32,
+        buf_alloc: BUF_ALLOC,
+        fwd_cnt,
+        ..Header::default()
+    }
+}
+
+/// Applies one packet from the host to the connection table.
+fn on_packet(conns: &mut Vec<Conn>, strays: &mut Vec<(u32, u32)>, h: &Header, data: &[u8]) {
+    let found = conns
+        .iter()
+        .position(|c| c.peer == h.src_port && h.dst_port == GUEST_FRAME_PORT);
+    let Some(i) = found else {
+        let accept = h.op == op::REQUEST
+            && h.dst_port == GUEST_FRAME_PORT
+            && conns.len() < MAX_CONNECTIONS;
+        if accept {
+            let mut conn = Conn::new(h.src_port, h);
+            conn.ctrl.push_back((op::RESPONSE, 0));
+            conns.push(conn);
+        } else if h.op != op::RST {
+            strays.push((h.src_port, h.dst_port));
+        }
+        return;
+    };
+    let conn = &mut conns[i];
+    conn.peer_buf_alloc = h.buf_alloc;
+    conn.peer_fwd_cnt = h.fwd_cnt;
+    match h.op {
+        op::RW if conn.inbox.len() + data.len() <= BUF_ALLOC as usize => {
+            conn.inbox.extend(data)
+        }
+        op::CREDIT_UPDATE => {}
+        op::CREDIT_REQUEST => conn.ctrl.push_back((op::CREDIT_UPDATE, 0)),
+        op::RST => {
+            conns.swap_remove(i);
+        }
+        // SHUTDOWN, a duplicate REQUEST, a credit overrun or an unknown op: reset.
+        _ => {
+            strays.push((h.src_port, h.dst_port));
+            conns.swap_remove(i);
+        }
+    }
+}

@@ -1,0 +1,3 @@
+fn main() {
+    println!("{:?}", host_vmm::floor::kvm_floor());
+}

@@ -1,0 +1,110 @@
+//! `emberd`: ember's worker daemon. For now it runs one micro-VM by hand:
+//! `emberd vm run --mem 16 --echo hello` boots guest-init, talks to it over vsock, prints the
+//! guest's log and the round trip, and shuts it down.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use host_vmm::{GuestClient, Vm, VmConfig};
+
+#[derive(Parser)]
+#[command(name = "emberd", version, about = "ember worker daemon")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Micro-VM tools.
+    Vm {
+        #[command(subcommand)]
+        command: VmCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum VmCommand {
+    /// Boot guest-init, ask for its info, echo a message, shut it down.
+    Run {
+        /// Guest memory in MiB.
+        #[arg(long, default_value_t = 16)]
+        mem: u32,
+        /// Text to send through the guest and back.
+        #[arg(long, default_value = "hello from the host")]
+        echo: String,
+        /// Also serve the hybrid vsock Unix socket here and keep the VM running until Ctrl-C.
+        #[arg(long)]
+        uds: Option<PathBuf>,
+        /// Ask the guest to log its boot steps.
+        #[arg(long)]
+        verbose: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let Cli { command } = Cli::parse();
+    let Command::Vm {
+        command:
+            VmCommand::Run {
+                mem,
+                echo,
+                uds,
+                verbose,
+            },
+    } = command;
+    match run_vm(mem, &echo, uds, verbose) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("emberd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_vm(mem: u32, echo: &str, uds: Option<PathBuf>, verbose: bool) -> Result<(), String> {
+    let config = VmConfig {
+        mem_mib: mem,
+        uds_path: uds.clone(),
+        verbose,
+        ..VmConfig::default()
+    };
+    let start = Instant::now();
+    let mut vm = Vm::boot(&config).map_err(|e| e.to_string())?;
+    let mut client = GuestClient::connect(&vm, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    client.ping().map_err(|e| e.to_string())?;
+    let ready = start.elapsed();
+    let info = client.info().map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    let reply = client.echo(echo.as_bytes()).map_err(|e| e.to_string())?;
+    let rtt = t.elapsed();
+    println!("vm {}: booted to first pong in {ready:?}", vm.id());
+    println!(
+        "guest-init {} sees {} MiB ({} MiB heap), running in ring {}",
+        info.version,
+        info.mem_size >> 20,
+        info.heap_size >> 20,
+        info.cpl
+    );
+    println!("echo: {:?} ({rtt:?} round trip)", String::from_utf8_lossy(&reply));
+    if let Some(path) = &uds {
+        println!("hybrid vsock socket at {} (CONNECT 52); Ctrl-C to stop", path.display());
+        while vm.exit().is_none() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    } else {
+        client.shutdown().map_err(|e| e.to_string())?;
+    }
+    let exit = vm
+        .wait(Duration::from_secs(5))
+        .unwrap_or_else(|| vm.stop());
+    println!("guest log:");
+    for line in vm.guest_log() {
+        println!("  | {line}");
+    }
+    println!("vm exit: {exit}");
+    Ok(())
+}

@@ -1,0 +1,449 @@
+//! Host side of a VM's vsock: the connection table shared by the vCPU thread (which moves
+//! packets in and out of the virtqueues) and host threads (which read and write streams).
+//!
+//! Flow control follows the virtio-vsock credit scheme in both directions: the host never
+//! sends more than the guest advertised, and a guest that sends more than the host
+//! advertised loses the connection.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// vsock packet operations (virtio spec 5.10.6).
+pub mod op {
+    pub const REQUEST: u16 = 1;
+    pub const RESPONSE: u16 = 2;
+    pub const RST: u16 = 3;
+    pub const SHUTDOWN: u16 = 4;
+    pub const RW: u16 = 5;
+    pub const CREDIT_UPDATE: u16 = 6;
+    pub const CREDIT_REQUEST: u16 = 7;
+}
+/// SHUTDOWN flags.
+pub const SHUTDOWN_RCV: u32 = 1;
+pub const SHUTDOWN_SEND: u32 = 2;
+
+/// Receive buffer the host advertises per connection: more than one maximum frame, so a
+/// guest reply never waits for the host to read.
+pub const HOST_BUF_ALLOC: u32 = 8 << 20;
+/// Bytes a host writer may queue for the guest before `write` blocks.
+const HOST_TX_LIMIT: usize = 8 << 20;
+/// Connections one VM may have open at once.
+const MAX_CONNECTIONS: usize = 64;
+const FIRST_LOCAL_PORT: u32 = 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum ConnState {
+    Connecting,
+    Established,
+    Closed(String),
+}
+
+struct Conn {
+    peer_port: u32,
+    state: ConnState,
+    /// Guest → host bytes not yet read.
+    rx: VecDeque<u8>,
+    /// Bytes the host has read (our `fwd_cnt`), and the value the guest last saw.
+    fwd_cnt: u32,
+    fwd_cnt_sent: u32,
+    /// Host → guest bytes not yet sent.
+    tx: VecDeque<u8>,
+    tx_cnt: u32,
+    peer_buf_alloc: u32,
+    peer_fwd_cnt: u32,
+    /// The guest will send no more data: reads end after `rx` drains.
+    peer_done_sending: bool,
+    /// The host stream was dropped: shut down once `tx` drains, forget on the guest's RST.
+    host_closed: bool,
+}
+
+impl Conn {
+    fn credit(&self) -> u32 {
+        self.peer_buf_alloc
+            .saturating_sub(self.tx_cnt.wrapping_sub(self.peer_fwd_cnt))
+    }
+}
+
+/// A control packet waiting for an RX buffer.
+struct Ctrl {
+    local: u32,
+    peer: u32,
+    op: u16,
+    flags: u32,
+}
+
+/// One packet the device should write into the guest's RX queue.
+pub struct Outgoing {
+    pub local: u32,
+    pub peer: u32,
+    pub op: u16,
+    pub flags: u32,
+    pub fwd_cnt: u32,
+    pub data: Vec<u8>,
+}
+
+/// A packet the guest put in its TX queue, as the hub needs it.
+pub struct Incoming<'a> {
+    pub local: u32,
+    pub peer: u32,
+    pub op: u16,
+    pub flags: u32,
+    pub buf_alloc: u32,
+    pub fwd_cnt: u32,
+    pub data: &'a [u8],
+}
+
+#[derive(Default)]
+struct State {
+    conns: BTreeMap<u32, Conn>,
+    ctrl: VecDeque<Ctrl>,
+    next_port: u32,
+    /// Why the VM is gone; every stream fails with this from then on.
+    dead: Option<String>,
+    /// The vCPU must stop parking and return to its run loop.
+    stop: bool,
+}
+
+impl State {
+    fn push_ctrl(&mut self, local: u32, peer: u32, op: u16, flags: u32) {
+        self.ctrl.push_back(Ctrl {
+            local,
+            peer,
+            op,
+            flags,
+        });
+    }
+
+    fn has_outgoing(&self) -> bool {
+        !self.ctrl.is_empty()
+            || self
+                .conns
+                .values()
+                .any(|c| c.state == ConnState::Established && !c.tx.is_empty() && c.credit() > 0)
+    }
+}
+
+pub struct Hub {
+    state: Mutex<State>,
+    /// The parked vCPU waits here for packets to deliver.
+    guest_work: Condvar,
+    /// Host streams wait here for data, credit or state changes.
+    host_event: Condvar,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub {
+            state: Mutex::new(State {
+                next_port: FIRST_LOCAL_PORT,
+                ..Default::default()
+            }),
+            guest_work: Condvar::new(),
+            host_event: Condvar::new(),
+        }
+    }
+}
+
+fn dead_error(reason: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, format!("VM stopped: {reason}"))
+}
+
+impl Hub {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+
+    /// Opens a stream to `port` in the guest; returns the local (host) port.
+    pub fn connect(&self, port: u32, timeout: Duration) -> io::Result<u32> {
+        let mut st = self.lock();
+        if let Some(reason) = &st.dead {
+            return Err(dead_error(reason));
+        }
+        if st.conns.len() >= MAX_CONNECTIONS {
+            return Err(io::Error::other("too many vsock connections to this VM"));
+        }
+        let mut local = st.next_port;
+        while st.conns.contains_key(&local) {
+            local = local.checked_add(1).unwrap_or(FIRST_LOCAL_PORT);
+        }
+        st.next_port = local.checked_add(1).unwrap_or(FIRST_LOCAL_PORT);
+        st.conns.insert(
+            local,
+            Conn {
+                peer_port: port,
+                state: ConnState::Connecting,
+                rx: VecDeque::new(),
+                fwd_cnt: 0,
+                fwd_cnt_sent: 0,
+                tx: VecDeque::new(),
+                tx_cnt: 0,
+                peer_buf_alloc: 0,
+                peer_fwd_cnt: 0,
+                peer_done_sending: false,
+                host_closed: false,
+            },
+        );
+        st.push_ctrl(local, port, op::REQUEST, 0);
+        self.guest_work.notify_one();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let state = st.conns.get(&local).map(|c| c.state.clone());
+            match state {
+                Some(ConnState::Established) => return Ok(local),
+                Some(ConnState::Closed(why)) => {
+                    st.conns.remove(&local);
+                    return Err(io::Error::new(io::ErrorKind::ConnectionRefused, why));
+                }
+                None => return Err(io::Error::other("connection vanished")),
+                Some(ConnState::Connecting) => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                st.conns.remove(&local);
+                st.push_ctrl(local, port, op::RST, 0);
+                self.guest_work.notify_one();
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("guest did not accept vsock port {port} in {timeout:?}"),
+                ));
+            }
+            st = self.host_event.wait_timeout(st, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Reads guest data; `Ok(0)` once the guest shut down its side and everything was read.
+    pub fn read(&self, local: u32, buf: &mut [u8], timeout: Option<Duration>) -> io::Result<usize> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = self.lock();
+        loop {
+            let conn = st.conns.get_mut(&local).ok_or_else(closed)?;
+            if !conn.rx.is_empty() {
+                let n = buf.len().min(conn.rx.len());
+                for (dst, src) in buf.iter_mut().zip(conn.rx.drain(..n)) {
+                    *dst = src;
+                }
+                conn.fwd_cnt = conn.fwd_cnt.wrapping_add(n as u32);
+                if conn.fwd_cnt.wrapping_sub(conn.fwd_cnt_sent) >= HOST_BUF_ALLOC / 4 {
+                    let peer = conn.peer_port;
+                    st.push_ctrl(local, peer, op::CREDIT_UPDATE, 0);
+                    self.guest_work.notify_one();
+                }
+                return Ok(n);
+            }
+            if conn.peer_done_sending || buf.is_empty() {
+                return Ok(0);
+            }
+            if let ConnState::Closed(why) = &conn.state {
+                return Err(io::Error::new(io::ErrorKind::ConnectionReset, why.clone()));
+            }
+            if let Some(reason) = &st.dead {
+                return Err(dead_error(reason));
+            }
+            st = match deadline {
+                None => self.host_event.wait(st).unwrap(),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "vsock read timed out"));
+                    }
+                    self.host_event.wait_timeout(st, deadline - now).unwrap().0
+                }
+            };
+        }
+    }
+
+    /// Queues data for the guest, blocking while too much is already queued.
+    pub fn write(&self, local: u32, buf: &[u8]) -> io::Result<usize> {
+        let mut st = self.lock();
+        loop {
+            if let Some(reason) = &st.dead {
+                return Err(dead_error(reason));
+            }
+            let conn = st.conns.get_mut(&local).ok_or_else(closed)?;
+            if let ConnState::Closed(why) = &conn.state {
+                return Err(io::Error::new(io::ErrorKind::BrokenPipe, why.clone()));
+            }
+            let room = HOST_TX_LIMIT.saturating_sub(conn.tx.len());
+            if room > 0 || buf.is_empty() {
+                let n = room.min(buf.len());
+                conn.tx.extend(&buf[..n]);
+                self.guest_work.notify_one();
+                return Ok(n);
+            }
+            st = self.host_event.wait(st).unwrap();
+        }
+    }
+
+    /// The host stream is gone: finish sending what is queued, then shut down.
+    pub fn close(&self, local: u32) {
+        let mut st = self.lock();
+        let Some(conn) = st.conns.get_mut(&local) else {
+            return;
+        };
+        if conn.state != ConnState::Established {
+            st.conns.remove(&local);
+            return;
+        }
+        conn.host_closed = true;
+        if conn.tx.is_empty() {
+            let peer = conn.peer_port;
+            st.push_ctrl(local, peer, op::SHUTDOWN, SHUTDOWN_RCV | SHUTDOWN_SEND);
+            self.guest_work.notify_one();
+        }
+    }
+
+    /// Handles one packet from the guest.
+    pub fn incoming(&self, pkt: Incoming<'_>) {
+        let mut st = self.lock();
+        let Some(conn) = st
+            .conns
+            .get_mut(&pkt.local)
+            .filter(|c| c.peer_port == pkt.peer)
+        else {
+            if pkt.op != op::RST {
+                st.push_ctrl(pkt.local, pkt.peer, op::RST, 0);
+            }
+            return;
+        };
+        conn.peer_buf_alloc = pkt.buf_alloc;
+        conn.peer_fwd_cnt = pkt.fwd_cnt;
+        let mut reply = None;
+        match (pkt.op, &conn.state) {
+            (op::RESPONSE, ConnState::Connecting) => conn.state = ConnState::Established,
+            (op::RW, ConnState::Established) => {
+                if conn.rx.len() + pkt.data.len() > HOST_BUF_ALLOC as usize {
+                    conn.state = ConnState::Closed("guest overran its vsock credit".into());
+                    reply = Some((op::RST, 0));
+                } else {
+                    conn.rx.extend(pkt.data);
+                }
+            }
+            (op::CREDIT_UPDATE, _) => {}
+            (op::CREDIT_REQUEST, ConnState::Established) => reply = Some((op::CREDIT_UPDATE, 0)),
+            (op::SHUTDOWN, ConnState::Established) => {
+                if pkt.flags & SHUTDOWN_SEND != 0 {
+                    conn.peer_done_sending = true;
+                }
+                if pkt.flags & SHUTDOWN_RCV != 0 {
+                    conn.tx.clear();
+                    conn.state = ConnState::Closed("guest closed the connection".into());
+                    reply = Some((op::RST, 0));
+                }
+            }
+            (op::RST, ConnState::Connecting) => {
+                conn.state = ConnState::Closed(format!("guest refused vsock port {}", pkt.peer));
+            }
+            (op::RST, _) => {
+                conn.peer_done_sending = true;
+                conn.state = ConnState::Closed("connection reset by guest".into());
+            }
+            _ => {
+                conn.state = ConnState::Closed(format!("unexpected vsock op {}", pkt.op));
+                reply = Some((op::RST, 0));
+            }
+        }
+        let finished = conn.host_closed && matches!(conn.state, ConnState::Closed(_));
+        if finished {
+            st.conns.remove(&pkt.local);
+        }
+        if let Some((op, flags)) = reply {
+            st.push_ctrl(pkt.local, pkt.peer, op, flags);
+        }
+        self.host_event.notify_all();
+    }
+
+    /// Takes the next packet for the guest, whose RX buffer holds `room` data bytes.
+    pub fn next_outgoing(&self, room: usize) -> Option<Outgoing> {
+        let mut st = self.lock();
+        if let Some(c) = st.ctrl.pop_front() {
+            let fwd_cnt = st.conns.get_mut(&c.local).map_or(0, |conn| {
+                conn.fwd_cnt_sent = conn.fwd_cnt;
+                conn.fwd_cnt
+            });
+            return Some(Outgoing {
+                local: c.local,
+                peer: c.peer,
+                op: c.op,
+                flags: c.flags,
+                fwd_cnt,
+                data: Vec::new(),
+            });
+        }
+        let (&local, conn) = st.conns.iter_mut().find(|(_, c)| {
+            c.state == ConnState::Established && !c.tx.is_empty() && c.credit() > 0
+        })?;
+        let n = conn.tx.len().min(conn.credit() as usize).min(room);
+        if n == 0 {
+            return None;
+        }
+        let data: Vec<u8> = conn.tx.drain(..n).collect();
+        conn.tx_cnt = conn.tx_cnt.wrapping_add(n as u32);
+        conn.fwd_cnt_sent = conn.fwd_cnt;
+        let out = Outgoing {
+            local,
+            peer: conn.peer_port,
+            op: op::RW,
+            flags: 0,
+            fwd_cnt: conn.fwd_cnt,
+            data,
+        };
+        if conn.tx.is_empty() && conn.host_closed {
+            st.push_ctrl(local, out.peer, op::SHUTDOWN, SHUTDOWN_RCV | SHUTDOWN_SEND);
+        }
+        self.host_event.notify_all();
+        Some(out)
+    }
+
+    pub fn has_outgoing(&self) -> bool {
+        self.lock().has_outgoing()
+    }
+
+    /// Parks the calling vCPU until there is a packet to deliver or a stop is requested.
+    /// Returns false on stop.
+    pub fn wait_for_outgoing(&self) -> bool {
+        let mut st = self.lock();
+        while !st.stop && !st.has_outgoing() {
+            st = self.guest_work.wait(st).unwrap();
+        }
+        !st.stop
+    }
+
+    /// Wakes a parked vCPU so it sees its stop flag.
+    pub fn request_stop(&self) {
+        self.lock().stop = true;
+        self.guest_work.notify_all();
+    }
+
+    /// The VM is gone: every stream fails from now on.
+    pub fn kill(&self, reason: &str) {
+        let mut st = self.lock();
+        st.dead = Some(reason.to_string());
+        st.stop = true;
+        for conn in st.conns.values_mut() {
+            if !matches!(conn.state, ConnState::Closed(_)) {
+                conn.state = ConnState::Closed(format!("VM stopped: {reason}"));
+            }
+        }
+        st.conns.retain(|_, c| !c.host_closed);
+        st.ctrl.clear();
+        self.host_event.notify_all();
+        self.guest_work.notify_all();
+    }
+
+    /// The guest reset its vsock device: every connection is gone.
+    pub fn reset_connections(&self) {
+        let mut st = self.lock();
+        for conn in st.conns.values_mut() {
+            conn.state = ConnState::Closed("guest reset its vsock device".into());
+        }
+        st.conns.retain(|_, c| !c.host_closed);
+        st.ctrl.clear();
+        self.host_event.notify_all();
+    }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "vsock connection is closed")
+}

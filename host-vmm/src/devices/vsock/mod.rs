@@ -1,0 +1,192 @@
+//! The virtio-vsock device (device id 19) behind a virtio-mmio transport.
+//!
+//! The device runs on the vCPU thread: a doorbell exit makes it drain the TX queue into the
+//! [`hub::Hub`] and fill the RX queue from it, and a *wait* doorbell parks the vCPU until
+//! there is something to deliver. The guest never needs a queue-notify MMIO write or an
+//! interrupt, so one request/response costs one exit. Notification suppression
+//! (`VIRTQ_USED_F_NO_NOTIFY`) tells a standard driver the same.
+
+pub mod hub;
+pub mod stream;
+pub mod uds;
+
+use std::sync::Arc;
+
+use ember_wire::layout::HOST_CID;
+use virtio_queue::{QueueOwnedT, QueueT};
+use virtio_vsock::packet::{VsockPacket, PKT_HEADER_SIZE};
+use vm_memory::{GuestMemoryMmap, VolatileSlice};
+
+use crate::devices::virtio_mmio::{MmioTransport, Notice};
+use crate::vm::VmError;
+use hub::{Hub, Incoming, HOST_BUF_ALLOC};
+
+const DEVICE_ID_VSOCK: u32 = 19;
+const QUEUE_SIZE: u16 = 256;
+const RX: usize = 0;
+const TX: usize = 1;
+/// Largest data part of one packet, as in Linux.
+const MAX_PKT_DATA: u32 = 64 * 1024;
+const TYPE_STREAM: u16 = 1;
+
+pub struct VsockDevice {
+    transport: MmioTransport,
+    hub: Arc<Hub>,
+    guest_cid: u64,
+    scratch: Vec<u8>,
+}
+
+fn guest_err(what: &str, e: impl std::fmt::Display) -> VmError {
+    VmError::Guest(format!("{what}: {e}"))
+}
+
+impl VsockDevice {
+    pub fn new(guest_cid: u64, hub: Arc<Hub>) -> Self {
+        VsockDevice {
+            transport: MmioTransport::new(
+                DEVICE_ID_VSOCK,
+                0,
+                &[QUEUE_SIZE; 3],
+                guest_cid.to_le_bytes().to_vec(),
+            ),
+            hub,
+            guest_cid,
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn mmio_read(&self, offset: u64, data: &mut [u8]) {
+        self.transport.read(offset, data);
+    }
+
+    pub fn mmio_write(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+        mem: &GuestMemoryMmap,
+    ) -> Result<(), VmError> {
+        match self.transport.write(offset, data, mem) {
+            Notice::QueueNotify(_) => self.doorbell(false, mem),
+            Notice::Activated => {
+                for q in self.transport.queues_mut() {
+                    if q.ready() {
+                        q.disable_notification(mem)
+                            .map_err(|e| guest_err("virtqueue", e))?;
+                    }
+                }
+                Ok(())
+            }
+            Notice::Reset => {
+                self.hub.reset_connections();
+                Ok(())
+            }
+            Notice::None => Ok(()),
+        }
+    }
+
+    /// Drains TX and fills RX; with `wait`, parks until at least one packet reached the
+    /// guest (or a stop was requested).
+    pub fn doorbell(&mut self, wait: bool, mem: &GuestMemoryMmap) -> Result<(), VmError> {
+        if !self.transport.is_active() {
+            return Ok(());
+        }
+        self.drain_tx(mem)?;
+        if self.fill_rx(mem)? > 0 || !wait {
+            return Ok(());
+        }
+        if !self.hub.wait_for_outgoing() {
+            return Ok(());
+        }
+        if self.fill_rx(mem)? == 0 {
+            return Err(VmError::Guest(
+                "guest waits for vsock packets but offers no RX buffers".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn drain_tx(&mut self, mem: &GuestMemoryMmap) -> Result<(), VmError> {
+        let queue = &mut self.transport.queues_mut()[TX];
+        while let Some(mut chain) = queue.pop_descriptor_chain(mem) {
+            let head = chain.head_index();
+            let pkt = VsockPacket::from_tx_virtq_chain(mem, &mut chain, MAX_PKT_DATA)
+                .map_err(|e| guest_err("malformed TX packet", e))?;
+            if pkt.src_cid() != self.guest_cid
+                || pkt.dst_cid() != HOST_CID
+                || pkt.type_() != TYPE_STREAM
+            {
+                return Err(VmError::Guest(format!(
+                    "TX packet from CID {} to CID {} of type {}",
+                    pkt.src_cid(),
+                    pkt.dst_cid(),
+                    pkt.type_()
+                )));
+            }
+            let data = match pkt.data_slice() {
+                Some(slice) if pkt.op() == hub::op::RW => {
+                    self.scratch.resize(slice.len(), 0);
+                    slice.copy_to(&mut self.scratch[..]);
+                    &self.scratch[..]
+                }
+                _ => &[],
+            };
+            self.hub.incoming(Incoming {
+                local: pkt.dst_port(),
+                peer: pkt.src_port(),
+                op: pkt.op(),
+                flags: pkt.flags(),
+                buf_alloc: pkt.buf_alloc(),
+                fwd_cnt: pkt.fwd_cnt(),
+                data,
+            });
+            queue
+                .add_used(mem, head, 0)
+                .map_err(|e| guest_err("TX used ring", e))?;
+        }
+        Ok(())
+    }
+
+    /// Moves queued packets into guest RX buffers; returns how many were delivered.
+    fn fill_rx(&mut self, mem: &GuestMemoryMmap) -> Result<usize, VmError> {
+        let mut delivered = 0;
+        let queue = &mut self.transport.queues_mut()[RX];
+        while self.hub.has_outgoing() {
+            let Some(mut chain) = queue.pop_descriptor_chain(mem) else {
+                break;
+            };
+            let head = chain.head_index();
+            let mut pkt = VsockPacket::from_rx_virtq_chain(mem, &mut chain, MAX_PKT_DATA)
+                .map_err(|e| guest_err("malformed RX buffer", e))?;
+            let room = pkt.data_slice().map_or(0, |s| s.len());
+            let Some(out) = self.hub.next_outgoing(room) else {
+                // Raced with a host thread (or nothing fits): give the buffer back unused.
+                queue.go_to_previous_position();
+                break;
+            };
+            if let Some(slice) = pkt.data_slice() {
+                write_data(slice, &out.data).map_err(|e| guest_err("RX buffer", e))?;
+            }
+            pkt.set_src_cid(HOST_CID)
+                .set_dst_cid(self.guest_cid)
+                .set_src_port(out.local)
+                .set_dst_port(out.peer)
+                .set_type(TYPE_STREAM)
+                .set_op(out.op)
+                .set_flags(out.flags)
+                .set_len(out.data.len() as u32)
+                .set_buf_alloc(HOST_BUF_ALLOC)
+                .set_fwd_cnt(out.fwd_cnt);
+            let used = (PKT_HEADER_SIZE + out.data.len()) as u32;
+            queue
+                .add_used(mem, head, used)
+                .map_err(|e| guest_err("RX used ring", e))?;
+            delivered += 1;
+        }
+        Ok(delivered)
+    }
+}
+
+fn write_data(slice: &VolatileSlice<'_>, data: &[u8]) -> Result<(), vm_memory::VolatileMemoryError> {
+    slice.subslice(0, data.len())?.copy_from(data);
+    Ok(())
+}

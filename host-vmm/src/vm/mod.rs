@@ -1,0 +1,212 @@
+//! One micro-VM: guest memory, the guest image, one vCPU on its own thread, a serial port
+//! and a virtio-vsock device. [`Vm::boot`] builds it; dropping it stops and frees it.
+
+pub mod cpu;
+mod exit;
+mod loader;
+pub mod memory;
+mod vcpu;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ember_wire::boot::{flags, BootInfo};
+use ember_wire::layout::{BOOT_INFO, STACK_SIZE, VIRTIO_MMIO_BASE};
+use vm_memory::{Bytes, GuestAddress};
+
+use crate::devices::serial::{self, GuestLog};
+use crate::devices::vsock::hub::Hub;
+use crate::devices::vsock::stream::VsockStream;
+use crate::devices::vsock::uds::UdsListener;
+use crate::devices::vsock::VsockDevice;
+use crate::{guest_image, kvm};
+pub use exit::{GuestFault, VmExit};
+pub(crate) use vcpu::configure as configure_vcpu;
+use vcpu::{VcpuContext, VcpuControl};
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("KVM: {0}")]
+    Kvm(String),
+    #[error("invalid VM configuration: {0}")]
+    Config(String),
+    #[error("VM setup failed: {0}")]
+    Setup(String),
+    #[error("guest misbehaved: {0}")]
+    Guest(String),
+}
+
+/// How to build a VM.
+#[derive(Clone, Debug)]
+pub struct VmConfig {
+    /// Guest RAM in MiB (a multiple of 2, at least 4).
+    pub mem_mib: u32,
+    /// The guest's vsock CID (3 or more).
+    pub guest_cid: u64,
+    /// Serve the hybrid vsock Unix socket at this path.
+    pub uds_path: Option<PathBuf>,
+    /// Let the guest accept test-only frames (deliberate faults and hangs).
+    pub test_frames: bool,
+    /// Ask the guest to log its boot steps.
+    pub verbose: bool,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        VmConfig {
+            mem_mib: 16,
+            guest_cid: 3,
+            uds_path: None,
+            test_frames: false,
+            verbose: false,
+        }
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+pub struct Vm {
+    id: String,
+    hub: Arc<Hub>,
+    control: Arc<VcpuControl>,
+    thread: Option<JoinHandle<()>>,
+    log: Arc<GuestLog>,
+    uds: Option<UdsListener>,
+}
+
+impl Vm {
+    /// Creates the VM and starts its vCPU; returns as soon as the guest is running.
+    pub fn boot(config: &VmConfig) -> Result<Vm, VmError> {
+        if config.guest_cid < 3 || config.guest_cid > u32::MAX as u64 {
+            return Err(VmError::Config(format!(
+                "guest CID must be between 3 and {}, got {}",
+                u32::MAX,
+                config.guest_cid
+            )));
+        }
+        let sys = kvm::system()?;
+        let id = format!("{}-{}", std::process::id(), NEXT_ID.fetch_add(1, Ordering::Relaxed));
+        let vm_fd = sys
+            .kvm
+            .create_vm()
+            .map_err(|e| VmError::Kvm(format!("KVM_CREATE_VM: {e}")))?;
+        let mem_size = u64::from(config.mem_mib) << 20;
+        let mem = memory::create(&vm_fd, mem_size)?;
+        let image = loader::load(&mem, mem_size, guest_image::ELF)?;
+        cpu::write_system_tables(&mem, mem_size, Some(image.fault_stubs))?;
+
+        let vcpu = vm_fd
+            .create_vcpu(0)
+            .map_err(|e| VmError::Kvm(format!("KVM_CREATE_VCPU: {e}")))?;
+        let entry = cpu::Entry {
+            rip: image.entry,
+            // As if `call`ed: the ABI expects rsp + 8 to be 16-byte aligned at entry.
+            rsp: mem_size - 8,
+            arg: BOOT_INFO,
+        };
+        configure_vcpu(&vcpu, &sys.cpuid, &entry, true)?;
+
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| VmError::Setup(format!("random seed: {e}")))?;
+        let boot_info = BootInfo {
+            flags: (if config.test_frames { flags::TEST_FRAMES } else { 0 })
+                | (if config.verbose { flags::VERBOSE } else { 0 }),
+            mem_size,
+            heap_start: image.end,
+            heap_end: mem_size - STACK_SIZE,
+            vsock_mmio: VIRTIO_MMIO_BASE,
+            guest_cid: config.guest_cid,
+            tsc_khz: u64::from(vcpu.get_tsc_khz().unwrap_or(0)),
+            boot_unix_ns: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+            seed,
+        };
+        mem.write_slice(&boot_info.encode(), GuestAddress(BOOT_INFO))
+            .map_err(|e| VmError::Setup(format!("writing boot info: {e}")))?;
+
+        let log = GuestLog::new(id.clone());
+        let hub = Arc::new(Hub::default());
+        let uds = match &config.uds_path {
+            Some(path) => Some(
+                UdsListener::start(path, hub.clone(), &id)
+                    .map_err(|e| VmError::Setup(format!("hybrid vsock socket {path:?}: {e}")))?,
+            ),
+            None => None,
+        };
+        let control = Arc::new(VcpuControl::default());
+        let ctx = VcpuContext {
+            vcpu,
+            vm_fd,
+            mem,
+            serial: serial::new(log.clone()),
+            vsock: VsockDevice::new(config.guest_cid, hub.clone()),
+            hub: hub.clone(),
+            control: control.clone(),
+            log: log.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("vcpu-{id}"))
+            .spawn(move || vcpu::run(ctx))
+            .map_err(|e| VmError::Setup(format!("spawning vCPU thread: {e}")))?;
+        Ok(Vm {
+            id,
+            hub,
+            control,
+            thread: Some(thread),
+            log,
+            uds,
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Opens a stream to a vsock port in the guest.
+    pub fn connect(&self, port: u32, timeout: Duration) -> std::io::Result<VsockStream> {
+        VsockStream::connect(self.hub.clone(), port, timeout)
+    }
+
+    /// How the VM ended, if it has.
+    pub fn exit(&self) -> Option<VmExit> {
+        self.control.exit()
+    }
+
+    /// Waits up to `timeout` for the VM to end on its own.
+    pub fn wait(&self, timeout: Duration) -> Option<VmExit> {
+        self.control.wait(timeout)
+    }
+
+    /// Stops the vCPU wherever it is (running guest code or parked) and tears the VM down.
+    /// Returns how it ended: `Stopped`, or the earlier exit if it had already ended.
+    pub fn stop(&mut self) -> VmExit {
+        if let Some(thread) = self.thread.take() {
+            self.control.request_stop();
+            self.hub.request_stop();
+            vcpu::kick_until_finished(&thread);
+            let _ = thread.join();
+        }
+        self.uds = None;
+        self.control.exit().unwrap_or(VmExit::Stopped)
+    }
+
+    /// The guest's serial log (most recent lines).
+    pub fn guest_log(&self) -> Vec<String> {
+        self.log.lines()
+    }
+
+    /// Linux thread id of the vCPU thread (for CPU accounting).
+    pub fn vcpu_tid(&self) -> Option<i32> {
+        self.control.tid()
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

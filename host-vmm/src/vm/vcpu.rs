@@ -1,0 +1,246 @@
+//! The vCPU thread: runs the guest, dispatches its exits to the devices, and ends the VM on
+//! anything unexpected. Only this thread touches the vCPU, guest memory and devices.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Once};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ember_wire::boot::exit_code;
+use ember_wire::layout::{
+    DOORBELL_KICK_PORT, DOORBELL_WAIT_PORT, FAULT_PORT, POWER_OFF_PORT, SERIAL_PORT,
+    VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE,
+};
+use kvm_bindings::CpuId;
+use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use super::{cpu, GuestFault, VmError, VmExit};
+use crate::devices::serial::{GuestLog, SerialDevice};
+use crate::devices::vsock::hub::Hub;
+use crate::devices::vsock::VsockDevice;
+
+/// Shared between the vCPU thread and the [`super::Vm`] handle.
+#[derive(Default)]
+pub struct VcpuControl {
+    stop: AtomicBool,
+    tid: AtomicI32,
+    exit: Mutex<Option<VmExit>>,
+    exited: Condvar,
+}
+
+impl VcpuControl {
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    pub fn exit(&self) -> Option<VmExit> {
+        self.exit.lock().unwrap().clone()
+    }
+
+    pub fn wait(&self, timeout: Duration) -> Option<VmExit> {
+        let guard = self.exit.lock().unwrap();
+        let (guard, _) = self
+            .exited
+            .wait_timeout_while(guard, timeout, |e| e.is_none())
+            .unwrap();
+        guard.clone()
+    }
+
+    pub fn tid(&self) -> Option<i32> {
+        Some(self.tid.load(Ordering::SeqCst)).filter(|t| *t != 0)
+    }
+}
+
+pub struct VcpuContext {
+    pub vcpu: VcpuFd,
+    pub vm_fd: VmFd,
+    pub mem: GuestMemoryMmap,
+    pub serial: SerialDevice,
+    pub vsock: VsockDevice,
+    pub hub: Arc<Hub>,
+    pub control: Arc<VcpuControl>,
+    pub log: Arc<GuestLog>,
+}
+
+/// Loads CPUID and the ring-3 entry state into a fresh vCPU.
+pub fn configure(
+    vcpu: &VcpuFd,
+    cpuid: &CpuId,
+    entry: &cpu::Entry,
+    fault_stubs: bool,
+) -> Result<(), VmError> {
+    let kvm = |what: &str, e: kvm_ioctls::Error| VmError::Kvm(format!("{what}: {e}"));
+    vcpu.set_cpuid2(cpuid).map_err(|e| kvm("KVM_SET_CPUID2", e))?;
+    let sregs = cpu::sregs(Default::default(), fault_stubs);
+    vcpu.set_sregs(&sregs).map_err(|e| kvm("KVM_SET_SREGS", e))?;
+    vcpu.set_regs(&cpu::regs(entry))
+        .map_err(|e| kvm("KVM_SET_REGS", e))?;
+    vcpu.set_fpu(&cpu::fpu()).map_err(|e| kvm("KVM_SET_FPU", e))?;
+    Ok(())
+}
+
+/// The signal that knocks a vCPU thread out of `KVM_RUN`.
+fn kick_signal() -> i32 {
+    static REGISTER: Once = Once::new();
+    let signal = SIGRTMIN();
+    REGISTER.call_once(|| {
+        extern "C" fn noop(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+        register_signal_handler(signal, noop).expect("registering the vCPU kick signal");
+    });
+    signal
+}
+
+/// Signals the vCPU thread until it has left its run loop. Repeating the signal closes the
+/// window between the thread checking its stop flag and entering `KVM_RUN`.
+pub fn kick_until_finished(thread: &JoinHandle<()>) {
+    let signal = kick_signal();
+    let mut pause = Duration::from_micros(50);
+    while !thread.is_finished() {
+        let _ = thread.kill(signal);
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+}
+
+pub fn run(ctx: VcpuContext) {
+    kick_signal();
+    // SAFETY: gettid has no preconditions.
+    ctx.control
+        .tid
+        .store(unsafe { libc::gettid() }, Ordering::SeqCst);
+    let VcpuContext {
+        vcpu,
+        vm_fd,
+        mem,
+        serial,
+        vsock,
+        hub,
+        control,
+        log,
+    } = ctx;
+    let mut devices = Devices { serial, vsock };
+    let exit = run_loop(vcpu, &mem, &mut devices, &control, &log);
+    drop(vm_fd);
+    drop(mem);
+    log::debug!("vm exited: {exit}");
+    hub.kill(&exit.to_string());
+    *control.exit.lock().unwrap() = Some(exit);
+    control.exited.notify_all();
+}
+
+struct Devices {
+    serial: SerialDevice,
+    vsock: VsockDevice,
+}
+
+/// What an exit asks for once the borrow of the vCPU's run structure has ended.
+enum Next {
+    Continue,
+    Fault,
+    Exit(VmExit),
+}
+
+fn run_loop(
+    mut vcpu: VcpuFd,
+    mem: &GuestMemoryMmap,
+    dev: &mut Devices,
+    control: &VcpuControl,
+    log: &GuestLog,
+) -> VmExit {
+    let serial_ports = SERIAL_PORT..SERIAL_PORT + 8;
+    let mmio = VIRTIO_MMIO_BASE..VIRTIO_MMIO_BASE + VIRTIO_MMIO_SIZE;
+    loop {
+        if control.stop.load(Ordering::SeqCst) {
+            return VmExit::Stopped;
+        }
+        let next = match vcpu.run() {
+            Ok(VcpuExit::IoOut(port, data)) => match port {
+                DOORBELL_WAIT_PORT | DOORBELL_KICK_PORT => {
+                    device_result(dev.vsock.doorbell(port == DOORBELL_WAIT_PORT, mem))
+                }
+                p if serial_ports.contains(&p) => {
+                    for &b in data.iter() {
+                        let _ = dev.serial.write((p - SERIAL_PORT) as u8, b);
+                    }
+                    Next::Continue
+                }
+                POWER_OFF_PORT => Next::Exit(power_off(data, log)),
+                FAULT_PORT => Next::Fault,
+                _ => Next::Continue,
+            },
+            Ok(VcpuExit::IoIn(port, data)) => {
+                if serial_ports.contains(&port) {
+                    for b in data.iter_mut() {
+                        *b = dev.serial.read((port - SERIAL_PORT) as u8);
+                    }
+                } else {
+                    data.fill(0xff);
+                }
+                Next::Continue
+            }
+            Ok(VcpuExit::MmioRead(addr, data)) if mmio.contains(&addr) => {
+                dev.vsock.mmio_read(addr - VIRTIO_MMIO_BASE, data);
+                Next::Continue
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) if mmio.contains(&addr) => {
+                device_result(dev.vsock.mmio_write(addr - VIRTIO_MMIO_BASE, data, mem))
+            }
+            Ok(VcpuExit::MmioRead(addr, _)) | Ok(VcpuExit::MmioWrite(addr, _)) => Next::Exit(
+                VmExit::GuestError(format!("access to unbacked guest address {addr:#x}")),
+            ),
+            Ok(VcpuExit::Shutdown) => Next::Exit(VmExit::TripleFault),
+            Ok(VcpuExit::Hlt) => Next::Exit(VmExit::GuestError("guest halted".into())),
+            Ok(VcpuExit::FailEntry(reason, _)) => Next::Exit(VmExit::KvmError(format!(
+                "VM entry failed (hardware reason {reason:#x})"
+            ))),
+            Ok(VcpuExit::InternalError) => Next::Exit(VmExit::KvmError(
+                "KVM internal error (instruction emulation failed)".into(),
+            )),
+            Ok(other) => Next::Exit(VmExit::GuestError(format!("unexpected VM exit {other:?}"))),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Next::Continue,
+            Err(e) => Next::Exit(VmExit::KvmError(format!("KVM_RUN: {e}"))),
+        };
+        match next {
+            Next::Continue => {}
+            Next::Exit(exit) => return exit,
+            Next::Fault => return fault(&vcpu),
+        }
+    }
+}
+
+fn device_result(result: Result<(), VmError>) -> Next {
+    match result {
+        Ok(()) => Next::Continue,
+        Err(e) => Next::Exit(VmExit::GuestError(e.to_string())),
+    }
+}
+
+fn power_off(data: &[u8], log: &GuestLog) -> VmExit {
+    let mut raw = [0u8; 4];
+    let n = data.len().min(4);
+    raw[..n].copy_from_slice(&data[..n]);
+    match u32::from_le_bytes(raw) {
+        exit_code::PANIC => VmExit::Panicked(
+            log.lines()
+                .last()
+                .cloned()
+                .unwrap_or_else(|| "(no message)".into()),
+        ),
+        code => VmExit::PoweredOff(code),
+    }
+}
+
+/// Reads what the ring-0 stub left in registers: `rdi` vector, `rsi` error code, `r8` RIP.
+fn fault(vcpu: &VcpuFd) -> VmExit {
+    match (vcpu.get_regs(), vcpu.get_sregs()) {
+        (Ok(regs), Ok(sregs)) => VmExit::Fault(GuestFault {
+            vector: regs.rdi as u8,
+            error_code: regs.rsi,
+            rip: regs.r8,
+            cr2: sregs.cr2,
+        }),
+        (Err(e), _) | (_, Err(e)) => VmExit::KvmError(format!("reading fault registers: {e}")),
+    }
+}
