@@ -2,6 +2,7 @@
 //! submission. Connection state and the frame protocol live in [`crate::server`].
 
 use alloc::boxed::Box;
+use core::mem::MaybeUninit;
 use alloc::rc::Rc;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -18,7 +19,7 @@ const DEVICE_ID_VSOCK: u32 = 19;
 const TYPE_STREAM: u16 = 1;
 const RX_QUEUE: u32 = 0;
 const TX_QUEUE: u32 = 1;
-const TX_QUEUE_SIZE: u16 = 128;
+const TX_QUEUE_SIZE: u16 = 64;
 /// Each RX buffer holds one header and up to this much data.
 const RX_DATA: usize = 64 * 1024;
 
@@ -98,8 +99,10 @@ pub struct Payload {
 pub struct Vsock {
     rx: VirtQueue,
     tx: VirtQueue,
-    /// RX buffers, and which buffer each RX descriptor head currently holds.
-    rx_bufs: Vec<Box<[u8]>>,
+    /// RX buffers, and which buffer each RX descriptor head currently holds. They are left
+    /// uninitialised (touching them at boot would cost a page fault per page); only the bytes
+    /// the device reports as written are ever read.
+    rx_bufs: Vec<Box<[MaybeUninit<u8>]>>,
     rx_owner: Vec<usize>,
     /// TX headers, indexed by the head descriptor of their chain.
     tx_headers: Box<[[u8; HEADER_LEN]]>,
@@ -119,7 +122,7 @@ impl Vsock {
         let mut rx_bufs = Vec::with_capacity(rx_count);
         let mut rx_owner = vec![0; rx.size() as usize];
         for i in 0..rx_count {
-            let buf = vec![0u8; HEADER_LEN + RX_DATA].into_boxed_slice();
+            let buf = Box::new_uninit_slice(HEADER_LEN + RX_DATA);
             let head = rx
                 .add(&[(buf.as_ptr() as u64, buf.len() as u32, DESC_F_WRITE)])
                 .ok_or("RX queue too small")?;
@@ -149,7 +152,9 @@ impl Vsock {
             };
             let buf = &self.rx_bufs[index];
             let used = (used as usize).min(buf.len());
-            if let Some(h) = Header::decode(&buf[..used]) {
+            // SAFETY: the device wrote the first `used` bytes of this buffer.
+            let buf = unsafe { core::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), used) };
+            if let Some(h) = Header::decode(buf) {
                 let data = buf.get(HEADER_LEN..HEADER_LEN + h.len as usize);
                 if let Some(data) = data.filter(|_| h.dst_cid == self.cid && h.is_stream()) {
                     handle(&h, data);
