@@ -9,7 +9,9 @@ const GUEST_TARGET: &str = "x86_64-unknown-none";
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
-    let root = manifest.parent().expect("host-vmm lives in the workspace root");
+    let root = manifest
+        .parent()
+        .expect("host-vmm lives in the workspace root");
     for dep in ["guest-init", "wire", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", root.join(dep).display());
     }
@@ -32,7 +34,15 @@ fn main() {
     .join("\x1f");
     let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root)
-        .args(["build", "--release", "--locked", "-p", "guest-init", "--features", "guest"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "guest-init",
+            "--features",
+            "guest",
+        ])
         .args(["--target", GUEST_TARGET, "--target-dir"])
         .arg(&target_dir);
     // The outer build's flags and wrappers (clippy, coverage) are for the host, not the guest.
@@ -48,7 +58,10 @@ fn main() {
     }
     cmd.env("CARGO_ENCODED_RUSTFLAGS", rustflags);
     let status = cmd.status().expect("running cargo to build guest-init");
-    assert!(status.success(), "building guest-init for {GUEST_TARGET} failed");
+    assert!(
+        status.success(),
+        "building guest-init for {GUEST_TARGET} failed"
+    );
     let elf = target_dir.join(GUEST_TARGET).join("release/guest-init");
     std::fs::copy(&elf, out_dir.join("guest-init.elf"))
         .unwrap_or_else(|e| panic!("copying {}: {e}", elf.display()));

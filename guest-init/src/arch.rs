@@ -6,12 +6,16 @@ use ember_wire::layout::{DOORBELL_KICK_PORT, DOORBELL_WAIT_PORT, POWER_OFF_PORT}
 
 pub fn outb(port: u16, value: u8) {
     // SAFETY: port I/O to the VMM's devices; IOPL 3 allows it in ring 3.
-    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    };
 }
 
 pub fn outl(port: u16, value: u32) {
     // SAFETY: as `outb`.
-    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Writes a whole buffer to one port with a single `rep outsb`: one VM exit, not one per byte.

@@ -15,13 +15,11 @@ pub mod server;
 pub mod virtio;
 pub mod vsock;
 
-use ember_wire::boot::{exit_code, flags, BootInfo, BOOT_INFO_SIZE};
+use ember_wire::boot::{exit_code, flags, BootInfo};
 
-/// Boots the guest and serves frames until told to shut down.
-pub fn run(boot_info: *const u8, heap: &heap::GuestHeap) -> ! {
-    // SAFETY: the VMM maps BOOT_INFO_SIZE readable bytes at `boot_info`.
-    let raw = unsafe { core::slice::from_raw_parts(boot_info, BOOT_INFO_SIZE) };
-    let info = match BootInfo::decode(raw) {
+/// Boots the guest from its boot-info block and serves frames until told to shut down.
+pub fn run(boot_info: &[u8], heap: &heap::GuestHeap) -> ! {
+    let info = match BootInfo::decode(boot_info) {
         Ok(info) => info,
         Err(e) => {
             log!("guest-init: bad boot info: {}", e);
@@ -29,7 +27,12 @@ pub fn run(boot_info: *const u8, heap: &heap::GuestHeap) -> ! {
         }
     };
     // SAFETY: the VMM reserved [heap_start, heap_end) for us and nothing else uses it.
-    unsafe { heap.init(info.heap_start as usize, (info.heap_end - info.heap_start) as usize) };
+    unsafe {
+        heap.init(
+            info.heap_start as usize,
+            (info.heap_end - info.heap_start) as usize,
+        )
+    };
     let verbose = info.flags & flags::VERBOSE != 0;
     if verbose {
         log!(
@@ -47,7 +50,10 @@ pub fn run(boot_info: *const u8, heap: &heap::GuestHeap) -> ! {
         }
     };
     if verbose {
-        log!("guest-init ready on vsock port {}", ember_wire::layout::GUEST_FRAME_PORT);
+        log!(
+            "guest-init ready on vsock port {}",
+            ember_wire::layout::GUEST_FRAME_PORT
+        );
     }
     server::Server::new(device, info).run()
 }

@@ -6,7 +6,7 @@
 use core::arch::global_asm;
 use core::panic::PanicInfo;
 
-use ember_wire::boot::exit_code;
+use ember_wire::boot::{exit_code, BOOT_INFO_SIZE};
 use guest_init::{arch, heap::GuestHeap, log};
 
 #[global_allocator]
@@ -55,8 +55,10 @@ global_asm!(
 
 /// The VMM enters here in ring 3 with `rdi` pointing at the boot-info block.
 #[unsafe(no_mangle)]
-pub extern "C" fn _start(boot_info: *const u8) -> ! {
-    guest_init::run(boot_info, &HEAP)
+extern "C" fn _start(boot_info: *const u8) -> ! {
+    // SAFETY: the VMM maps BOOT_INFO_SIZE readable bytes at `boot_info`.
+    let raw = unsafe { core::slice::from_raw_parts(boot_info, BOOT_INFO_SIZE) };
+    guest_init::run(raw, &HEAP)
 }
 
 #[panic_handler]

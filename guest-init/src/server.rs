@@ -194,7 +194,13 @@ impl Server {
     fn flush(&mut self) {
         for (peer, port) in self.strays.drain(..) {
             let h = header(peer, op::RST, 0, 0, 0);
-            self.dev.send(Header { src_port: port, ..h }, None);
+            self.dev.send(
+                Header {
+                    src_port: port,
+                    ..h
+                },
+                None,
+            );
         }
         let mut i = 0;
         while i < self.conns.len() {
@@ -228,8 +234,10 @@ impl Server {
                     .send(header(conn.peer, op::RW, 0, n, conn.fwd_cnt), Some(payload));
             }
             if conn.closing && conn.out.is_empty() {
-                self.dev
-                    .send(header(conn.peer, op::SHUTDOWN, SHUTDOWN_BOTH, 0, conn.fwd_cnt), None);
+                self.dev.send(
+                    header(conn.peer, op::SHUTDOWN, SHUTDOWN_BOTH, 0, conn.fwd_cnt),
+                    None,
+                );
                 self.conns.swap_remove(i);
             } else {
                 i += 1;
@@ -257,9 +265,8 @@ fn on_packet(conns: &mut Vec<Conn>, strays: &mut Vec<(u32, u32)>, h: &Header, da
         .iter()
         .position(|c| c.peer == h.src_port && h.dst_port == GUEST_FRAME_PORT);
     let Some(i) = found else {
-        let accept = h.op == op::REQUEST
-            && h.dst_port == GUEST_FRAME_PORT
-            && conns.len() < MAX_CONNECTIONS;
+        let accept =
+            h.op == op::REQUEST && h.dst_port == GUEST_FRAME_PORT && conns.len() < MAX_CONNECTIONS;
         if accept {
             let mut conn = Conn::new(h.src_port, h);
             conn.ctrl.push_back((op::RESPONSE, 0));
@@ -273,9 +280,7 @@ fn on_packet(conns: &mut Vec<Conn>, strays: &mut Vec<(u32, u32)>, h: &Header, da
     conn.peer_buf_alloc = h.buf_alloc;
     conn.peer_fwd_cnt = h.fwd_cnt;
     match h.op {
-        op::RW if conn.inbox.len() + data.len() <= BUF_ALLOC as usize => {
-            conn.inbox.extend(data)
-        }
+        op::RW if conn.inbox.len() + data.len() <= BUF_ALLOC as usize => conn.inbox.extend(data),
         op::CREDIT_UPDATE => {}
         op::CREDIT_REQUEST => conn.ctrl.push_back((op::CREDIT_UPDATE, 0)),
         op::RST => {

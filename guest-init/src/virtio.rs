@@ -160,7 +160,9 @@ impl VirtQueue {
         if buffers.is_empty() || buffers.len() > self.free.len() {
             return None;
         }
-        let ids: Vec<u16> = (0..buffers.len()).map(|_| self.free.pop().unwrap()).collect();
+        let ids: Vec<u16> = (0..buffers.len())
+            .map(|_| self.free.pop().unwrap())
+            .collect();
         for (i, &(addr, len, flags)) in buffers.iter().enumerate() {
             let next = ids.get(i + 1).copied();
             let flags = flags | if next.is_some() { DESC_F_NEXT } else { 0 };
@@ -207,8 +209,12 @@ impl VirtQueue {
         for _ in 0..self.size {
             let d = self.desc + 16 * id as usize;
             // SAFETY: `d` is a descriptor of our table.
-            let (flags, next) =
-                unsafe { (read_volatile((d + 12) as *const u16), read_volatile((d + 14) as *const u16)) };
+            let (flags, next) = unsafe {
+                (
+                    read_volatile((d + 12) as *const u16),
+                    read_volatile((d + 14) as *const u16),
+                )
+            };
             self.free.push(id);
             if flags & DESC_F_NEXT == 0 || next >= self.size {
                 break;

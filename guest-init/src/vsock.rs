@@ -2,10 +2,10 @@
 //! submission. Connection state and the frame protocol live in [`crate::server`].
 
 use alloc::boxed::Box;
-use core::mem::MaybeUninit;
 use alloc::rc::Rc;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::mem::MaybeUninit;
 
 use ember_wire::boot::BootInfo;
 
@@ -161,9 +161,9 @@ impl Vsock {
                 }
             }
             let buf = &self.rx_bufs[index];
-            if let Some(new_head) = self
-                .rx
-                .add(&[(buf.as_ptr() as u64, buf.len() as u32, DESC_F_WRITE)])
+            if let Some(new_head) =
+                self.rx
+                    .add(&[(buf.as_ptr() as u64, buf.len() as u32, DESC_F_WRITE)])
             {
                 self.rx_owner[new_head as usize] = index;
             }
@@ -179,7 +179,10 @@ impl Vsock {
         header.dst_cid = ember_wire::layout::HOST_CID;
         header.type_ = TYPE_STREAM;
         header.len = payload.as_ref().map_or(0, |p| p.len as u32);
-        let head = self.tx.next_head().expect("descriptors were reclaimed above");
+        let head = self
+            .tx
+            .next_head()
+            .expect("descriptors were reclaimed above");
         let slot = &mut self.tx_headers[head as usize];
         *slot = header.encode();
         let header_buf = (slot.as_ptr() as u64, HEADER_LEN as u32, 0);

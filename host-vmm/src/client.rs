@@ -81,7 +81,12 @@ impl<S: Read + Write> GuestClient<S> {
     }
 
     /// Sends a request and checks the reply's kind.
-    pub fn request(&mut self, kind: Kind, payload: &[u8], reply: Kind) -> Result<Frame, ClientError> {
+    pub fn request(
+        &mut self,
+        kind: Kind,
+        payload: &[u8],
+        reply: Kind,
+    ) -> Result<Frame, ClientError> {
         self.send(kind as u8, payload)?;
         let frame = self.receive()?;
         if frame.kind != reply as u8 {
@@ -105,6 +110,7 @@ impl<S: Read + Write> GuestClient<S> {
 
     /// Asks the guest to power off; it acknowledges first.
     pub fn shutdown(&mut self) -> Result<(), ClientError> {
-        self.request(Kind::Shutdown, &[], Kind::ShutdownAck).map(drop)
+        self.request(Kind::Shutdown, &[], Kind::ShutdownAck)
+            .map(drop)
     }
 }

@@ -42,7 +42,11 @@ pub fn kvm_floor() -> Result<Duration, VmError> {
         Ok(VcpuExit::IoOut(DOORBELL_KICK_PORT, _)) => {}
         Ok(other) => {
             let o = format!("{other:?}");
-            return Err(VmError::Kvm(format!("floor VM exited with {o} {:?} {:?}", vcpu.get_regs().map(|r| (r.rip, r.rflags)), vcpu.get_sregs().map(|s| (s.cs.dpl, s.cs.selector, s.tr)))));
+            return Err(VmError::Kvm(format!(
+                "floor VM exited with {o} {:?} {:?}",
+                vcpu.get_regs().map(|r| (r.rip, r.rflags)),
+                vcpu.get_sregs().map(|s| (s.cs.dpl, s.cs.selector, s.tr))
+            )));
         }
         Err(e) => return Err(VmError::Kvm(format!("KVM_RUN: {e}"))),
     }

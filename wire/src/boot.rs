@@ -189,10 +189,7 @@ struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
     fn new(bytes: &'a [u8], size: usize) -> Result<Self, BootError> {
-        bytes
-            .get(..size)
-            .map(Reader)
-            .ok_or(BootError::TooShort)
+        bytes.get(..size).map(Reader).ok_or(BootError::TooShort)
     }
     fn array<const N: usize>(&mut self) -> [u8; N] {
         let (head, rest) = self.0.split_at(N);

@@ -93,7 +93,10 @@ impl core::fmt::Display for FrameError {
             FrameError::BadVersion(v) => write!(f, "unsupported frame version {v}"),
             FrameError::ReservedBitsSet => f.write_str("reserved header bits set"),
             FrameError::TooLarge(n) => {
-                write!(f, "payload of {n} bytes exceeds the {MAX_PAYLOAD}-byte limit")
+                write!(
+                    f,
+                    "payload of {n} bytes exceeds the {MAX_PAYLOAD}-byte limit"
+                )
             }
         }
     }

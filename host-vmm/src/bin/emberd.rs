@@ -74,7 +74,8 @@ fn run_vm(mem: u32, echo: &str, uds: Option<PathBuf>, verbose: bool) -> Result<(
     };
     let start = Instant::now();
     let mut vm = Vm::boot(&config).map_err(|e| e.to_string())?;
-    let mut client = GuestClient::connect(&vm, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    let mut client =
+        GuestClient::connect(&vm, Duration::from_secs(5)).map_err(|e| e.to_string())?;
     client.ping().map_err(|e| e.to_string())?;
     let ready = start.elapsed();
     let info = client.info().map_err(|e| e.to_string())?;
@@ -89,18 +90,22 @@ fn run_vm(mem: u32, echo: &str, uds: Option<PathBuf>, verbose: bool) -> Result<(
         info.heap_size >> 20,
         info.cpl
     );
-    println!("echo: {:?} ({rtt:?} round trip)", String::from_utf8_lossy(&reply));
+    println!(
+        "echo: {:?} ({rtt:?} round trip)",
+        String::from_utf8_lossy(&reply)
+    );
     if let Some(path) = &uds {
-        println!("hybrid vsock socket at {} (CONNECT 52); Ctrl-C to stop", path.display());
+        println!(
+            "hybrid vsock socket at {} (CONNECT 52); Ctrl-C to stop",
+            path.display()
+        );
         while vm.exit().is_none() {
             std::thread::sleep(Duration::from_millis(200));
         }
     } else {
         client.shutdown().map_err(|e| e.to_string())?;
     }
-    let exit = vm
-        .wait(Duration::from_secs(5))
-        .unwrap_or_else(|| vm.stop());
+    let exit = vm.wait(Duration::from_secs(5)).unwrap_or_else(|| vm.stop());
     println!("guest log:");
     for line in vm.guest_log() {
         println!("  | {line}");

@@ -89,7 +89,8 @@ impl MmioTransport {
 
     /// True once the driver finished setup and the device has not asked for a reset.
     pub fn is_active(&self) -> bool {
-        self.status & VIRTIO_CONFIG_S_DRIVER_OK != 0 && self.status & VIRTIO_CONFIG_S_NEEDS_RESET == 0
+        self.status & VIRTIO_CONFIG_S_DRIVER_OK != 0
+            && self.status & VIRTIO_CONFIG_S_NEEDS_RESET == 0
     }
 
     pub fn queues_mut(&mut self) -> &mut [Queue] {

@@ -7,8 +7,8 @@
 
 use ember_wire::boot::{FAULT_STUB_STRIDE, FAULT_VECTORS};
 use ember_wire::layout::{
-    BOOT_INFO, DOORBELL_KICK_PORT, FAULT_STACK, NULL_PAGE, PAGE_TABLES, POWER_OFF_PORT, SERIAL_PORT,
-    SYSTEM_TABLES, VIRTIO_MMIO_BASE,
+    BOOT_INFO, DOORBELL_KICK_PORT, FAULT_STACK, NULL_PAGE, PAGE_TABLES, POWER_OFF_PORT,
+    SERIAL_PORT, SYSTEM_TABLES, VIRTIO_MMIO_BASE,
 };
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, kvm_sregs};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -93,7 +93,10 @@ pub fn write_system_tables(
     for page in (HUGE_PAGE..mem_size).step_by(HUGE_PAGE as usize) {
         set(PD + (page / HUGE_PAGE) * 8, page | table | PTE_HUGE);
     }
-    set(PD + (VIRTIO_MMIO_BASE / HUGE_PAGE) * 8, VIRTIO_MMIO_BASE | table | PTE_HUGE);
+    set(
+        PD + (VIRTIO_MMIO_BASE / HUGE_PAGE) * 8,
+        VIRTIO_MMIO_BASE | table | PTE_HUGE,
+    );
     for addr in (0..HUGE_PAGE.min(mem_size)).step_by(4096) {
         let flags = match addr {
             NULL_PAGE => 0,

@@ -33,7 +33,10 @@ pub fn load(mem: &GuestMemoryMmap, mem_size: u64, elf: &[u8]) -> Result<LoadedIm
     mem.read_slice(&mut raw, GuestAddress(IMAGE_BASE))
         .map_err(|e| bad(e.to_string()))?;
     let header = ImageHeader::decode(&raw).map_err(|e| bad(format!("header: {e}")))?;
-    let end = header.image_end.max(loaded.kernel_end).next_multiple_of(4096);
+    let end = header
+        .image_end
+        .max(loaded.kernel_end)
+        .next_multiple_of(4096);
     let stubs_end = header.fault_stubs + FAULT_VECTORS as u64 * FAULT_STUB_STRIDE;
     if header.fault_stubs < IMAGE_BASE || stubs_end > end {
         return Err(bad("fault stubs lie outside the image".into()));

@@ -9,7 +9,7 @@ use super::VmError;
 
 /// Maps `size` bytes of guest RAM at guest physical 0 and hands them to KVM.
 pub fn create(vm: &VmFd, size: u64) -> Result<GuestMemoryMmap, VmError> {
-    if !(MIN_MEMORY..=MAX_MEMORY).contains(&size) || size % (2 << 20) != 0 {
+    if !(MIN_MEMORY..=MAX_MEMORY).contains(&size) || !size.is_multiple_of(2 << 20) {
         return Err(VmError::Config(format!(
             "guest memory must be a multiple of 2 MiB between {} and {} MiB, got {size} bytes",
             MIN_MEMORY >> 20,

@@ -88,7 +88,11 @@ impl Vm {
             )));
         }
         let sys = kvm::system()?;
-        let id = format!("{}-{}", std::process::id(), NEXT_ID.fetch_add(1, Ordering::Relaxed));
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT_ID.fetch_add(1, Ordering::Relaxed)
+        );
         let vm_fd = sys
             .kvm
             .create_vm()
@@ -112,8 +116,11 @@ impl Vm {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| VmError::Setup(format!("random seed: {e}")))?;
         let boot_info = BootInfo {
-            flags: (if config.test_frames { flags::TEST_FRAMES } else { 0 })
-                | (if config.verbose { flags::VERBOSE } else { 0 }),
+            flags: (if config.test_frames {
+                flags::TEST_FRAMES
+            } else {
+                0
+            }) | (if config.verbose { flags::VERBOSE } else { 0 }),
             mem_size,
             heap_start: image.end,
             heap_end: mem_size - STACK_SIZE,

@@ -72,12 +72,15 @@ pub fn configure(
     fault_stubs: bool,
 ) -> Result<(), VmError> {
     let kvm = |what: &str, e: kvm_ioctls::Error| VmError::Kvm(format!("{what}: {e}"));
-    vcpu.set_cpuid2(cpuid).map_err(|e| kvm("KVM_SET_CPUID2", e))?;
+    vcpu.set_cpuid2(cpuid)
+        .map_err(|e| kvm("KVM_SET_CPUID2", e))?;
     let sregs = cpu::sregs(Default::default(), fault_stubs);
-    vcpu.set_sregs(&sregs).map_err(|e| kvm("KVM_SET_SREGS", e))?;
+    vcpu.set_sregs(&sregs)
+        .map_err(|e| kvm("KVM_SET_SREGS", e))?;
     vcpu.set_regs(&cpu::regs(entry))
         .map_err(|e| kvm("KVM_SET_REGS", e))?;
-    vcpu.set_fpu(&cpu::fpu()).map_err(|e| kvm("KVM_SET_FPU", e))?;
+    vcpu.set_fpu(&cpu::fpu())
+        .map_err(|e| kvm("KVM_SET_FPU", e))?;
     Ok(())
 }
 

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -131,6 +132,21 @@ pub struct Hub {
     guest_work: Condvar,
     /// Host streams wait here for data, credit or state changes.
     host_event: Condvar,
+    /// Bumped on every wake-up of either kind, so a waiter can spin briefly on an atomic
+    /// before sleeping: a request/response exchange then avoids two futex sleeps.
+    guest_seq: AtomicU64,
+    host_seq: AtomicU64,
+}
+
+/// How long a waiter polls before it sleeps. Short enough that an idle VM costs nothing.
+const SPIN: Duration = Duration::from_micros(30);
+
+/// Polls `seq` for a change from `seen` for at most [`SPIN`].
+fn spin_for_change(seq: &AtomicU64, seen: u64) {
+    let deadline = Instant::now() + SPIN;
+    while seq.load(Ordering::Acquire) == seen && Instant::now() < deadline {
+        std::hint::spin_loop();
+    }
 }
 
 impl Default for Hub {
@@ -142,17 +158,32 @@ impl Default for Hub {
             }),
             guest_work: Condvar::new(),
             host_event: Condvar::new(),
+            guest_seq: AtomicU64::new(0),
+            host_seq: AtomicU64::new(0),
         }
     }
 }
 
 fn dead_error(reason: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::ConnectionAborted, format!("VM stopped: {reason}"))
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        format!("VM stopped: {reason}"),
+    )
 }
 
 impl Hub {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap()
+    }
+
+    fn wake_guest(&self) {
+        self.guest_seq.fetch_add(1, Ordering::Release);
+        self.guest_work.notify_all();
+    }
+
+    fn wake_host(&self) {
+        self.host_seq.fetch_add(1, Ordering::Release);
+        self.host_event.notify_all();
     }
 
     /// Opens a stream to `port` in the guest; returns the local (host) port.
@@ -186,7 +217,7 @@ impl Hub {
             },
         );
         st.push_ctrl(local, port, op::REQUEST, 0);
-        self.guest_work.notify_one();
+        self.wake_guest();
         let deadline = Instant::now() + timeout;
         loop {
             let state = st.conns.get(&local).map(|c| c.state.clone());
@@ -203,7 +234,7 @@ impl Hub {
             if now >= deadline {
                 st.conns.remove(&local);
                 st.push_ctrl(local, port, op::RST, 0);
-                self.guest_work.notify_one();
+                self.wake_guest();
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!("guest did not accept vsock port {port} in {timeout:?}"),
@@ -228,7 +259,7 @@ impl Hub {
                 if conn.fwd_cnt.wrapping_sub(conn.fwd_cnt_sent) >= HOST_BUF_ALLOC / 4 {
                     let peer = conn.peer_port;
                     st.push_ctrl(local, peer, op::CREDIT_UPDATE, 0);
-                    self.guest_work.notify_one();
+                    self.wake_guest();
                 }
                 return Ok(n);
             }
@@ -241,12 +272,23 @@ impl Hub {
             if let Some(reason) = &st.dead {
                 return Err(dead_error(reason));
             }
+            let seen = self.host_seq.load(Ordering::Acquire);
+            drop(st);
+            spin_for_change(&self.host_seq, seen);
+            st = self.lock();
+            let conn = st.conns.get(&local).ok_or_else(closed)?;
+            if !conn.rx.is_empty() || conn.peer_done_sending || st.dead.is_some() {
+                continue;
+            }
             st = match deadline {
                 None => self.host_event.wait(st).unwrap(),
                 Some(deadline) => {
                     let now = Instant::now();
                     if now >= deadline {
-                        return Err(io::Error::new(io::ErrorKind::TimedOut, "vsock read timed out"));
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "vsock read timed out",
+                        ));
                     }
                     self.host_event.wait_timeout(st, deadline - now).unwrap().0
                 }
@@ -269,7 +311,7 @@ impl Hub {
             if room > 0 || buf.is_empty() {
                 let n = room.min(buf.len());
                 conn.tx.extend(&buf[..n]);
-                self.guest_work.notify_one();
+                self.wake_guest();
                 return Ok(n);
             }
             st = self.host_event.wait(st).unwrap();
@@ -290,7 +332,7 @@ impl Hub {
         if conn.tx.is_empty() {
             let peer = conn.peer_port;
             st.push_ctrl(local, peer, op::SHUTDOWN, SHUTDOWN_RCV | SHUTDOWN_SEND);
-            self.guest_work.notify_one();
+            self.wake_guest();
         }
     }
 
@@ -351,7 +393,7 @@ impl Hub {
         if let Some((op, flags)) = reply {
             st.push_ctrl(pkt.local, pkt.peer, op, flags);
         }
-        self.host_event.notify_all();
+        self.wake_host();
     }
 
     /// Takes the next packet for the guest, whose RX buffer holds `room` data bytes.
@@ -392,7 +434,7 @@ impl Hub {
         if conn.tx.is_empty() && conn.host_closed {
             st.push_ctrl(local, out.peer, op::SHUTDOWN, SHUTDOWN_RCV | SHUTDOWN_SEND);
         }
-        self.host_event.notify_all();
+        self.wake_host();
         Some(out)
     }
 
@@ -403,6 +445,8 @@ impl Hub {
     /// Parks the calling vCPU until there is a packet to deliver or a stop is requested.
     /// Returns false on stop.
     pub fn wait_for_outgoing(&self) -> bool {
+        let seen = self.guest_seq.load(Ordering::Acquire);
+        spin_for_change(&self.guest_seq, seen);
         let mut st = self.lock();
         while !st.stop && !st.has_outgoing() {
             st = self.guest_work.wait(st).unwrap();
@@ -413,7 +457,7 @@ impl Hub {
     /// Wakes a parked vCPU so it sees its stop flag.
     pub fn request_stop(&self) {
         self.lock().stop = true;
-        self.guest_work.notify_all();
+        self.wake_guest();
     }
 
     /// The VM is gone: every stream fails from now on.
@@ -428,8 +472,8 @@ impl Hub {
         }
         st.conns.retain(|_, c| !c.host_closed);
         st.ctrl.clear();
-        self.host_event.notify_all();
-        self.guest_work.notify_all();
+        self.wake_host();
+        self.wake_guest();
     }
 
     /// The guest reset its vsock device: every connection is gone.
@@ -440,7 +484,7 @@ impl Hub {
         }
         st.conns.retain(|_, c| !c.host_closed);
         st.ctrl.clear();
-        self.host_event.notify_all();
+        self.wake_host();
     }
 }
 

@@ -186,7 +186,10 @@ impl VsockDevice {
     }
 }
 
-fn write_data(slice: &VolatileSlice<'_>, data: &[u8]) -> Result<(), vm_memory::VolatileMemoryError> {
+fn write_data(
+    slice: &VolatileSlice<'_>,
+    data: &[u8],
+) -> Result<(), vm_memory::VolatileMemoryError> {
     slice.subslice(0, data.len())?.copy_from(data);
     Ok(())
 }
