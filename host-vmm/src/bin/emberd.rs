@@ -45,6 +45,7 @@ enum VmCommand {
 }
 
 fn main() -> ExitCode {
+    block_termination_signals();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let Cli { command } = Cli::parse();
     let Command::Vm {
@@ -73,7 +74,7 @@ fn run_vm(mem: u32, echo: &str, uds: Option<PathBuf>, verbose: bool) -> Result<(
         ..VmConfig::default()
     };
     let start = Instant::now();
-    let mut vm = Vm::boot(&config).map_err(|e| e.to_string())?;
+    let vm = Vm::boot(&config).map_err(|e| e.to_string())?;
     let mut client =
         GuestClient::connect(&vm, Duration::from_secs(5)).map_err(|e| e.to_string())?;
     client.ping().map_err(|e| e.to_string())?;
@@ -99,9 +100,7 @@ fn run_vm(mem: u32, echo: &str, uds: Option<PathBuf>, verbose: bool) -> Result<(
             "hybrid vsock socket at {} (CONNECT 52); Ctrl-C to stop",
             path.display()
         );
-        while vm.exit().is_none() {
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        while vm.exit().is_none() && !interrupted(Duration::from_millis(200)) {}
     } else {
         client.shutdown().map_err(|e| e.to_string())?;
     }
@@ -112,4 +111,34 @@ fn run_vm(mem: u32, echo: &str, uds: Option<PathBuf>, verbose: bool) -> Result<(
     }
     println!("vm exit: {exit}");
     Ok(())
+}
+
+fn termination_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset only write the local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        set
+    }
+}
+
+/// Blocks SIGINT/SIGTERM in every thread (threads inherit the mask), so Ctrl-C is taken with
+/// `interrupted` and the VM is torn down cleanly (its socket file removed).
+fn block_termination_signals() {
+    let set = termination_signals();
+    // SAFETY: changes only this thread's signal mask, before any thread is spawned.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+/// Waits up to `timeout` for SIGINT or SIGTERM.
+fn interrupted(timeout: Duration) -> bool {
+    let set = termination_signals();
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: valid set and timeout; no siginfo requested.
+    unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) > 0 }
 }

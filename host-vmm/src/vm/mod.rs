@@ -9,7 +9,7 @@ mod vcpu;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -68,13 +68,15 @@ impl Default for VmConfig {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// A running micro-VM. `Sync`: one thread may block on a stream while another stops the VM
+/// (that is how timeouts are enforced).
 pub struct Vm {
     id: String,
     hub: Arc<Hub>,
     control: Arc<VcpuControl>,
-    thread: Option<JoinHandle<()>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
     log: Arc<GuestLog>,
-    uds: Option<UdsListener>,
+    uds: Mutex<Option<UdsListener>>,
 }
 
 impl Vm {
@@ -163,9 +165,9 @@ impl Vm {
             id,
             hub,
             control,
-            thread: Some(thread),
+            thread: Mutex::new(Some(thread)),
             log,
-            uds,
+            uds: Mutex::new(uds),
         })
     }
 
@@ -190,14 +192,14 @@ impl Vm {
 
     /// Stops the vCPU wherever it is (running guest code or parked) and tears the VM down.
     /// Returns how it ended: `Stopped`, or the earlier exit if it had already ended.
-    pub fn stop(&mut self) -> VmExit {
-        if let Some(thread) = self.thread.take() {
+    pub fn stop(&self) -> VmExit {
+        if let Some(thread) = self.thread.lock().unwrap().take() {
             self.control.request_stop();
             self.hub.request_stop();
             vcpu::kick_until_finished(&thread);
             let _ = thread.join();
         }
-        self.uds = None;
+        self.uds.lock().unwrap().take();
         self.control.exit().unwrap_or(VmExit::Stopped)
     }
 
