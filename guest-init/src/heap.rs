@@ -19,10 +19,6 @@ impl GuestHeap {
     pub unsafe fn init(&self, start: usize, size: usize) {
         unsafe { self.0.lock().init(start as *mut u8, size) };
     }
-
-    pub fn size(&self) -> usize {
-        self.0.lock().size()
-    }
 }
 
 unsafe impl GlobalAlloc for GuestHeap {

@@ -243,11 +243,6 @@ impl Decoder {
         }
         Ok(())
     }
-
-    /// True while a frame is partly received.
-    pub fn in_progress(&self) -> bool {
-        self.header_filled > 0 || self.body.is_some()
-    }
 }
 
 #[cfg(test)]
@@ -306,7 +301,11 @@ mod tests {
         let mut dec = Decoder::new();
         let mut part = &f[..5];
         assert_eq!(dec.push(&mut part), Ok(None));
-        assert!(dec.in_progress());
+        let mut rest = &f[5..];
+        assert_eq!(
+            dec.push(&mut rest),
+            Ok(Some(Frame::new(Kind::Echo, vec![1, 2, 3, 4])))
+        );
     }
 
     #[test]

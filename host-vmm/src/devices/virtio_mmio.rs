@@ -98,7 +98,7 @@ impl MmioTransport {
     }
 
     /// Marks the device broken; the driver must reset it before using it again.
-    pub fn set_needs_reset(&mut self) {
+    fn set_needs_reset(&mut self) {
         self.status |= VIRTIO_CONFIG_S_NEEDS_RESET;
     }
 

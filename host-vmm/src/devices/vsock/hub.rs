@@ -491,3 +491,121 @@ impl Hub {
 fn closed() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "vsock connection is closed")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn established(hub: &Arc<Hub>) -> u32 {
+        let h = hub.clone();
+        let connecting = std::thread::spawn(move || h.connect(52, Duration::from_secs(5)));
+        let request = loop {
+            if let Some(out) = hub.next_outgoing(0) {
+                break out;
+            }
+            std::thread::yield_now();
+        };
+        assert_eq!(request.op, op::REQUEST);
+        hub.incoming(packet(request.local, op::RESPONSE, &[]));
+        connecting.join().unwrap().unwrap()
+    }
+
+    fn packet(local: u32, op: u16, data: &[u8]) -> Incoming<'_> {
+        Incoming {
+            local,
+            peer: 52,
+            op,
+            flags: 0,
+            buf_alloc: 1 << 20,
+            fwd_cnt: 0,
+            data,
+        }
+    }
+
+    #[test]
+    fn data_flows_both_ways_within_credit() {
+        let hub = Arc::new(Hub::default());
+        let local = established(&hub);
+        hub.write(local, &[7u8; 100]).unwrap();
+        let out = hub.next_outgoing(40).unwrap();
+        assert_eq!(
+            (out.op, out.data.len()),
+            (op::RW, 40),
+            "bounded by the RX buffer"
+        );
+        assert_eq!(hub.next_outgoing(1000).unwrap().data.len(), 60);
+        hub.incoming(packet(local, op::RW, b"pong"));
+        let mut buf = [0u8; 16];
+        assert_eq!(hub.read(local, &mut buf, None).unwrap(), 4);
+        assert_eq!(&buf[..4], b"pong");
+    }
+
+    #[test]
+    fn host_never_sends_beyond_guest_credit() {
+        let hub = Arc::new(Hub::default());
+        let local = established(&hub);
+        hub.incoming(Incoming {
+            buf_alloc: 10,
+            ..packet(local, op::CREDIT_UPDATE, &[])
+        });
+        hub.write(local, &[1u8; 25]).unwrap();
+        assert_eq!(hub.next_outgoing(1000).unwrap().data.len(), 10);
+        assert!(hub.next_outgoing(1000).is_none(), "no credit left");
+        hub.incoming(Incoming {
+            buf_alloc: 10,
+            fwd_cnt: 10,
+            ..packet(local, op::CREDIT_UPDATE, &[])
+        });
+        assert_eq!(hub.next_outgoing(1000).unwrap().data.len(), 10);
+    }
+
+    #[test]
+    fn a_guest_overrunning_host_credit_loses_the_connection() {
+        let hub = Arc::new(Hub::default());
+        let local = established(&hub);
+        let flood = vec![0u8; HOST_BUF_ALLOC as usize + 1];
+        hub.incoming(packet(local, op::RW, &flood));
+        assert_eq!(hub.next_outgoing(0).unwrap().op, op::RST);
+        let err = hub.read(local, &mut [0u8; 4], None).unwrap_err();
+        assert!(err.to_string().contains("credit"), "{err}");
+    }
+
+    #[test]
+    fn refused_and_dead_connections_report_why() {
+        let hub = Arc::new(Hub::default());
+        let h = hub.clone();
+        let connecting = std::thread::spawn(move || h.connect(9, Duration::from_secs(5)));
+        let request = loop {
+            if let Some(out) = hub.next_outgoing(0) {
+                break out;
+            }
+            std::thread::yield_now();
+        };
+        hub.incoming(Incoming {
+            peer: 9,
+            ..packet(request.local, op::RST, &[])
+        });
+        let err = connecting.join().unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+
+        let local = established(&hub);
+        hub.kill("guest fault");
+        let err = hub.read(local, &mut [0u8; 4], None).unwrap_err();
+        assert!(err.to_string().contains("guest fault"), "{err}");
+        assert!(hub.connect(52, Duration::from_millis(10)).is_err());
+    }
+
+    #[test]
+    fn packets_for_unknown_connections_are_reset() {
+        let hub = Hub::default();
+        hub.incoming(packet(4242, op::RW, b"stray"));
+        let out = hub.next_outgoing(0).unwrap();
+        assert_eq!((out.op, out.local), (op::RST, 4242));
+        hub.incoming(packet(4242, op::RST, &[]));
+        assert!(
+            hub.next_outgoing(0).is_none(),
+            "never answer a reset with a reset"
+        );
+    }
+}

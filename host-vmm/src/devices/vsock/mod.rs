@@ -193,3 +193,92 @@ fn write_data(
     slice.subslice(0, data.len())?.copy_from(data);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::{Bytes, GuestAddress};
+
+    fn write(dev: &mut VsockDevice, mem: &GuestMemoryMmap, offset: u64, v: u32) {
+        dev.mmio_write(offset, &v.to_le_bytes(), mem).unwrap();
+    }
+
+    fn read(dev: &VsockDevice, offset: u64) -> u32 {
+        let mut b = [0u8; 4];
+        dev.mmio_read(offset, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    /// Negotiates VERSION_1 and sets up RX and TX with the given ring addresses.
+    fn activate(dev: &mut VsockDevice, mem: &GuestMemoryMmap, rings: [u32; 2]) -> u32 {
+        write(dev, mem, 0x70, 3);
+        write(dev, mem, 0x24, 1);
+        write(dev, mem, 0x20, 1);
+        write(dev, mem, 0x70, 3 | 8);
+        for (q, base) in rings.into_iter().enumerate() {
+            write(dev, mem, 0x30, q as u32);
+            write(dev, mem, 0x38, 16);
+            write(dev, mem, 0x80, base);
+            write(dev, mem, 0x90, base + 0x100);
+            write(dev, mem, 0xa0, base + 0x200);
+            write(dev, mem, 0x44, 1);
+        }
+        write(dev, mem, 0x70, 3 | 8 | 4);
+        read(dev, 0x70)
+    }
+
+    fn memory() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap()
+    }
+
+    #[test]
+    fn identifies_as_a_virtio_mmio_vsock_device_with_its_cid() {
+        let dev = VsockDevice::new(7, Arc::default());
+        assert_eq!(read(&dev, 0x0), 0x7472_6976);
+        assert_eq!(read(&dev, 0x4), 2);
+        assert_eq!(read(&dev, 0x8), 19);
+        let mut cid = [0u8; 8];
+        dev.mmio_read(0x100, &mut cid);
+        assert_eq!(u64::from_le_bytes(cid), 7);
+        let mut short = [0xffu8; 2];
+        dev.mmio_read(0x0, &mut short);
+        assert_eq!(short, [0, 0], "registers are 32-bit only");
+    }
+
+    #[test]
+    fn refuses_a_driver_without_version_1() {
+        let mem = memory();
+        let mut dev = VsockDevice::new(3, Arc::default());
+        write(&mut dev, &mem, 0x70, 3);
+        write(&mut dev, &mem, 0x70, 3 | 8);
+        assert_eq!(read(&dev, 0x70) & 8, 0, "FEATURES_OK must not stick");
+    }
+
+    #[test]
+    fn rings_outside_guest_memory_are_refused() {
+        let mem = memory();
+        let mut dev = VsockDevice::new(3, Arc::default());
+        let status = activate(&mut dev, &mem, [0x1000, 0x20_0000]);
+        assert_ne!(
+            status & 0x40,
+            0,
+            "DEVICE_NEEDS_RESET expected, got {status:#x}"
+        );
+        assert!(!dev.transport.is_active());
+    }
+
+    #[test]
+    fn a_malformed_tx_descriptor_is_a_guest_error() {
+        let mem = memory();
+        let mut dev = VsockDevice::new(3, Arc::default());
+        let status = activate(&mut dev, &mem, [0x1000, 0x2000]);
+        assert_eq!(status & 0x40, 0);
+        // TX descriptor 0 points far outside guest memory; offer it.
+        mem.write_obj(0x4000_0000u64, GuestAddress(0x2000)).unwrap();
+        mem.write_obj(44u32, GuestAddress(0x2008)).unwrap();
+        mem.write_obj(0u16, GuestAddress(0x2100 + 4)).unwrap();
+        mem.write_obj(1u16, GuestAddress(0x2100 + 2)).unwrap();
+        let err = dev.doorbell(false, &mem).unwrap_err();
+        assert!(matches!(err, VmError::Guest(_)), "{err}");
+    }
+}
