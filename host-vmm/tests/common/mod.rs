@@ -6,7 +6,9 @@
 #![allow(dead_code)]
 
 use std::fmt::Debug;
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -98,6 +100,47 @@ pub fn unique_socket_path(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("ember-test-{}-{tag}-{n}.sock", std::process::id()))
 }
 
+/// Hybrid socket: reads one `\n`-terminated line byte by byte, so nothing after it is consumed.
+pub fn read_line(stream: &mut UnixStream) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < 256 {
+        match stream.read(&mut byte) {
+            Ok(0) => panic!(
+                "the socket closed after {:?} without finishing the handshake line",
+                String::from_utf8_lossy(&line)
+            ),
+            Ok(_) if byte[0] == b'\n' => return String::from_utf8_lossy(&line).into_owned(),
+            Ok(_) => line.push(byte[0]),
+            Err(e) => panic!(
+                "reading the handshake reply failed after {:?}: {e}",
+                String::from_utf8_lossy(&line)
+            ),
+        }
+    }
+    panic!(
+        "the handshake reply {:?}... is longer than any valid reply",
+        String::from_utf8_lossy(&line)
+    );
+}
+
+/// Connects to the socket and sends `line`; returns the stream and the reply line.
+pub fn handshake_line(path: &Path, line: &[u8]) -> (UnixStream, String) {
+    let mut stream =
+        UnixStream::connect(path).unwrap_or_else(|e| panic!("connecting to {path:?}: {e}"));
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .expect("setting a read timeout");
+    stream.write_all(line).expect("writing the handshake line");
+    let reply = read_line(&mut stream);
+    (stream, reply)
+}
+
+/// Connects to the socket and sends `CONNECT <port>`; returns the stream and the reply line.
+pub fn handshake(path: &Path, port: u32) -> (UnixStream, String) {
+    handshake_line(path, format!("CONNECT {port}\n").as_bytes())
+}
+
 /// State and CPU time (utime + stime, in clock ticks) of one thread of this process.
 #[derive(Clone, Copy, Debug)]
 pub struct ThreadStat {
@@ -141,6 +184,20 @@ pub fn vcpu_tid(vm: &Vm) -> i32 {
             "the VM never reported its vCPU thread id"
         );
         std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Polls `condition` for up to a second; true as soon as it holds.
+pub fn eventually(mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

@@ -257,6 +257,8 @@ impl Hub {
                 }
                 conn.fwd_cnt = conn.fwd_cnt.wrapping_add(n as u32);
                 if conn.fwd_cnt.wrapping_sub(conn.fwd_cnt_sent) >= HOST_BUF_ALLOC / 4 {
+                    // Counted as told now, so further reads do not queue duplicates.
+                    conn.fwd_cnt_sent = conn.fwd_cnt;
                     let peer = conn.peer_port;
                     st.push_ctrl(local, peer, op::CREDIT_UPDATE, 0);
                     self.wake_guest();

@@ -34,6 +34,9 @@ pub struct VsockDevice {
     hub: Arc<Hub>,
     guest_cid: u64,
     scratch: Vec<u8>,
+    /// Packets were put in the RX queue since the guest last waited: a wait returns at once,
+    /// as the guest has not seen them yet (a plain kick may have delivered them).
+    delivered_since_wait: bool,
 }
 
 fn guest_err(what: &str, e: impl std::fmt::Display) -> VmError {
@@ -52,6 +55,7 @@ impl VsockDevice {
             hub,
             guest_cid,
             scratch: Vec::new(),
+            delivered_since_wait: false,
         }
     }
 
@@ -91,10 +95,11 @@ impl VsockDevice {
             return Ok(());
         }
         self.drain_tx(mem)?;
-        if self.fill_rx(mem)? > 0 || !wait {
+        self.delivered_since_wait |= self.fill_rx(mem)? > 0;
+        if !wait {
             return Ok(());
         }
-        if !self.hub.wait_for_outgoing() {
+        if std::mem::take(&mut self.delivered_since_wait) || !self.hub.wait_for_outgoing() {
             return Ok(());
         }
         if self.fill_rx(mem)? == 0 {

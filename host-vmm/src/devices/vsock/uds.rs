@@ -53,16 +53,18 @@ fn accept_loop(listener: UnixListener, hub: Arc<Hub>, clients: Clients) {
             // Shutting the listener down makes accept fail: the VM is going away.
             return;
         };
-        let (Ok(handle), Ok(clone)) = (conn.try_clone(), conn.try_clone()) else {
+        let Ok(clone) = conn.try_clone() else {
             continue;
         };
         let hub = hub.clone();
         let Ok(thread) = std::thread::Builder::new()
             .name("vsock-uds-conn".into())
             .spawn(move || {
-                if let Err(e) = serve(handle, hub) {
+                if let Err(e) = serve(&conn, hub) {
                     log::debug!("hybrid vsock client: {e}");
                 }
+                // Whatever ended the session (an ERROR reply included), the client sees EOF.
+                let _ = conn.shutdown(Shutdown::Both);
             })
         else {
             continue;
@@ -74,7 +76,7 @@ fn accept_loop(listener: UnixListener, hub: Arc<Hub>, clients: Clients) {
 }
 
 /// Handshake, then copy bytes both ways until either side closes.
-fn serve(socket: UnixStream, hub: Arc<Hub>) -> io::Result<()> {
+fn serve(socket: &UnixStream, hub: Arc<Hub>) -> io::Result<()> {
     let mut reader = BufReader::new(socket.try_clone()?);
     let mut line = String::new();
     reader.by_ref().take(MAX_LINE).read_line(&mut line)?;
@@ -82,17 +84,17 @@ fn serve(socket: UnixStream, hub: Arc<Hub>) -> io::Result<()> {
         .strip_prefix("CONNECT ")
         .and_then(|rest| rest.trim_end().parse::<u32>().ok());
     let Some(port) = port else {
-        let _ = (&socket).write_all(b"ERROR expected CONNECT <port>\n");
+        let _ = (&*socket).write_all(b"ERROR expected CONNECT <port>\n");
         return Ok(());
     };
     let mut stream = match VsockStream::connect(hub.clone(), port, CONNECT_TIMEOUT) {
         Ok(s) => s,
         Err(e) => {
-            let _ = (&socket).write_all(format!("ERROR {e}\n").as_bytes());
+            let _ = (&*socket).write_all(format!("ERROR {e}\n").as_bytes());
             return Ok(());
         }
     };
-    (&socket).write_all(format!("OK {}\n", stream.local_port()).as_bytes())?;
+    (&*socket).write_all(format!("OK {}\n", stream.local_port()).as_bytes())?;
 
     let local = stream.local_port();
     let to_client = {
