@@ -14,7 +14,11 @@ use ember_wire::info::GuestInfo;
 use ember_wire::layout::GUEST_FRAME_PORT;
 
 use crate::arch;
-use crate::vsock::{op, Header, Payload, Vsock, MAX_PACKET_DATA, SHUTDOWN_BOTH};
+use crate::vsock::{Header, Payload, Vsock, MAX_PACKET_DATA};
+use ember_wire::virtio::vsock::{
+    OP_CREDIT_REQUEST, OP_CREDIT_UPDATE, OP_REQUEST, OP_RESPONSE, OP_RST, OP_RW, OP_SHUTDOWN,
+    SHUTDOWN_RCV, SHUTDOWN_SEND,
+};
 
 /// Receive buffer advertised per connection.
 const BUF_ALLOC: u32 = 1 << 20;
@@ -154,7 +158,7 @@ impl Server {
         }
         let conn = &mut self.conns[i];
         if conn.fwd_cnt.wrapping_sub(conn.fwd_cnt_sent) >= BUF_ALLOC / 2 {
-            conn.ctrl.push_back((op::CREDIT_UPDATE, 0));
+            conn.ctrl.push_back((OP_CREDIT_UPDATE, 0));
         }
     }
 
@@ -193,7 +197,7 @@ impl Server {
     /// Moves queued control packets and reply data (within credit) to the TX queue.
     fn flush(&mut self) {
         for (peer, port) in self.strays.drain(..) {
-            let h = header(peer, op::RST, 0, 0, 0);
+            let h = header(peer, OP_RST, 0, 0, 0);
             self.dev.send(
                 Header {
                     src_port: port,
@@ -231,11 +235,17 @@ impl Server {
                 conn.tx_cnt = conn.tx_cnt.wrapping_add(n as u32);
                 conn.fwd_cnt_sent = conn.fwd_cnt;
                 self.dev
-                    .send(header(conn.peer, op::RW, 0, n, conn.fwd_cnt), Some(payload));
+                    .send(header(conn.peer, OP_RW, 0, n, conn.fwd_cnt), Some(payload));
             }
             if conn.closing && conn.out.is_empty() {
                 self.dev.send(
-                    header(conn.peer, op::SHUTDOWN, SHUTDOWN_BOTH, 0, conn.fwd_cnt),
+                    header(
+                        conn.peer,
+                        OP_SHUTDOWN,
+                        SHUTDOWN_RCV | SHUTDOWN_SEND,
+                        0,
+                        conn.fwd_cnt,
+                    ),
                     None,
                 );
                 self.conns.swap_remove(i);
@@ -266,12 +276,12 @@ fn on_packet(conns: &mut Vec<Conn>, strays: &mut Vec<(u32, u32)>, h: &Header, da
         .position(|c| c.peer == h.src_port && h.dst_port == GUEST_FRAME_PORT);
     let Some(i) = found else {
         let accept =
-            h.op == op::REQUEST && h.dst_port == GUEST_FRAME_PORT && conns.len() < MAX_CONNECTIONS;
+            h.op == OP_REQUEST && h.dst_port == GUEST_FRAME_PORT && conns.len() < MAX_CONNECTIONS;
         if accept {
             let mut conn = Conn::new(h.src_port, h);
-            conn.ctrl.push_back((op::RESPONSE, 0));
+            conn.ctrl.push_back((OP_RESPONSE, 0));
             conns.push(conn);
-        } else if h.op != op::RST {
+        } else if h.op != OP_RST {
             strays.push((h.src_port, h.dst_port));
         }
         return;
@@ -280,10 +290,10 @@ fn on_packet(conns: &mut Vec<Conn>, strays: &mut Vec<(u32, u32)>, h: &Header, da
     conn.peer_buf_alloc = h.buf_alloc;
     conn.peer_fwd_cnt = h.fwd_cnt;
     match h.op {
-        op::RW if conn.inbox.len() + data.len() <= BUF_ALLOC as usize => conn.inbox.extend(data),
-        op::CREDIT_UPDATE => {}
-        op::CREDIT_REQUEST => conn.ctrl.push_back((op::CREDIT_UPDATE, 0)),
-        op::RST => {
+        OP_RW if conn.inbox.len() + data.len() <= BUF_ALLOC as usize => conn.inbox.extend(data),
+        OP_CREDIT_UPDATE => {}
+        OP_CREDIT_REQUEST => conn.ctrl.push_back((OP_CREDIT_UPDATE, 0)),
+        OP_RST => {
             conns.swap_remove(i);
         }
         // SHUTDOWN, a duplicate REQUEST, a credit overrun or an unknown op: reset.

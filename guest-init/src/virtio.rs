@@ -7,44 +7,27 @@ use alloc::vec::Vec;
 use core::ptr::{read_volatile, write_volatile};
 use core::sync::atomic::{fence, Ordering};
 
-const MAGIC: u32 = 0x7472_6976;
+use ember_wire::virtio::mmio as reg;
+
 const STATUS_ACK_DRIVER: u32 = 1 | 2;
 const STATUS_DRIVER_OK: u32 = 4;
 const STATUS_FEATURES_OK: u32 = 8;
 /// VIRTIO_F_VERSION_1 is bit 32: bit 0 of feature word 1.
 const FEATURE_VERSION_1_HI: u32 = 1;
 
-mod reg {
-    pub const MAGIC: usize = 0x000;
-    pub const VERSION: usize = 0x004;
-    pub const DEVICE_ID: usize = 0x008;
-    pub const DEVICE_FEATURES: usize = 0x010;
-    pub const DEVICE_FEATURES_SEL: usize = 0x014;
-    pub const DRIVER_FEATURES: usize = 0x020;
-    pub const DRIVER_FEATURES_SEL: usize = 0x024;
-    pub const QUEUE_SEL: usize = 0x030;
-    pub const QUEUE_NUM_MAX: usize = 0x034;
-    pub const QUEUE_NUM: usize = 0x038;
-    pub const QUEUE_READY: usize = 0x044;
-    pub const STATUS: usize = 0x070;
-    pub const QUEUE_DESC_LOW: usize = 0x080;
-    pub const QUEUE_DRIVER_LOW: usize = 0x090;
-    pub const QUEUE_DEVICE_LOW: usize = 0x0a0;
-}
-
 pub struct Mmio {
     base: usize,
 }
 
 impl Mmio {
-    fn read(&self, offset: usize) -> u32 {
+    fn read(&self, offset: u64) -> u32 {
         // SAFETY: the VMM maps the device's register page at `base`.
-        unsafe { read_volatile((self.base + offset) as *const u32) }
+        unsafe { read_volatile((self.base + offset as usize) as *const u32) }
     }
 
-    fn write(&self, offset: usize, value: u32) {
+    fn write(&self, offset: u64, value: u32) {
         // SAFETY: as `read`.
-        unsafe { write_volatile((self.base + offset) as *mut u32, value) }
+        unsafe { write_volatile((self.base + offset as usize) as *mut u32, value) }
     }
 
     /// Checks the device and negotiates features (VERSION_1 only).
@@ -52,7 +35,7 @@ impl Mmio {
         let mmio = Mmio {
             base: base as usize,
         };
-        if mmio.read(reg::MAGIC) != MAGIC || mmio.read(reg::VERSION) != 2 {
+        if mmio.read(reg::MAGIC_VALUE) != reg::MAGIC || mmio.read(reg::VERSION) != 2 {
             return Err("no virtio-mmio v2 device");
         }
         if mmio.read(reg::DEVICE_ID) != device_id {

@@ -8,31 +8,19 @@ use alloc::vec::Vec;
 use core::mem::MaybeUninit;
 
 use ember_wire::boot::BootInfo;
+pub use ember_wire::virtio::vsock::HEADER_LEN;
+use ember_wire::virtio::vsock::{DEVICE_ID, TYPE_STREAM};
 
 use crate::arch;
 use crate::virtio::{Mmio, VirtQueue, DESC_F_WRITE};
 
-pub const HEADER_LEN: usize = 44;
 /// Largest data part of one packet (what the host accepts).
 pub const MAX_PACKET_DATA: usize = 64 * 1024;
-const DEVICE_ID_VSOCK: u32 = 19;
-const TYPE_STREAM: u16 = 1;
 const RX_QUEUE: u32 = 0;
 const TX_QUEUE: u32 = 1;
 const TX_QUEUE_SIZE: u16 = 64;
 /// Each RX buffer holds one header and up to this much data.
 const RX_DATA: usize = 64 * 1024;
-
-pub mod op {
-    pub const REQUEST: u16 = 1;
-    pub const RESPONSE: u16 = 2;
-    pub const RST: u16 = 3;
-    pub const SHUTDOWN: u16 = 4;
-    pub const RW: u16 = 5;
-    pub const CREDIT_UPDATE: u16 = 6;
-    pub const CREDIT_REQUEST: u16 = 7;
-}
-pub const SHUTDOWN_BOTH: u32 = 3;
 
 /// A virtio-vsock packet header (little-endian, 44 bytes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -113,7 +101,7 @@ pub struct Vsock {
 
 impl Vsock {
     pub fn new(info: &BootInfo) -> Result<Vsock, &'static str> {
-        let mmio = Mmio::probe(info.vsock_mmio, DEVICE_ID_VSOCK)?;
+        let mmio = Mmio::probe(info.vsock_mmio, DEVICE_ID)?;
         // Keep RX buffers to about a sixteenth of the heap: 4..=16 buffers of 64 KiB.
         let heap = (info.heap_end - info.heap_start) as usize;
         let rx_count = (heap / 16 / (HEADER_LEN + RX_DATA)).clamp(4, 16);
@@ -230,7 +218,7 @@ mod tests {
             dst_port: 52,
             len: 7,
             type_: 1,
-            op: op::RW,
+            op: ember_wire::virtio::vsock::OP_RW,
             flags: 0,
             buf_alloc: 1 << 20,
             fwd_cnt: 99,

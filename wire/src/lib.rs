@@ -11,3 +11,4 @@ pub mod boot;
 pub mod frame;
 pub mod info;
 pub mod layout;
+pub mod virtio;

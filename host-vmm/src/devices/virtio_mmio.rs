@@ -5,6 +5,7 @@
 //! offsets read as zero and are ignored on write; queues are validated against guest memory
 //! before the device may use them.
 
+use ember_wire::virtio::mmio as reg;
 use virtio_bindings::virtio_config::{
     VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET,
     VIRTIO_F_VERSION_1,
@@ -12,37 +13,8 @@ use virtio_bindings::virtio_config::{
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
-const MAGIC: u32 = 0x7472_6976; // "virt"
 const VERSION: u32 = 2;
 const VENDOR_ID: u32 = 0x454d_4252; // "EMBR"
-/// Offset of the device-specific configuration space.
-const CONFIG: u64 = 0x100;
-
-mod reg {
-    pub const MAGIC: u64 = 0x000;
-    pub const VERSION: u64 = 0x004;
-    pub const DEVICE_ID: u64 = 0x008;
-    pub const VENDOR_ID: u64 = 0x00c;
-    pub const DEVICE_FEATURES: u64 = 0x010;
-    pub const DEVICE_FEATURES_SEL: u64 = 0x014;
-    pub const DRIVER_FEATURES: u64 = 0x020;
-    pub const DRIVER_FEATURES_SEL: u64 = 0x024;
-    pub const QUEUE_SEL: u64 = 0x030;
-    pub const QUEUE_NUM_MAX: u64 = 0x034;
-    pub const QUEUE_NUM: u64 = 0x038;
-    pub const QUEUE_READY: u64 = 0x044;
-    pub const QUEUE_NOTIFY: u64 = 0x050;
-    pub const INTERRUPT_STATUS: u64 = 0x060;
-    pub const INTERRUPT_ACK: u64 = 0x064;
-    pub const STATUS: u64 = 0x070;
-    pub const QUEUE_DESC_LOW: u64 = 0x080;
-    pub const QUEUE_DESC_HIGH: u64 = 0x084;
-    pub const QUEUE_DRIVER_LOW: u64 = 0x090;
-    pub const QUEUE_DRIVER_HIGH: u64 = 0x094;
-    pub const QUEUE_DEVICE_LOW: u64 = 0x0a0;
-    pub const QUEUE_DEVICE_HIGH: u64 = 0x0a4;
-    pub const CONFIG_GENERATION: u64 = 0x0fc;
-}
 
 /// What a register write means for the device behind the transport.
 #[derive(Debug, PartialEq, Eq)]
@@ -108,8 +80,8 @@ impl MmioTransport {
 
     pub fn read(&self, offset: u64, data: &mut [u8]) {
         data.fill(0);
-        if offset >= CONFIG {
-            let start = (offset - CONFIG) as usize;
+        if offset >= reg::CONFIG {
+            let start = (offset - reg::CONFIG) as usize;
             if let Some(src) = self.config.get(start..start + data.len()) {
                 data.copy_from_slice(src);
             }
@@ -120,7 +92,7 @@ impl MmioTransport {
         }
         let queue = self.queues.get(self.queue_sel as usize);
         let value = match offset {
-            reg::MAGIC => MAGIC,
+            reg::MAGIC_VALUE => reg::MAGIC,
             reg::VERSION => VERSION,
             reg::DEVICE_ID => self.device_id,
             reg::VENDOR_ID => VENDOR_ID,
@@ -140,7 +112,7 @@ impl MmioTransport {
     }
 
     pub fn write(&mut self, offset: u64, data: &[u8], mem: &GuestMemoryMmap) -> Notice {
-        if offset >= CONFIG || data.len() != 4 {
+        if offset >= reg::CONFIG || data.len() != 4 {
             // The vsock configuration space (the CID) is read-only.
             return Notice::None;
         }

@@ -11,19 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// vsock packet operations (virtio spec 5.10.6).
-pub mod op {
-    pub const REQUEST: u16 = 1;
-    pub const RESPONSE: u16 = 2;
-    pub const RST: u16 = 3;
-    pub const SHUTDOWN: u16 = 4;
-    pub const RW: u16 = 5;
-    pub const CREDIT_UPDATE: u16 = 6;
-    pub const CREDIT_REQUEST: u16 = 7;
-}
-/// SHUTDOWN flags.
-pub const SHUTDOWN_RCV: u32 = 1;
-pub const SHUTDOWN_SEND: u32 = 2;
+use ember_wire::virtio::vsock::{
+    OP_CREDIT_REQUEST, OP_CREDIT_UPDATE, OP_REQUEST, OP_RESPONSE, OP_RST, OP_RW, OP_SHUTDOWN,
+    SHUTDOWN_RCV, SHUTDOWN_SEND,
+};
 
 /// Receive buffer the host advertises per connection: more than one maximum frame, so a
 /// guest reply never waits for the host to read.
@@ -216,7 +207,7 @@ impl Hub {
                 host_closed: false,
             },
         );
-        st.push_ctrl(local, port, op::REQUEST, 0);
+        st.push_ctrl(local, port, OP_REQUEST, 0);
         self.wake_guest();
         let deadline = Instant::now() + timeout;
         loop {
@@ -233,7 +224,7 @@ impl Hub {
             let now = Instant::now();
             if now >= deadline {
                 st.conns.remove(&local);
-                st.push_ctrl(local, port, op::RST, 0);
+                st.push_ctrl(local, port, OP_RST, 0);
                 self.wake_guest();
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -260,7 +251,7 @@ impl Hub {
                     // Counted as told now, so further reads do not queue duplicates.
                     conn.fwd_cnt_sent = conn.fwd_cnt;
                     let peer = conn.peer_port;
-                    st.push_ctrl(local, peer, op::CREDIT_UPDATE, 0);
+                    st.push_ctrl(local, peer, OP_CREDIT_UPDATE, 0);
                     self.wake_guest();
                 }
                 return Ok(n);
@@ -333,7 +324,7 @@ impl Hub {
         conn.host_closed = true;
         if conn.tx.is_empty() {
             let peer = conn.peer_port;
-            st.push_ctrl(local, peer, op::SHUTDOWN, SHUTDOWN_RCV | SHUTDOWN_SEND);
+            st.push_ctrl(local, peer, OP_SHUTDOWN, SHUTDOWN_RCV | SHUTDOWN_SEND);
             self.wake_guest();
         }
     }
@@ -346,8 +337,8 @@ impl Hub {
             .get_mut(&pkt.local)
             .filter(|c| c.peer_port == pkt.peer)
         else {
-            if pkt.op != op::RST {
-                st.push_ctrl(pkt.local, pkt.peer, op::RST, 0);
+            if pkt.op != OP_RST {
+                st.push_ctrl(pkt.local, pkt.peer, OP_RST, 0);
             }
             return;
         };
@@ -355,37 +346,37 @@ impl Hub {
         conn.peer_fwd_cnt = pkt.fwd_cnt;
         let mut reply = None;
         match (pkt.op, &conn.state) {
-            (op::RESPONSE, ConnState::Connecting) => conn.state = ConnState::Established,
-            (op::RW, ConnState::Established) => {
+            (OP_RESPONSE, ConnState::Connecting) => conn.state = ConnState::Established,
+            (OP_RW, ConnState::Established) => {
                 if conn.rx.len() + pkt.data.len() > HOST_BUF_ALLOC as usize {
                     conn.state = ConnState::Closed("guest overran its vsock credit".into());
-                    reply = Some((op::RST, 0));
+                    reply = Some((OP_RST, 0));
                 } else {
                     conn.rx.extend(pkt.data);
                 }
             }
-            (op::CREDIT_UPDATE, _) => {}
-            (op::CREDIT_REQUEST, ConnState::Established) => reply = Some((op::CREDIT_UPDATE, 0)),
-            (op::SHUTDOWN, ConnState::Established) => {
+            (OP_CREDIT_UPDATE, _) => {}
+            (OP_CREDIT_REQUEST, ConnState::Established) => reply = Some((OP_CREDIT_UPDATE, 0)),
+            (OP_SHUTDOWN, ConnState::Established) => {
                 if pkt.flags & SHUTDOWN_SEND != 0 {
                     conn.peer_done_sending = true;
                 }
                 if pkt.flags & SHUTDOWN_RCV != 0 {
                     conn.tx.clear();
                     conn.state = ConnState::Closed("guest closed the connection".into());
-                    reply = Some((op::RST, 0));
+                    reply = Some((OP_RST, 0));
                 }
             }
-            (op::RST, ConnState::Connecting) => {
+            (OP_RST, ConnState::Connecting) => {
                 conn.state = ConnState::Closed(format!("guest refused vsock port {}", pkt.peer));
             }
-            (op::RST, _) => {
+            (OP_RST, _) => {
                 conn.peer_done_sending = true;
                 conn.state = ConnState::Closed("connection reset by guest".into());
             }
             _ => {
                 conn.state = ConnState::Closed(format!("unexpected vsock op {}", pkt.op));
-                reply = Some((op::RST, 0));
+                reply = Some((OP_RST, 0));
             }
         }
         let finished = conn.host_closed && matches!(conn.state, ConnState::Closed(_));
@@ -428,13 +419,13 @@ impl Hub {
         let out = Outgoing {
             local,
             peer: conn.peer_port,
-            op: op::RW,
+            op: OP_RW,
             flags: 0,
             fwd_cnt: conn.fwd_cnt,
             data,
         };
         if conn.tx.is_empty() && conn.host_closed {
-            st.push_ctrl(local, out.peer, op::SHUTDOWN, SHUTDOWN_RCV | SHUTDOWN_SEND);
+            st.push_ctrl(local, out.peer, OP_SHUTDOWN, SHUTDOWN_RCV | SHUTDOWN_SEND);
         }
         self.wake_host();
         Some(out)
@@ -508,8 +499,8 @@ mod tests {
             }
             std::thread::yield_now();
         };
-        assert_eq!(request.op, op::REQUEST);
-        hub.incoming(packet(request.local, op::RESPONSE, &[]));
+        assert_eq!(request.op, OP_REQUEST);
+        hub.incoming(packet(request.local, OP_RESPONSE, &[]));
         connecting.join().unwrap().unwrap()
     }
 
@@ -533,11 +524,11 @@ mod tests {
         let out = hub.next_outgoing(40).unwrap();
         assert_eq!(
             (out.op, out.data.len()),
-            (op::RW, 40),
+            (OP_RW, 40),
             "bounded by the RX buffer"
         );
         assert_eq!(hub.next_outgoing(1000).unwrap().data.len(), 60);
-        hub.incoming(packet(local, op::RW, b"pong"));
+        hub.incoming(packet(local, OP_RW, b"pong"));
         let mut buf = [0u8; 16];
         assert_eq!(hub.read(local, &mut buf, None).unwrap(), 4);
         assert_eq!(&buf[..4], b"pong");
@@ -549,7 +540,7 @@ mod tests {
         let local = established(&hub);
         hub.incoming(Incoming {
             buf_alloc: 10,
-            ..packet(local, op::CREDIT_UPDATE, &[])
+            ..packet(local, OP_CREDIT_UPDATE, &[])
         });
         hub.write(local, &[1u8; 25]).unwrap();
         assert_eq!(hub.next_outgoing(1000).unwrap().data.len(), 10);
@@ -557,7 +548,7 @@ mod tests {
         hub.incoming(Incoming {
             buf_alloc: 10,
             fwd_cnt: 10,
-            ..packet(local, op::CREDIT_UPDATE, &[])
+            ..packet(local, OP_CREDIT_UPDATE, &[])
         });
         assert_eq!(hub.next_outgoing(1000).unwrap().data.len(), 10);
     }
@@ -567,8 +558,8 @@ mod tests {
         let hub = Arc::new(Hub::default());
         let local = established(&hub);
         let flood = vec![0u8; HOST_BUF_ALLOC as usize + 1];
-        hub.incoming(packet(local, op::RW, &flood));
-        assert_eq!(hub.next_outgoing(0).unwrap().op, op::RST);
+        hub.incoming(packet(local, OP_RW, &flood));
+        assert_eq!(hub.next_outgoing(0).unwrap().op, OP_RST);
         let err = hub.read(local, &mut [0u8; 4], None).unwrap_err();
         assert!(err.to_string().contains("credit"), "{err}");
     }
@@ -586,7 +577,7 @@ mod tests {
         };
         hub.incoming(Incoming {
             peer: 9,
-            ..packet(request.local, op::RST, &[])
+            ..packet(request.local, OP_RST, &[])
         });
         let err = connecting.join().unwrap().unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
@@ -601,10 +592,10 @@ mod tests {
     #[test]
     fn packets_for_unknown_connections_are_reset() {
         let hub = Hub::default();
-        hub.incoming(packet(4242, op::RW, b"stray"));
+        hub.incoming(packet(4242, OP_RW, b"stray"));
         let out = hub.next_outgoing(0).unwrap();
-        assert_eq!((out.op, out.local), (op::RST, 4242));
-        hub.incoming(packet(4242, op::RST, &[]));
+        assert_eq!((out.op, out.local), (OP_RST, 4242));
+        hub.incoming(packet(4242, OP_RST, &[]));
         assert!(
             hub.next_outgoing(0).is_none(),
             "never answer a reset with a reset"

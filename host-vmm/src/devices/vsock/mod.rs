@@ -13,6 +13,7 @@ pub mod uds;
 use std::sync::Arc;
 
 use ember_wire::layout::HOST_CID;
+use ember_wire::virtio::vsock::{DEVICE_ID, OP_RW, TYPE_STREAM};
 use virtio_queue::{QueueOwnedT, QueueT};
 use virtio_vsock::packet::{VsockPacket, PKT_HEADER_SIZE};
 use vm_memory::{GuestMemoryMmap, VolatileSlice};
@@ -21,13 +22,11 @@ use crate::devices::virtio_mmio::{MmioTransport, Notice};
 use crate::vm::VmError;
 use hub::{Hub, Incoming, HOST_BUF_ALLOC};
 
-const DEVICE_ID_VSOCK: u32 = 19;
 const QUEUE_SIZE: u16 = 256;
 const RX: usize = 0;
 const TX: usize = 1;
 /// Largest data part of one packet, as in Linux.
 const MAX_PKT_DATA: u32 = 64 * 1024;
-const TYPE_STREAM: u16 = 1;
 
 pub struct VsockDevice {
     transport: MmioTransport,
@@ -47,7 +46,7 @@ impl VsockDevice {
     pub fn new(guest_cid: u64, hub: Arc<Hub>) -> Self {
         VsockDevice {
             transport: MmioTransport::new(
-                DEVICE_ID_VSOCK,
+                DEVICE_ID,
                 0,
                 &[QUEUE_SIZE; 3],
                 guest_cid.to_le_bytes().to_vec(),
@@ -128,7 +127,7 @@ impl VsockDevice {
                 )));
             }
             let data = match pkt.data_slice() {
-                Some(slice) if pkt.op() == hub::op::RW => {
+                Some(slice) if pkt.op() == OP_RW => {
                     self.scratch.resize(slice.len(), 0);
                     slice.copy_to(&mut self.scratch[..]);
                     &self.scratch[..]
