@@ -49,6 +49,16 @@ pub fn power_off(code: u32) -> ! {
     }
 }
 
+/// The time-stamp counter (allowed in ring 3: the VMM leaves CR4.TSD clear).
+pub fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: rdtsc only reads the counter.
+    unsafe {
+        asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
 /// Current privilege level (the low bits of CS).
 pub fn cpl() -> u8 {
     let cs: u16;

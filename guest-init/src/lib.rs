@@ -9,7 +9,9 @@
 extern crate alloc;
 
 pub mod arch;
+pub mod clock;
 pub mod heap;
+pub mod runtime;
 pub mod serial;
 pub mod server;
 pub mod virtio;

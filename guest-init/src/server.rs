@@ -6,14 +6,17 @@
 use alloc::collections::VecDeque;
 use alloc::rc::Rc;
 use alloc::string::ToString;
+use alloc::vec;
 use alloc::vec::Vec;
 
 use ember_wire::boot::{exit_code, flags, BootInfo};
 use ember_wire::frame::{Decoder, ErrorCode, Frame, Kind, HEADER_LEN};
+use ember_wire::function::{InvokeRequest, LoadRequest};
 use ember_wire::info::GuestInfo;
 use ember_wire::layout::GUEST_FRAME_PORT;
 
 use crate::arch;
+use crate::runtime::{Run, Runtime};
 use crate::vsock::{Header, Payload, Vsock, MAX_PACKET_DATA};
 use ember_wire::virtio::vsock::{
     OP_CREDIT_REQUEST, OP_CREDIT_UPDATE, OP_REQUEST, OP_RESPONSE, OP_RST, OP_RW, OP_SHUTDOWN,
@@ -92,6 +95,7 @@ enum After {
 
 pub struct Server {
     dev: Vsock,
+    runtime: Runtime,
     conns: Vec<Conn>,
     /// RSTs for packets that belong to no connection: (peer port, our port).
     strays: Vec<(u32, u32)>,
@@ -101,8 +105,10 @@ pub struct Server {
 
 impl Server {
     pub fn new(dev: Vsock, info: BootInfo) -> Server {
+        let heap = (info.heap_end - info.heap_start) as usize;
         Server {
             dev,
+            runtime: Runtime::new(info.tsc_khz, heap),
             conns: Vec::new(),
             strays: Vec::new(),
             info,
@@ -144,8 +150,10 @@ impl Server {
             match result {
                 Ok(None) => {}
                 Ok(Some(frame)) => {
-                    let (reply, after) = self.handle(frame);
-                    self.conns[i].queue_frame(reply);
+                    let (replies, after) = self.handle(frame);
+                    for reply in replies {
+                        self.conns[i].queue_frame(reply);
+                    }
                     if let After::PowerOff = after {
                         self.power_off = true;
                     }
@@ -162,7 +170,8 @@ impl Server {
         }
     }
 
-    fn handle(&mut self, frame: Frame) -> (Frame, After) {
+    /// Answers one request: any number of log frames, then exactly one reply.
+    fn handle(&mut self, frame: Frame) -> (Vec<Frame>, After) {
         let test_frames = self.info.flags & flags::TEST_FRAMES != 0;
         let reply = match Kind::from_u8(frame.kind) {
             Some(Kind::Ping) => Frame::new(Kind::Pong, Vec::new()),
@@ -176,8 +185,29 @@ impl Server {
                 };
                 Frame::new(Kind::InfoReply, info.encode())
             }
+            Some(Kind::Load) => match LoadRequest::decode(&frame.payload) {
+                Ok(req) => {
+                    return (
+                        with_log(self.runtime.load(req), Kind::LoadReply),
+                        After::Nothing,
+                    )
+                }
+                Err(e) => Frame::error(ErrorCode::Malformed, &e.to_string()),
+            },
+            Some(Kind::Invoke) => match InvokeRequest::decode(&frame.payload) {
+                Ok(req) => {
+                    return (
+                        with_log(self.runtime.invoke(req), Kind::InvokeReply),
+                        After::Nothing,
+                    )
+                }
+                Err(e) => Frame::error(ErrorCode::Malformed, &e.to_string()),
+            },
             Some(Kind::Shutdown) => {
-                return (Frame::new(Kind::ShutdownAck, Vec::new()), After::PowerOff)
+                return (
+                    vec![Frame::new(Kind::ShutdownAck, Vec::new())],
+                    After::PowerOff,
+                )
             }
             Some(Kind::TestFault) if test_frames => match frame.payload.first() {
                 Some(1) => arch::unmapped_read(),
@@ -191,7 +221,7 @@ impl Server {
             }
             _ => Frame::error(ErrorCode::UnknownKind, "not a request kind"),
         };
-        (reply, After::Nothing)
+        (vec![reply], After::Nothing)
     }
 
     /// Moves queued control packets and reply data (within credit) to the TX queue.
@@ -254,6 +284,17 @@ impl Server {
             }
         }
     }
+}
+
+/// The function's log as `Log` frames (at most one packet each), then the reply.
+fn with_log(run: Run, reply: Kind) -> Vec<Frame> {
+    let mut frames: Vec<Frame> = run
+        .log
+        .chunks(MAX_PACKET_DATA - HEADER_LEN)
+        .map(|chunk| Frame::new(Kind::Log, chunk.to_vec()))
+        .collect();
+    frames.push(Frame::new(reply, run.outcome.encode()));
+    frames
 }
 
 fn header(peer: u32, op: u16, flags: u32, len: usize, fwd_cnt: u32) -> Header {

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod devices;
 pub mod floor;
+pub mod function;
 pub mod guest_image;
 pub mod kvm;
 pub mod vm;

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{assert_same_bytes, boot_default, connect, patterned, TIMEOUT};
-use ember_wire::frame::MAX_PAYLOAD;
+use ember_wire::function::PAYLOAD_MAX;
 use host_vmm::VmExit;
 
 #[test]
@@ -44,11 +44,11 @@ fn echo_of_the_maximum_payload() {
     let vm = boot_default();
     let mut client = connect(&vm);
     assert_eq!(
-        MAX_PAYLOAD,
+        PAYLOAD_MAX,
         6 * 1024 * 1024,
-        "the frame limit is documented as 6 MiB"
+        "the payload limit is documented as 6 MiB"
     );
-    let big = patterned(MAX_PAYLOAD, 99);
+    let big = patterned(PAYLOAD_MAX, 99);
     assert!(
         big.iter().any(|&b| b != 0),
         "the big payload must not be all zeros"

@@ -7,6 +7,7 @@ use std::io::Write;
 
 use common::{assert_same_bytes, boot_default, connect, expect_guest_error, patterned, TIMEOUT};
 use ember_wire::frame::{ErrorCode, Header, Kind, HEADER_LEN, MAX_PAYLOAD};
+use ember_wire::function::PAYLOAD_MAX;
 use host_vmm::{ClientError, GuestClient, Vm};
 
 fn client_with_timeout(vm: &Vm) -> GuestClient {
@@ -174,7 +175,7 @@ fn large_echo_alongside_pipelined_traffic() {
     std::thread::scope(|s| {
         let big = s.spawn(|| {
             let mut client = client_with_timeout(&vm);
-            let sent = patterned(MAX_PAYLOAD, 11);
+            let sent = patterned(PAYLOAD_MAX, 11);
             for round in 0..5 {
                 let got = client.echo(&sent).unwrap_or_else(|e| {
                     panic!("6 MiB echo, round {round}: {e}; VM exit: {:?}", vm.exit())

@@ -12,8 +12,10 @@ use alloc::vec::Vec;
 pub const VERSION: u8 = 1;
 /// Size of a frame header.
 pub const HEADER_LEN: usize = 8;
-/// Largest payload either side accepts: 6 MiB, Lambda's synchronous payload limit.
-pub const MAX_PAYLOAD: usize = 6 * 1024 * 1024;
+/// Largest frame payload either side accepts: a 6 MiB function payload (Lambda's
+/// synchronous limit, [`crate::function::PAYLOAD_MAX`]) plus room for the request's other
+/// fields.
+pub const MAX_PAYLOAD: usize = 7 * 1024 * 1024;
 
 /// What a frame is. Replies have their own kinds so a stray frame is never mistaken for one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +31,16 @@ pub enum Kind {
     ShutdownAck = 8,
     /// Payload: `code: u16` then a UTF-8 message; see [`ErrorCode`].
     Error = 15,
+    /// Payload: [`crate::function::LoadRequest`]; validates the module and runs its init.
+    Load = 16,
+    /// Payload: [`crate::function::Outcome`].
+    LoadReply = 17,
+    /// Payload: [`crate::function::InvokeRequest`].
+    Invoke = 18,
+    /// Payload: [`crate::function::Outcome`].
+    InvokeReply = 19,
+    /// Guest → host, any number before a reply: a chunk of the function's standard error.
+    Log = 20,
     /// Test only (boot flag `TEST_FRAMES`): payload `[0]` executes `ud2`, `[1]` touches an
     /// unmapped page.
     TestFault = 0x70,
@@ -49,6 +61,11 @@ impl Kind {
             Shutdown,
             ShutdownAck,
             Error,
+            Load,
+            LoadReply,
+            Invoke,
+            InvokeReply,
+            Log,
             TestFault,
             TestSpin,
         ]

@@ -9,6 +9,7 @@ extern crate alloc;
 
 pub mod boot;
 pub mod frame;
+pub mod function;
 pub mod info;
 pub mod layout;
 pub mod virtio;

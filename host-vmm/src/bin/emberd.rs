@@ -2,11 +2,13 @@
 //! `emberd vm run --mem 16 --echo hello` boots guest-init, talks to it over vsock, prints the
 //! guest's log and the round trip, and shuts it down.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use host_vmm::function::{Isolation, Pool, PoolConfig, SpecBuilder};
 use host_vmm::{GuestClient, Vm, VmConfig};
 
 #[derive(Parser)]
@@ -22,6 +24,33 @@ enum Command {
     Vm {
         #[command(subcommand)]
         command: VmCommand,
+    },
+    /// Run a WebAssembly function locally: one cold and one warm invocation.
+    Run {
+        /// The module (a WASI command with `_start`, or a reactor exporting the handler).
+        #[arg(long)]
+        wasm: PathBuf,
+        /// The reactor's handler export.
+        #[arg(long, default_value = "handle")]
+        handler: String,
+        /// Memory in MiB (an even number).
+        #[arg(long, default_value_t = 64)]
+        mem: u32,
+        /// Timeout in seconds.
+        #[arg(long, default_value_t = 3.0)]
+        timeout: f64,
+        /// The event (the function's standard input).
+        #[arg(long, default_value = "{}")]
+        payload: String,
+        /// Environment variables for the function, `KEY=VALUE`.
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// Reset the environment to its post-init state after every invocation.
+        #[arg(long)]
+        isolate: bool,
+        /// Invocations to run (the first one is cold).
+        #[arg(long, default_value_t = 2)]
+        count: u32,
     },
 }
 
@@ -48,16 +77,55 @@ fn main() -> ExitCode {
     block_termination_signals();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let Cli { command } = Cli::parse();
-    let Command::Vm {
-        command:
-            VmCommand::Run {
-                mem,
-                echo,
-                uds,
-                verbose,
-            },
-    } = command;
-    match run_vm(mem, &echo, uds, verbose) {
+    let result = match command {
+        Command::Vm {
+            command:
+                VmCommand::Run {
+                    mem,
+                    echo,
+                    uds,
+                    verbose,
+                },
+        } => run_vm(mem, &echo, uds, verbose),
+        Command::Run {
+            wasm,
+            handler,
+            mem,
+            timeout,
+            payload,
+            env,
+            isolate,
+            count,
+        } => {
+            let env = env
+                .iter()
+                .map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .ok_or_else(|| format!("--env {kv:?} is not KEY=VALUE"))
+                })
+                .collect::<Result<Vec<_>, _>>();
+            env.and_then(|env| {
+                let builder = SpecBuilder {
+                    name: wasm
+                        .file_stem()
+                        .map_or("function".into(), |s| s.to_string_lossy().into()),
+                    handler,
+                    memory_mib: mem,
+                    timeout: Duration::from_secs_f64(timeout.max(0.0)),
+                    env,
+                    isolation: if isolate {
+                        Isolation::PerInvocation
+                    } else {
+                        Isolation::Reuse
+                    },
+                    ..SpecBuilder::default()
+                };
+                run_function(&wasm, builder, payload.as_bytes(), count)
+            })
+        }
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("emberd: {e}");
@@ -111,6 +179,52 @@ fn run_vm(mem: u32, echo: &str, uds: Option<PathBuf>, verbose: bool) -> Result<(
     }
     println!("vm exit: {exit}");
     Ok(())
+}
+
+fn run_function(
+    wasm: &Path,
+    builder: SpecBuilder,
+    payload: &[u8],
+    count: u32,
+) -> Result<(), String> {
+    let module = std::fs::read(wasm).map_err(|e| format!("reading {}: {e}", wasm.display()))?;
+    let spec = builder.build(&module).map_err(|e| e.to_string())?;
+    let log_sink = Arc::new(|spec: &host_vmm::function::FunctionSpec, chunk: &[u8]| {
+        for line in String::from_utf8_lossy(chunk).lines() {
+            log::info!(target: "function", "[{}] {line}", spec.name);
+        }
+    });
+    let pool = Pool::new(PoolConfig::default(), log_sink);
+    let mut failed = false;
+    for i in 1..=count {
+        let inv = pool.invoke(&spec, payload);
+        let start = if inv.cold { "cold" } else { "warm" };
+        println!("invocation {i} ({start}, environment {}):", inv.environment);
+        if let Some(init) = inv.init_duration {
+            println!("  init:     {init:?} (boot + load + init phase)");
+        }
+        println!(
+            "  duration: {:?}, memory used: {} KiB",
+            inv.duration,
+            inv.memory_used >> 10
+        );
+        println!("  response: {}", String::from_utf8_lossy(&inv.output));
+        if let Some(error) = &inv.error {
+            println!("  error:    {error}");
+            failed = true;
+        }
+        if !inv.log_tail.is_empty() {
+            println!("  log tail:");
+            for line in String::from_utf8_lossy(&inv.log_tail).lines() {
+                println!("    | {line}");
+            }
+        }
+    }
+    if failed {
+        Err("the function failed".into())
+    } else {
+        Ok(())
+    }
 }
 
 fn termination_signals() -> libc::sigset_t {

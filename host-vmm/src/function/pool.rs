@@ -1,0 +1,306 @@
+//! The environment pool: hands out an idle environment of the right function version or
+//! creates one, runs one invocation at a time on it, reaps idle environments, retires old
+//! ones and keeps provisioned ones ready.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ember_wire::function::{ModuleKind, Status, PAYLOAD_MAX};
+
+use super::{EnvKey, Environment, Failure, FunctionSpec, Invocation, Isolation, LogSink};
+
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    /// An environment idle this long is shut down (unless provisioned).
+    pub idle_timeout: Duration,
+    /// An environment this old is retired after its current invocation.
+    pub max_age: Duration,
+    /// How often the reaper runs.
+    pub reap_interval: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            idle_timeout: Duration::from_secs(300),
+            max_age: Duration::from_secs(2 * 3600),
+            reap_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Counts for one function version.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub idle: usize,
+    pub busy: usize,
+}
+
+#[derive(Default)]
+struct State {
+    idle: HashMap<EnvKey, Vec<Environment>>,
+    busy: HashMap<EnvKey, usize>,
+    provisioned: HashMap<EnvKey, (Arc<FunctionSpec>, usize)>,
+    stopping: bool,
+}
+
+impl State {
+    fn live(&self, key: &EnvKey) -> usize {
+        self.idle.get(key).map_or(0, Vec::len) + self.busy.get(key).copied().unwrap_or(0)
+    }
+
+    fn set_busy(&mut self, key: &EnvKey, delta: isize) {
+        let n = self.busy.entry(key.clone()).or_default();
+        *n = n.saturating_add_signed(delta);
+    }
+}
+
+struct Shared {
+    config: PoolConfig,
+    state: Mutex<State>,
+    wake_reaper: Condvar,
+    log: LogSink,
+}
+
+pub struct Pool {
+    shared: Arc<Shared>,
+    reaper: Option<JoinHandle<()>>,
+}
+
+impl Pool {
+    pub fn new(config: PoolConfig, log: LogSink) -> Pool {
+        let shared = Arc::new(Shared {
+            config,
+            state: Mutex::default(),
+            wake_reaper: Condvar::new(),
+            log,
+        });
+        let reaper = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("env-reaper".into())
+                .spawn(move || reap_loop(&shared))
+                .expect("spawning the environment reaper")
+        };
+        Pool {
+            shared,
+            reaper: Some(reaper),
+        }
+    }
+
+    /// Runs one invocation on an idle environment of `spec`, or on a new one.
+    pub fn invoke(&self, spec: &Arc<FunctionSpec>, payload: &[u8]) -> Invocation {
+        let start = Instant::now();
+        let failed = |error: Failure, cold: bool| Invocation {
+            output: Vec::new(),
+            error: Some(error),
+            log_tail: Vec::new(),
+            cold,
+            init_duration: None,
+            duration: start.elapsed(),
+            memory_used: 0,
+            environment: 0,
+        };
+        if payload.len() > PAYLOAD_MAX {
+            return failed(Failure::PayloadTooLarge(payload.len()), false);
+        }
+        let key = spec.key().clone();
+        let idle = {
+            let mut st = self.shared.lock();
+            st.set_busy(&key, 1);
+            st.idle.get_mut(&key).and_then(Vec::pop)
+        };
+        let (mut env, cold) = match idle {
+            Some(env) => (env, false),
+            None => match Environment::create(spec.clone(), &self.shared.log) {
+                Ok(env) => (env, true),
+                Err(e) => {
+                    self.shared.lock().set_busy(&key, -1);
+                    return failed(e, true);
+                }
+            },
+        };
+        let invoke_start = Instant::now();
+        let result = env.invoke(payload, &[], &self.shared.log);
+        let duration = invoke_start.elapsed();
+        let mut invocation = Invocation {
+            output: Vec::new(),
+            error: None,
+            log_tail: Vec::new(),
+            cold,
+            init_duration: cold.then_some(env.init_duration),
+            duration,
+            memory_used: 0,
+            environment: env.id,
+        };
+        let keep = match result {
+            Ok(outcome) => {
+                invocation.memory_used = outcome.memory_used;
+                invocation.log_tail = outcome.log_tail;
+                invocation.output = outcome.output;
+                invocation.error = match outcome.status {
+                    Status::Success => None,
+                    Status::OutOfMemory => Some(Failure::OutOfMemory(outcome.error)),
+                    Status::InitError => Some(Failure::Init(outcome.error)),
+                    Status::InvalidModule => Some(Failure::InvalidModule(outcome.error)),
+                    Status::FunctionError => Some(Failure::Function(outcome.error)),
+                };
+                // A reactor that failed may have been cut off mid-update: its state is unknown.
+                invocation.error.is_none() || spec.kind == ModuleKind::Command
+            }
+            Err(failure) => {
+                invocation.error = Some(failure);
+                false
+            }
+        };
+        let keep = keep && spec.isolation == Isolation::Reuse;
+        self.release(env, keep);
+        invocation
+    }
+
+    /// Returns an environment to the idle list, or shuts it down.
+    fn release(&self, env: Environment, keep: bool) {
+        let key = env.spec().key().clone();
+        let retire = env.created.elapsed() >= self.shared.config.max_age;
+        let mut st = self.shared.lock();
+        st.set_busy(&key, -1);
+        if keep && !retire && !st.stopping {
+            st.idle.entry(key).or_default().push(env);
+        } else {
+            drop(st);
+            drop(env);
+            self.shared.wake_reaper.notify_all();
+        }
+    }
+
+    /// Keeps `count` initialised environments of `spec` at all times; creates the missing
+    /// ones before returning.
+    pub fn set_provisioned(&self, spec: &Arc<FunctionSpec>, count: usize) -> Result<(), Failure> {
+        {
+            let mut st = self.shared.lock();
+            if count == 0 {
+                st.provisioned.remove(spec.key());
+            } else {
+                st.provisioned
+                    .insert(spec.key().clone(), (spec.clone(), count));
+            }
+        }
+        self.shared.replenish()
+    }
+
+    pub fn stats(&self, key: &EnvKey) -> PoolStats {
+        let st = self.shared.lock();
+        PoolStats {
+            idle: st.idle.get(key).map_or(0, Vec::len),
+            busy: st.busy.get(key).copied().unwrap_or(0),
+        }
+    }
+
+    /// Environments of every version, idle or busy.
+    pub fn total(&self) -> usize {
+        let st = self.shared.lock();
+        st.idle.values().map(Vec::len).sum::<usize>() + st.busy.values().sum::<usize>()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let idle = {
+            let mut st = self.shared.lock();
+            st.stopping = true;
+            std::mem::take(&mut st.idle)
+        };
+        self.shared.wake_reaper.notify_all();
+        if let Some(reaper) = self.reaper.take() {
+            let _ = reaper.join();
+        }
+        drop(idle);
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+
+    /// Shuts down environments idle too long or too old (provisioned ones are kept up to
+    /// their count, but still retired when old).
+    fn reap(&self) {
+        let now = Instant::now();
+        let mut doomed = Vec::new();
+        {
+            let mut st = self.lock();
+            let provisioned: HashMap<EnvKey, usize> = st
+                .provisioned
+                .iter()
+                .map(|(k, (_, n))| (k.clone(), *n))
+                .collect();
+            for (key, envs) in st.idle.iter_mut() {
+                let mut keep_warm = provisioned.get(key).copied().unwrap_or(0);
+                let mut kept = Vec::with_capacity(envs.len());
+                for env in envs.drain(..) {
+                    let old = now.duration_since(env.created) >= self.config.max_age;
+                    let idle = now.duration_since(env.last_used) >= self.config.idle_timeout;
+                    if old || (idle && keep_warm == 0) {
+                        doomed.push(env);
+                    } else {
+                        keep_warm = keep_warm.saturating_sub(1);
+                        kept.push(env);
+                    }
+                }
+                *envs = kept;
+            }
+            st.idle.retain(|_, envs| !envs.is_empty());
+        }
+        drop(doomed);
+    }
+
+    /// Creates environments until every provisioned version has its count.
+    fn replenish(&self) -> Result<(), Failure> {
+        loop {
+            let missing = {
+                let st = self.lock();
+                if st.stopping {
+                    return Ok(());
+                }
+                st.provisioned
+                    .values()
+                    .find(|(spec, n)| st.live(spec.key()) < *n)
+                    .map(|(spec, _)| spec.clone())
+            };
+            let Some(spec) = missing else {
+                return Ok(());
+            };
+            let env = Environment::create(spec.clone(), &self.log)?;
+            self.lock()
+                .idle
+                .entry(spec.key().clone())
+                .or_default()
+                .push(env);
+        }
+    }
+}
+
+fn reap_loop(shared: &Shared) {
+    loop {
+        {
+            let st = shared.lock();
+            if st.stopping {
+                return;
+            }
+            let (st, _) = shared
+                .wake_reaper
+                .wait_timeout(st, shared.config.reap_interval)
+                .unwrap();
+            if st.stopping {
+                return;
+            }
+        }
+        shared.reap();
+        if let Err(e) = shared.replenish() {
+            log::warn!("keeping provisioned environments ready: {e}");
+        }
+    }
+}
