@@ -25,7 +25,7 @@ pub fn kvm_floor() -> Result<Duration, VmError> {
         .kvm
         .create_vm()
         .map_err(|e| VmError::Kvm(format!("KVM_CREATE_VM: {e}")))?;
-    let mem = memory::create(&vm, MIN_MEMORY)?;
+    let mem = memory::create(&vm, MIN_MEMORY, &memory::Backing::Anonymous, false)?;
     cpu::write_system_tables(&mem, MIN_MEMORY, None)?;
     mem.write_slice(&code(), GuestAddress(IMAGE_BASE))
         .map_err(|e| VmError::Setup(e.to_string()))?;

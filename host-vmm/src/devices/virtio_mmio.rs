@@ -5,13 +5,13 @@
 //! offsets read as zero and are ignored on write; queues are validated against guest memory
 //! before the device may use them.
 
+use crate::vm::memory::GuestMemory;
 use ember_wire::virtio::mmio as reg;
 use virtio_bindings::virtio_config::{
     VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET,
     VIRTIO_F_VERSION_1,
 };
-use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestMemoryMmap;
+use virtio_queue::{Queue, QueueState, QueueT};
 
 const VERSION: u32 = 2;
 const VENDOR_ID: u32 = 0x454d_4252; // "EMBR"
@@ -26,6 +26,15 @@ pub enum Notice {
     Activated,
     /// The driver wrote 0 to the status register: the device must drop all its state.
     Reset,
+}
+
+/// Everything needed to rebuild a transport in another VM (a snapshot).
+#[derive(Clone, Debug)]
+pub struct TransportState {
+    device_features: u64,
+    driver_features: u64,
+    status: u32,
+    queues: Vec<QueueState>,
 }
 
 pub struct MmioTransport {
@@ -54,6 +63,34 @@ impl MmioTransport {
             queues: queue_sizes
                 .iter()
                 .map(|&n| Queue::new(n).expect("queue sizes are powers of two"))
+                .collect(),
+            config,
+        }
+    }
+
+    pub fn state(&self) -> TransportState {
+        TransportState {
+            device_features: self.device_features,
+            driver_features: self.driver_features,
+            status: self.status,
+            queues: self.queues.iter().map(Queue::state).collect(),
+        }
+    }
+
+    /// A transport in exactly the state `state` was taken in.
+    pub fn restore(device_id: u32, config: Vec<u8>, state: &TransportState) -> Self {
+        MmioTransport {
+            device_id,
+            device_features: state.device_features,
+            device_features_sel: 0,
+            driver_features: state.driver_features,
+            driver_features_sel: 0,
+            queue_sel: 0,
+            status: state.status,
+            queues: state
+                .queues
+                .iter()
+                .map(|q| Queue::try_from(*q).expect("a queue state taken from a valid queue"))
                 .collect(),
             config,
         }
@@ -111,7 +148,7 @@ impl MmioTransport {
         data.copy_from_slice(&value.to_le_bytes());
     }
 
-    pub fn write(&mut self, offset: u64, data: &[u8], mem: &GuestMemoryMmap) -> Notice {
+    pub fn write(&mut self, offset: u64, data: &[u8], mem: &GuestMemory) -> Notice {
         if offset >= reg::CONFIG || data.len() != 4 {
             // The vsock configuration space (the CID) is read-only.
             return Notice::None;
@@ -168,7 +205,7 @@ impl MmioTransport {
         Notice::None
     }
 
-    fn write_status(&mut self, v: u32, mem: &GuestMemoryMmap) -> Notice {
+    fn write_status(&mut self, v: u32, mem: &GuestMemory) -> Notice {
         if v == 0 {
             self.status = 0;
             self.driver_features = 0;

@@ -91,7 +91,7 @@ impl SpecBuilder {
     /// Checks the settings and the module (before any VM is started).
     pub fn build(self, module: &[u8]) -> Result<Arc<FunctionSpec>, Failure> {
         let mem = u64::from(self.memory_mib) << 20;
-        if !(MIN_MEMORY..=MAX_MEMORY).contains(&mem) || self.memory_mib % 2 != 0 {
+        if !(MIN_MEMORY..=MAX_MEMORY).contains(&mem) || !self.memory_mib.is_multiple_of(2) {
             return Err(Failure::InvalidConfig(format!(
                 "memory must be an even number of MiB between {} and {}, got {}",
                 MIN_MEMORY >> 20,

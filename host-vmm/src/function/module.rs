@@ -98,7 +98,7 @@ mod tests {
         assert!(err.starts_with("invalid WebAssembly module"), "{err}");
         // import section: one function import env.f of type 0
         let mut sections = TYPE.to_vec();
-        sections.extend_from_slice(&[2, 7, 1, 3, b'e', b'n', b'v', 1, b'f', 0, 0]);
+        sections.extend_from_slice(&[2, 9, 1, 3, b'e', b'n', b'v', 1, b'f', 0, 0]);
         let err = inspect(&module(&sections), "handle").unwrap_err();
         assert!(err.contains("unsupported import env.f"), "{err}");
     }

@@ -11,7 +11,9 @@ use ember_wire::layout::{
     SERIAL_PORT, SYSTEM_TABLES, VIRTIO_MMIO_BASE,
 };
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, kvm_sregs};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
+
+use super::memory::GuestMemory;
 
 use super::VmError;
 
@@ -77,7 +79,7 @@ pub struct Entry {
 /// page fault the guest reports rather than an MMIO exit. Tables are built on the host and
 /// copied in with one write per region.
 pub fn write_system_tables(
-    mem: &GuestMemoryMmap,
+    mem: &GuestMemory,
     mem_size: u64,
     fault_stubs: Option<u64>,
 ) -> Result<(), VmError> {
@@ -148,7 +150,7 @@ pub fn write_system_tables(
     write(mem, SYSTEM_TABLES, &sys)
 }
 
-fn write(mem: &GuestMemoryMmap, addr: u64, bytes: &[u8]) -> Result<(), VmError> {
+fn write(mem: &GuestMemory, addr: u64, bytes: &[u8]) -> Result<(), VmError> {
     mem.write_slice(bytes, GuestAddress(addr))
         .map_err(|e| VmError::Setup(format!("writing system tables at {addr:#x}: {e}")))
 }

@@ -5,7 +5,9 @@ use std::io::Cursor;
 use ember_wire::boot::{ImageHeader, FAULT_STUB_STRIDE, FAULT_VECTORS, IMAGE_HEADER_SIZE};
 use ember_wire::layout::{IMAGE_BASE, STACK_SIZE};
 use linux_loader::loader::{Elf, KernelLoader};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
+
+use super::memory::GuestMemory;
 
 use super::VmError;
 
@@ -20,7 +22,7 @@ pub struct LoadedImage {
 /// Smallest heap a guest is booted with.
 const MIN_HEAP: u64 = 1 << 20;
 
-pub fn load(mem: &GuestMemoryMmap, mem_size: u64, elf: &[u8]) -> Result<LoadedImage, VmError> {
+pub fn load(mem: &GuestMemory, mem_size: u64, elf: &[u8]) -> Result<LoadedImage, VmError> {
     let bad = |what: String| VmError::Setup(format!("guest image: {what}"));
     let loaded = Elf::load(
         mem,

@@ -5,6 +5,7 @@ pub mod cpu;
 mod exit;
 mod loader;
 pub mod memory;
+mod snapshot;
 mod vcpu;
 
 use std::path::PathBuf;
@@ -24,7 +25,11 @@ use crate::devices::vsock::uds::UdsListener;
 use crate::devices::vsock::VsockDevice;
 use crate::{guest_image, kvm};
 pub use exit::{GuestFault, VmExit};
+use kvm_ioctls::{VcpuFd, VmFd};
+use memory::GuestMemory;
+pub use snapshot::Snapshot;
 pub(crate) use vcpu::configure as configure_vcpu;
+pub use vcpu::Paused;
 use vcpu::{VcpuContext, VcpuControl};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +57,8 @@ pub struct VmConfig {
     pub test_frames: bool,
     /// Ask the guest to log its boot steps.
     pub verbose: bool,
+    /// Track which pages the guest and devices write (needed to reset a VM's memory).
+    pub track_dirty: bool,
 }
 
 impl Default for VmConfig {
@@ -62,6 +69,7 @@ impl Default for VmConfig {
             uds_path: None,
             test_frames: false,
             verbose: false,
+            track_dirty: false,
         }
     }
 }
@@ -82,6 +90,10 @@ pub struct Vm {
 impl Vm {
     /// Creates the VM and starts its vCPU; returns as soon as the guest is running.
     pub fn boot(config: &VmConfig) -> Result<Vm, VmError> {
+        Self::boot_backed(config, &memory::Backing::Anonymous)
+    }
+
+    fn boot_backed(config: &VmConfig, backing: &memory::Backing) -> Result<Vm, VmError> {
         if config.guest_cid < 3 || config.guest_cid > u32::MAX as u64 {
             return Err(VmError::Config(format!(
                 "guest CID must be between 3 and {}, got {}",
@@ -90,23 +102,13 @@ impl Vm {
             )));
         }
         let sys = kvm::system()?;
-        let id = format!(
-            "{}-{}",
-            std::process::id(),
-            NEXT_ID.fetch_add(1, Ordering::Relaxed)
-        );
-        let vm_fd = sys
-            .kvm
-            .create_vm()
-            .map_err(|e| VmError::Kvm(format!("KVM_CREATE_VM: {e}")))?;
+        let vm_fd = create_vm()?;
         let mem_size = u64::from(config.mem_mib) << 20;
-        let mem = memory::create(&vm_fd, mem_size)?;
+        let mem = memory::create(&vm_fd, mem_size, backing, config.track_dirty)?;
         let image = loader::load(&mem, mem_size, guest_image::ELF)?;
         cpu::write_system_tables(&mem, mem_size, Some(image.fault_stubs))?;
 
-        let vcpu = vm_fd
-            .create_vcpu(0)
-            .map_err(|e| VmError::Kvm(format!("KVM_CREATE_VCPU: {e}")))?;
+        let vcpu = create_vcpu(&vm_fd)?;
         let entry = cpu::Entry {
             rip: image.entry,
             // As if `call`ed: the ABI expects rsp + 8 to be 16-byte aligned at entry.
@@ -136,9 +138,40 @@ impl Vm {
         };
         mem.write_slice(&boot_info.encode(), GuestAddress(BOOT_INFO))
             .map_err(|e| VmError::Setup(format!("writing boot info: {e}")))?;
-
-        let log = GuestLog::new(id.clone());
         let hub = Arc::new(Hub::default());
+        let vsock = VsockDevice::new(config.guest_cid, hub.clone());
+        Self::start(config, vm_fd, vcpu, mem, hub, vsock)
+    }
+
+    /// Starts a VM from a snapshot: its memory copy-on-write over the snapshot's, its vCPU
+    /// and device exactly as captured. `config.mem_mib` and `guest_cid` are the snapshot's.
+    pub fn restore(snapshot: &Snapshot, config: &VmConfig) -> Result<Vm, VmError> {
+        let sys = kvm::system()?;
+        let vm_fd = create_vm()?;
+        let backing = memory::Backing::CopyOnWrite(snapshot.memory.clone());
+        let mem = memory::create(&vm_fd, snapshot.mem_size, &backing, config.track_dirty)?;
+        let vcpu = create_vcpu(&vm_fd)?;
+        vcpu::set_state(&vcpu, &sys.cpuid, &snapshot.vcpu)?;
+        let hub = Arc::new(Hub::default());
+        let vsock = VsockDevice::restore(snapshot.guest_cid, hub.clone(), &snapshot.device);
+        Self::start(config, vm_fd, vcpu, mem, hub, vsock)
+    }
+
+    /// Runs the vCPU on its own thread.
+    fn start(
+        config: &VmConfig,
+        vm_fd: VmFd,
+        vcpu: VcpuFd,
+        mem: GuestMemory,
+        hub: Arc<Hub>,
+        vsock: VsockDevice,
+    ) -> Result<Vm, VmError> {
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT_ID.fetch_add(1, Ordering::Relaxed)
+        );
+        let log = GuestLog::new(id.clone());
         let uds = match &config.uds_path {
             Some(path) => Some(
                 UdsListener::start(path, hub.clone(), &id)
@@ -152,7 +185,7 @@ impl Vm {
             vm_fd,
             mem,
             serial: serial::new(log.clone()),
-            vsock: VsockDevice::new(config.guest_cid, hub.clone()),
+            vsock,
             hub: hub.clone(),
             control: control.clone(),
             log: log.clone(),
@@ -169,6 +202,22 @@ impl Vm {
             log,
             uds: Mutex::new(uds),
         })
+    }
+
+    /// Pauses the guest at its next idle moment with no vsock connection open and returns
+    /// its state; the vCPU stays paused until [`Vm::resume`] or [`Vm::stop`].
+    pub fn pause(&self, timeout: Duration) -> Result<Paused, VmError> {
+        self.hub.request_pause();
+        self.control.wait_paused(timeout).ok_or_else(|| {
+            VmError::Setup(match self.exit() {
+                Some(exit) => format!("VM ended before it could pause: {exit}"),
+                None => format!("guest did not become idle within {timeout:?}"),
+            })
+        })
+    }
+
+    pub fn resume(&self) {
+        self.control.resume();
     }
 
     pub fn id(&self) -> &str {
@@ -212,6 +261,18 @@ impl Vm {
     pub fn vcpu_tid(&self) -> Option<i32> {
         self.control.tid()
     }
+}
+
+fn create_vm() -> Result<VmFd, VmError> {
+    kvm::system()?
+        .kvm
+        .create_vm()
+        .map_err(|e| VmError::Kvm(format!("KVM_CREATE_VM: {e}")))
+}
+
+fn create_vcpu(vm: &VmFd) -> Result<VcpuFd, VmError> {
+    vm.create_vcpu(0)
+        .map_err(|e| VmError::Kvm(format!("KVM_CREATE_VCPU: {e}")))
 }
 
 impl Drop for Vm {

@@ -6,20 +6,21 @@ use std::sync::{Arc, Condvar, Mutex, Once};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::memory::GuestMemory;
 use ember_wire::boot::exit_code;
 use ember_wire::layout::{
     DOORBELL_KICK_PORT, DOORBELL_WAIT_PORT, FAULT_PORT, POWER_OFF_PORT, SERIAL_PORT,
     VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE,
 };
-use kvm_bindings::CpuId;
+use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs, CpuId};
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use super::{cpu, GuestFault, VmError, VmExit};
 use crate::devices::serial::{GuestLog, SerialDevice};
+use crate::devices::virtio_mmio::TransportState;
 use crate::devices::vsock::hub::Hub;
-use crate::devices::vsock::VsockDevice;
+use crate::devices::vsock::{Doorbell, VsockDevice};
 
 /// Shared between the vCPU thread and the [`super::Vm`] handle.
 #[derive(Default)]
@@ -28,11 +29,30 @@ pub struct VcpuControl {
     tid: AtomicI32,
     exit: Mutex<Option<VmExit>>,
     exited: Condvar,
+    /// Set by the vCPU thread while it is paused (guest parked, state captured).
+    paused: Mutex<Option<Paused>>,
+    pause_changed: Condvar,
+}
+
+/// A vCPU stopped between two instructions of an idle guest, and its device.
+#[derive(Clone)]
+pub struct Paused {
+    pub vcpu: VcpuState,
+    pub device: TransportState,
+}
+
+/// The registers a snapshot keeps.
+#[derive(Clone)]
+pub struct VcpuState {
+    pub regs: kvm_regs,
+    pub sregs: kvm_sregs,
+    pub fpu: kvm_fpu,
 }
 
 impl VcpuControl {
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.wake_paused();
     }
 
     pub fn exit(&self) -> Option<VmExit> {
@@ -48,6 +68,29 @@ impl VcpuControl {
         guard.clone()
     }
 
+    /// Waits up to `timeout` for the vCPU to pause; `None` if it did not (or the VM ended).
+    pub fn wait_paused(&self, timeout: Duration) -> Option<Paused> {
+        let guard = self.paused.lock().unwrap();
+        let (guard, _) = self
+            .pause_changed
+            .wait_timeout_while(guard, timeout, |p| {
+                p.is_none() && self.exit.lock().unwrap().is_none()
+            })
+            .unwrap();
+        guard.clone()
+    }
+
+    /// Lets a paused vCPU run again.
+    pub fn resume(&self) {
+        self.paused.lock().unwrap().take();
+        self.pause_changed.notify_all();
+    }
+
+    fn wake_paused(&self) {
+        let _guard = self.paused.lock().unwrap();
+        self.pause_changed.notify_all();
+    }
+
     pub fn tid(&self) -> Option<i32> {
         Some(self.tid.load(Ordering::SeqCst)).filter(|t| *t != 0)
     }
@@ -56,7 +99,7 @@ impl VcpuControl {
 pub struct VcpuContext {
     pub vcpu: VcpuFd,
     pub vm_fd: VmFd,
-    pub mem: GuestMemoryMmap,
+    pub mem: GuestMemory,
     pub serial: SerialDevice,
     pub vsock: VsockDevice,
     pub hub: Arc<Hub>,
@@ -71,17 +114,66 @@ pub fn configure(
     entry: &cpu::Entry,
     fault_stubs: bool,
 ) -> Result<(), VmError> {
+    set_state(
+        vcpu,
+        cpuid,
+        &VcpuState {
+            regs: cpu::regs(entry),
+            sregs: cpu::sregs(Default::default(), fault_stubs),
+            fpu: cpu::fpu(),
+        },
+    )
+}
+
+/// Loads CPUID and a register state into a fresh vCPU.
+pub fn set_state(vcpu: &VcpuFd, cpuid: &CpuId, state: &VcpuState) -> Result<(), VmError> {
     let kvm = |what: &str, e: kvm_ioctls::Error| VmError::Kvm(format!("{what}: {e}"));
     vcpu.set_cpuid2(cpuid)
         .map_err(|e| kvm("KVM_SET_CPUID2", e))?;
-    let sregs = cpu::sregs(Default::default(), fault_stubs);
-    vcpu.set_sregs(&sregs)
+    vcpu.set_sregs(&state.sregs)
         .map_err(|e| kvm("KVM_SET_SREGS", e))?;
-    vcpu.set_regs(&cpu::regs(entry))
+    vcpu.set_regs(&state.regs)
         .map_err(|e| kvm("KVM_SET_REGS", e))?;
-    vcpu.set_fpu(&cpu::fpu())
+    vcpu.set_fpu(&state.fpu)
         .map_err(|e| kvm("KVM_SET_FPU", e))?;
     Ok(())
+}
+
+/// Finishes the port write the guest is parked on (KVM completes it on the next entry;
+/// `immediate_exit` returns before running a single guest instruction), then reads the
+/// registers: the state of a guest between two instructions.
+fn capture(vcpu: &mut VcpuFd) -> Result<VcpuState, String> {
+    vcpu.set_kvm_immediate_exit(1);
+    let entry = vcpu.run().map(|exit| format!("{exit:?}"));
+    vcpu.set_kvm_immediate_exit(0);
+    match entry {
+        Err(e) if e.errno() == libc::EINTR => {}
+        Err(e) => return Err(format!("completing the parked exit: {e}")),
+        Ok(exit) => return Err(format!("unexpected exit while pausing: {exit}")),
+    }
+    Ok(VcpuState {
+        regs: vcpu.get_regs().map_err(|e| e.to_string())?,
+        sregs: vcpu.get_sregs().map_err(|e| e.to_string())?,
+        fpu: vcpu.get_fpu().map_err(|e| e.to_string())?,
+    })
+}
+
+/// Captures the paused state, publishes it, and waits until resumed or stopped.
+fn pause(vcpu: &mut VcpuFd, dev: &Devices, control: &VcpuControl) -> Next {
+    let state = match capture(vcpu) {
+        Ok(state) => state,
+        Err(e) => return Next::Exit(VmExit::KvmError(e)),
+    };
+    let mut paused = control.paused.lock().unwrap();
+    *paused = Some(Paused {
+        vcpu: state,
+        device: dev.vsock.state(),
+    });
+    control.pause_changed.notify_all();
+    while paused.is_some() && !control.stop.load(Ordering::SeqCst) {
+        paused = control.pause_changed.wait(paused).unwrap();
+    }
+    Next::Continue
 }
 
 /// The signal that knocks a vCPU thread out of `KVM_RUN`.
@@ -131,6 +223,7 @@ pub fn run(ctx: VcpuContext) {
     hub.kill(&exit.to_string());
     *control.exit.lock().unwrap() = Some(exit);
     control.exited.notify_all();
+    control.wake_paused();
 }
 
 struct Devices {
@@ -142,12 +235,13 @@ struct Devices {
 enum Next {
     Continue,
     Fault,
+    Pause,
     Exit(VmExit),
 }
 
 fn run_loop(
     mut vcpu: VcpuFd,
-    mem: &GuestMemoryMmap,
+    mem: &GuestMemory,
     dev: &mut Devices,
     control: &VcpuControl,
     log: &GuestLog,
@@ -161,7 +255,11 @@ fn run_loop(
         let next = match vcpu.run() {
             Ok(VcpuExit::IoOut(port, data)) => match port {
                 DOORBELL_WAIT_PORT | DOORBELL_KICK_PORT => {
-                    device_result(dev.vsock.doorbell(port == DOORBELL_WAIT_PORT, mem))
+                    match dev.vsock.doorbell(port == DOORBELL_WAIT_PORT, mem) {
+                        Ok(Doorbell::Resume) => Next::Continue,
+                        Ok(Doorbell::Pause) => Next::Pause,
+                        Err(e) => Next::Exit(VmExit::GuestError(e.to_string())),
+                    }
                 }
                 p if serial_ports.contains(&p) => {
                     for &b in data.iter() {
@@ -188,7 +286,10 @@ fn run_loop(
                 Next::Continue
             }
             Ok(VcpuExit::MmioWrite(addr, data)) if mmio.contains(&addr) => {
-                device_result(dev.vsock.mmio_write(addr - VIRTIO_MMIO_BASE, data, mem))
+                match dev.vsock.mmio_write(addr - VIRTIO_MMIO_BASE, data, mem) {
+                    Ok(()) => Next::Continue,
+                    Err(e) => Next::Exit(VmExit::GuestError(e.to_string())),
+                }
             }
             Ok(VcpuExit::MmioRead(addr, _)) | Ok(VcpuExit::MmioWrite(addr, _)) => Next::Exit(
                 VmExit::GuestError(format!("access to unbacked guest address {addr:#x}")),
@@ -209,14 +310,12 @@ fn run_loop(
             Next::Continue => {}
             Next::Exit(exit) => return exit,
             Next::Fault => return fault(&vcpu),
+            Next::Pause => {
+                if let Next::Exit(exit) = pause(&mut vcpu, dev, control) {
+                    return exit;
+                }
+            }
         }
-    }
-}
-
-fn device_result(result: Result<(), VmError>) -> Next {
-    match result {
-        Ok(()) => Next::Continue,
-        Err(e) => Next::Exit(VmExit::GuestError(e.to_string())),
     }
 }
 

@@ -66,6 +66,14 @@ struct Ctrl {
     flags: u32,
 }
 
+/// Why a parked vCPU woke up.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Wake {
+    Work,
+    Stop,
+    Pause,
+}
+
 /// One packet the device should write into the guest's RX queue.
 pub struct Outgoing {
     pub local: u32,
@@ -96,6 +104,8 @@ struct State {
     dead: Option<String>,
     /// The vCPU must stop parking and return to its run loop.
     stop: bool,
+    /// Leave the park for a snapshot as soon as no connection is open.
+    pause: bool,
 }
 
 impl State {
@@ -435,16 +445,30 @@ impl Hub {
         self.lock().has_outgoing()
     }
 
-    /// Parks the calling vCPU until there is a packet to deliver or a stop is requested.
-    /// Returns false on stop.
-    pub fn wait_for_outgoing(&self) -> bool {
+    /// Parks the calling vCPU until there is a packet to deliver, a stop, or a pause.
+    pub fn wait_for_outgoing(&self) -> Wake {
         let seen = self.guest_seq.load(Ordering::Acquire);
         spin_for_change(&self.guest_seq, seen);
         let mut st = self.lock();
-        while !st.stop && !st.has_outgoing() {
+        loop {
+            if st.stop {
+                return Wake::Stop;
+            }
+            if st.has_outgoing() {
+                return Wake::Work;
+            }
+            if st.pause && st.conns.is_empty() {
+                st.pause = false;
+                return Wake::Pause;
+            }
             st = self.guest_work.wait(st).unwrap();
         }
-        !st.stop
+    }
+
+    /// Asks the vCPU to pause at its next park with no connection open.
+    pub fn request_pause(&self) {
+        self.lock().pause = true;
+        self.wake_guest();
     }
 
     /// Wakes a parked vCPU so it sees its stop flag.

@@ -16,11 +16,14 @@ use ember_wire::layout::HOST_CID;
 use ember_wire::virtio::vsock::{DEVICE_ID, OP_RW, TYPE_STREAM};
 use virtio_queue::{QueueOwnedT, QueueT};
 use virtio_vsock::packet::{VsockPacket, PKT_HEADER_SIZE};
-use vm_memory::{GuestMemoryMmap, VolatileSlice};
+use vm_memory::bitmap::BitmapSlice;
+use vm_memory::VolatileSlice;
 
-use crate::devices::virtio_mmio::{MmioTransport, Notice};
+use crate::vm::memory::GuestMemory;
+
+use crate::devices::virtio_mmio::{MmioTransport, Notice, TransportState};
 use crate::vm::VmError;
-use hub::{Hub, Incoming, HOST_BUF_ALLOC};
+use hub::{Hub, Incoming, Wake, HOST_BUF_ALLOC};
 
 const QUEUE_SIZE: u16 = 256;
 const RX: usize = 0;
@@ -42,6 +45,15 @@ fn guest_err(what: &str, e: impl std::fmt::Display) -> VmError {
     VmError::Guest(format!("{what}: {e}"))
 }
 
+/// What [`VsockDevice::doorbell`] asks of the vCPU loop.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Doorbell {
+    /// Run the guest.
+    Resume,
+    /// The guest is parked with no connection and a pause was requested: capture it.
+    Pause,
+}
+
 impl VsockDevice {
     pub fn new(guest_cid: u64, hub: Arc<Hub>) -> Self {
         VsockDevice {
@@ -58,6 +70,21 @@ impl VsockDevice {
         }
     }
 
+    /// Rebuilds the device of a snapshot (taken with no connections open).
+    pub fn restore(guest_cid: u64, hub: Arc<Hub>, state: &TransportState) -> Self {
+        VsockDevice {
+            transport: MmioTransport::restore(DEVICE_ID, guest_cid.to_le_bytes().to_vec(), state),
+            hub,
+            guest_cid,
+            scratch: Vec::new(),
+            delivered_since_wait: false,
+        }
+    }
+
+    pub fn state(&self) -> TransportState {
+        self.transport.state()
+    }
+
     pub fn mmio_read(&self, offset: u64, data: &mut [u8]) {
         self.transport.read(offset, data);
     }
@@ -66,10 +93,10 @@ impl VsockDevice {
         &mut self,
         offset: u64,
         data: &[u8],
-        mem: &GuestMemoryMmap,
+        mem: &GuestMemory,
     ) -> Result<(), VmError> {
         match self.transport.write(offset, data, mem) {
-            Notice::QueueNotify(_) => self.doorbell(false, mem),
+            Notice::QueueNotify(_) => self.doorbell(false, mem).map(drop),
             Notice::Activated => {
                 for q in self.transport.queues_mut() {
                     if q.ready() {
@@ -88,28 +115,27 @@ impl VsockDevice {
     }
 
     /// Drains TX and fills RX; with `wait`, parks until at least one packet reached the
-    /// guest (or a stop was requested).
-    pub fn doorbell(&mut self, wait: bool, mem: &GuestMemoryMmap) -> Result<(), VmError> {
+    /// guest, a stop was requested, or a pause (which needs an idle guest).
+    pub fn doorbell(&mut self, wait: bool, mem: &GuestMemory) -> Result<Doorbell, VmError> {
         if !self.transport.is_active() {
-            return Ok(());
+            return Ok(Doorbell::Resume);
         }
         self.drain_tx(mem)?;
         self.delivered_since_wait |= self.fill_rx(mem)? > 0;
-        if !wait {
-            return Ok(());
+        if !wait || std::mem::take(&mut self.delivered_since_wait) {
+            return Ok(Doorbell::Resume);
         }
-        if std::mem::take(&mut self.delivered_since_wait) || !self.hub.wait_for_outgoing() {
-            return Ok(());
-        }
-        if self.fill_rx(mem)? == 0 {
-            return Err(VmError::Guest(
+        match self.hub.wait_for_outgoing() {
+            Wake::Stop => Ok(Doorbell::Resume),
+            Wake::Pause => Ok(Doorbell::Pause),
+            Wake::Work if self.fill_rx(mem)? == 0 => Err(VmError::Guest(
                 "guest waits for vsock packets but offers no RX buffers".into(),
-            ));
+            )),
+            Wake::Work => Ok(Doorbell::Resume),
         }
-        Ok(())
     }
 
-    fn drain_tx(&mut self, mem: &GuestMemoryMmap) -> Result<(), VmError> {
+    fn drain_tx(&mut self, mem: &GuestMemory) -> Result<(), VmError> {
         let queue = &mut self.transport.queues_mut()[TX];
         while let Some(mut chain) = queue.pop_descriptor_chain(mem) {
             let head = chain.head_index();
@@ -151,7 +177,7 @@ impl VsockDevice {
     }
 
     /// Moves queued packets into guest RX buffers; returns how many were delivered.
-    fn fill_rx(&mut self, mem: &GuestMemoryMmap) -> Result<usize, VmError> {
+    fn fill_rx(&mut self, mem: &GuestMemory) -> Result<usize, VmError> {
         let mut delivered = 0;
         let queue = &mut self.transport.queues_mut()[RX];
         while self.hub.has_outgoing() {
@@ -190,8 +216,8 @@ impl VsockDevice {
     }
 }
 
-fn write_data(
-    slice: &VolatileSlice<'_>,
+fn write_data<B: BitmapSlice>(
+    slice: &VolatileSlice<'_, B>,
     data: &[u8],
 ) -> Result<(), vm_memory::VolatileMemoryError> {
     slice.subslice(0, data.len())?.copy_from(data);
@@ -203,7 +229,7 @@ mod tests {
     use super::*;
     use vm_memory::{Bytes, GuestAddress};
 
-    fn write(dev: &mut VsockDevice, mem: &GuestMemoryMmap, offset: u64, v: u32) {
+    fn write(dev: &mut VsockDevice, mem: &GuestMemory, offset: u64, v: u32) {
         dev.mmio_write(offset, &v.to_le_bytes(), mem).unwrap();
     }
 
@@ -214,7 +240,7 @@ mod tests {
     }
 
     /// Negotiates VERSION_1 and sets up RX and TX with the given ring addresses.
-    fn activate(dev: &mut VsockDevice, mem: &GuestMemoryMmap, rings: [u32; 2]) -> u32 {
+    fn activate(dev: &mut VsockDevice, mem: &GuestMemory, rings: [u32; 2]) -> u32 {
         write(dev, mem, 0x70, 3);
         write(dev, mem, 0x24, 1);
         write(dev, mem, 0x20, 1);
@@ -231,8 +257,8 @@ mod tests {
         read(dev, 0x70)
     }
 
-    fn memory() -> GuestMemoryMmap {
-        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap()
+    fn memory() -> GuestMemory {
+        GuestMemory::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap()
     }
 
     #[test]

@@ -1,0 +1,51 @@
+//! Snapshots of a ready guest: memory in a memfd, the vCPU registers and the vsock device,
+//! taken while the guest is parked with no connection open. New VMs start from a snapshot
+//! with their memory copy-on-write over it, which skips booting guest-init.
+
+use std::fs::File;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::memory::{self, Backing};
+use super::vcpu::VcpuState;
+use super::{Vm, VmConfig, VmError};
+use crate::devices::virtio_mmio::TransportState;
+
+/// How long a freshly booted guest may take to become idle.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Snapshot {
+    pub(super) memory: Arc<File>,
+    pub(super) mem_size: u64,
+    pub(super) guest_cid: u64,
+    pub(super) vcpu: VcpuState,
+    pub(super) device: TransportState,
+}
+
+impl Snapshot {
+    /// Boots guest-init as `config` says, waits until it is ready and idle, and keeps it.
+    pub fn of_fresh_guest(config: &VmConfig) -> Result<Arc<Snapshot>, VmError> {
+        let mem_size = u64::from(config.mem_mib) << 20;
+        memory::check_size(mem_size)?;
+        let file = memory::memfd(mem_size)?;
+        let template = VmConfig {
+            uds_path: None,
+            track_dirty: false,
+            ..config.clone()
+        };
+        let vm = Vm::boot_backed(&template, &Backing::Template(file.clone()))?;
+        let paused = vm.pause(READY_TIMEOUT)?;
+        vm.stop();
+        Ok(Arc::new(Snapshot {
+            memory: file,
+            mem_size,
+            guest_cid: config.guest_cid,
+            vcpu: paused.vcpu,
+            device: paused.device,
+        }))
+    }
+
+    pub fn mem_mib(&self) -> u32 {
+        (self.mem_size >> 20) as u32
+    }
+}
