@@ -8,12 +8,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ember_wire::frame::Kind;
 use ember_wire::function::{InvokeRequest, LoadRequest, ModuleKind, Outcome, Status};
 
-use super::{Failure, FunctionSpec, LogSink};
+use super::{Failure, FunctionSpec, Isolation, LogSink};
 use crate::client::{ClientError, GuestClient};
-use crate::vm::{Vm, VmConfig};
+use crate::vm::{Command, Snapshot, Vm, VmConfig};
 
 /// Lambda's limit for the init phase.
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle guest may take to park for a checkpoint or reset.
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -21,7 +23,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub struct Environment {
     pub id: u64,
     vm: Vm,
-    client: GuestClient,
+    /// The frame connection; closed while the VM is paused for a checkpoint or reset.
+    client: Option<GuestClient>,
     spec: Arc<FunctionSpec>,
     pub created: Instant,
     pub last_used: Instant,
@@ -36,16 +39,22 @@ fn unix_ns() -> u64 {
 }
 
 impl Environment {
-    /// Boots a VM, loads the module and runs its init phase.
-    pub fn create(spec: Arc<FunctionSpec>, log: &LogSink) -> Result<Environment, Failure> {
+    /// Starts a VM from `template` (a ready guest-init of the right memory size), loads the
+    /// module and runs its init phase. With per-invocation isolation, the state right after
+    /// init becomes the point every invocation starts from.
+    pub fn create(spec: Arc<FunctionSpec>, template: &Snapshot, log: &LogSink) -> Result<Environment, Failure> {
         let crashed = |e: &dyn std::fmt::Display| Failure::Crashed(e.to_string());
         let start = Instant::now();
-        let vm = Vm::boot(&VmConfig {
-            mem_mib: spec.memory_mib,
-            ..VmConfig::default()
-        })
+        let isolated = spec.isolation == Isolation::PerInvocation;
+        let vm = Vm::restore(
+            template,
+            &VmConfig {
+                track_dirty: isolated,
+                ..VmConfig::default()
+            },
+        )
         .map_err(|e| crashed(&e))?;
-        let client = GuestClient::connect(&vm, CONNECT_TIMEOUT).map_err(|e| crashed(&e))?;
+        let client = Some(GuestClient::connect(&vm, CONNECT_TIMEOUT).map_err(|e| crashed(&e))?);
         let mut env = Environment {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             vm,
@@ -73,9 +82,16 @@ impl Environment {
             INIT_TIMEOUT,
             log,
         )?;
-        env.init_duration = start.elapsed();
         match outcome.status {
-            Status::Success => Ok(env),
+            Status::Success if isolated => {
+                env.paused(Command::Checkpoint)?;
+                env.init_duration = start.elapsed();
+                Ok(env)
+            }
+            Status::Success => {
+                env.init_duration = start.elapsed();
+                Ok(env)
+            }
             Status::InvalidModule => Err(Failure::InvalidModule(outcome.error)),
             Status::OutOfMemory => Err(Failure::OutOfMemory(outcome.error)),
             _ => Err(Failure::Init(outcome.error)),
@@ -111,6 +127,24 @@ impl Environment {
         outcome
     }
 
+    /// Returns memory, vCPU and device to the state right after init (per-invocation
+    /// isolation): only the pages written since are touched.
+    pub fn reset(&mut self) -> Result<(), Failure> {
+        self.paused(Command::Reset)
+    }
+
+    /// Closes the connection, pauses the idle guest, runs `command`, resumes and reconnects.
+    fn paused(&mut self, command: Command) -> Result<(), Failure> {
+        let broken = |e: &dyn std::fmt::Display| Failure::Crashed(format!("{command:?}: {e}"));
+        self.client = None;
+        self.vm.pause(PAUSE_TIMEOUT).map_err(|e| broken(&e))?;
+        let result = self.vm.command(command);
+        self.vm.resume();
+        result.map_err(|e| broken(&e))?;
+        self.client = Some(GuestClient::connect(&self.vm, CONNECT_TIMEOUT).map_err(|e| broken(&e))?);
+        Ok(())
+    }
+
     /// Sends one request and reads log frames until its reply, within `timeout`.
     fn exchange(
         &mut self,
@@ -121,16 +155,20 @@ impl Environment {
         log: &LogSink,
     ) -> Result<Outcome, Failure> {
         let deadline = Instant::now() + timeout;
-        self.client
-            .send(kind as u8, payload)
-            .map_err(|e| self.lost(e))?;
+        let Some(client) = self.client.as_mut() else {
+            return Err(Failure::Crashed("no connection to the guest".into()));
+        };
+        if let Err(e) = client.send(kind as u8, payload) {
+            return Err(self.lost(e));
+        }
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return Err(self.timed_out(timeout));
             }
-            self.client.stream_mut().set_read_timeout(Some(remaining));
-            let frame = match self.client.receive() {
+            let client = self.client.as_mut().expect("checked above");
+            client.stream_mut().set_read_timeout(Some(remaining));
+            let frame = match client.receive() {
                 Ok(frame) => frame,
                 Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
                     return Err(self.timed_out(timeout))

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use ember_wire::function::{ModuleKind, Status, PAYLOAD_MAX};
 
 use super::{EnvKey, Environment, Failure, FunctionSpec, Invocation, Isolation, LogSink};
+use crate::vm::{Snapshot, VmConfig};
 
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
@@ -62,6 +63,8 @@ struct Shared {
     state: Mutex<State>,
     wake_reaper: Condvar,
     log: LogSink,
+    /// A ready guest-init per memory size, that new environments start from.
+    templates: Mutex<HashMap<u32, Arc<Snapshot>>>,
 }
 
 pub struct Pool {
@@ -76,6 +79,7 @@ impl Pool {
             state: Mutex::default(),
             wake_reaper: Condvar::new(),
             log,
+            templates: Mutex::default(),
         });
         let reaper = {
             let shared = shared.clone();
@@ -114,7 +118,7 @@ impl Pool {
         };
         let (mut env, cold) = match idle {
             Some(env) => (env, false),
-            None => match Environment::create(spec.clone(), &self.shared.log) {
+            None => match self.shared.create(spec) {
                 Ok(env) => (env, true),
                 Err(e) => {
                     self.shared.lock().set_busy(&key, -1);
@@ -155,7 +159,7 @@ impl Pool {
                 false
             }
         };
-        let keep = keep && spec.isolation == Isolation::Reuse;
+        let keep = keep && (spec.isolation == Isolation::Reuse || env.reset().is_ok());
         self.release(env, keep);
         invocation
     }
@@ -225,6 +229,28 @@ impl Shared {
         self.state.lock().unwrap()
     }
 
+    /// A new environment for `spec`, started from the template of its memory size (taken
+    /// on first use: one boot of guest-init per size).
+    fn create(&self, spec: &Arc<FunctionSpec>) -> Result<Environment, Failure> {
+        let template = {
+            let mut templates = self.templates.lock().unwrap();
+            match templates.get(&spec.memory_mib) {
+                Some(t) => t.clone(),
+                None => {
+                    let config = VmConfig {
+                        mem_mib: spec.memory_mib,
+                        ..VmConfig::default()
+                    };
+                    let t = Snapshot::of_fresh_guest(&config)
+                        .map_err(|e| Failure::Crashed(format!("preparing a guest template: {e}")))?;
+                    templates.insert(spec.memory_mib, t.clone());
+                    t
+                }
+            }
+        };
+        Environment::create(spec.clone(), &template, &self.log)
+    }
+
     /// Shuts down environments idle too long or too old (provisioned ones are kept up to
     /// their count, but still retired when old).
     fn reap(&self) {
@@ -273,7 +299,7 @@ impl Shared {
             let Some(spec) = missing else {
                 return Ok(());
             };
-            let env = Environment::create(spec.clone(), &self.log)?;
+            let env = self.create(&spec)?;
             self.lock()
                 .idle
                 .entry(spec.key().clone())

@@ -5,6 +5,7 @@ pub mod cpu;
 mod exit;
 mod loader;
 pub mod memory;
+mod checkpoint;
 mod snapshot;
 mod vcpu;
 
@@ -29,7 +30,7 @@ use kvm_ioctls::{VcpuFd, VmFd};
 use memory::GuestMemory;
 pub use snapshot::Snapshot;
 pub(crate) use vcpu::configure as configure_vcpu;
-pub use vcpu::Paused;
+pub use vcpu::{Command, Paused};
 use vcpu::{VcpuContext, VcpuControl};
 
 #[derive(Debug, thiserror::Error)]
@@ -218,6 +219,12 @@ impl Vm {
 
     pub fn resume(&self) {
         self.control.resume();
+    }
+
+    /// On a paused VM: remember its state as the point [`Command::Reset`] returns to
+    /// (needs `track_dirty`).
+    pub fn command(&self, command: Command) -> Result<(), VmError> {
+        self.control.command(command).map_err(VmError::Setup)
     }
 
     pub fn id(&self) -> &str {

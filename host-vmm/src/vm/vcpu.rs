@@ -16,6 +16,7 @@ use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs, CpuId};
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
+use super::checkpoint::Checkpoint;
 use super::{cpu, GuestFault, VmError, VmExit};
 use crate::devices::serial::{GuestLog, SerialDevice};
 use crate::devices::virtio_mmio::TransportState;
@@ -29,9 +30,26 @@ pub struct VcpuControl {
     tid: AtomicI32,
     exit: Mutex<Option<VmExit>>,
     exited: Condvar,
-    /// Set by the vCPU thread while it is paused (guest parked, state captured).
-    paused: Mutex<Option<Paused>>,
+    /// Set by the vCPU thread while it is paused (guest parked, state captured), with the
+    /// command the host gave the paused thread and its result.
+    paused: Mutex<PauseSlot>,
     pause_changed: Condvar,
+}
+
+#[derive(Default)]
+struct PauseSlot {
+    paused: Option<Paused>,
+    command: Option<Command>,
+    result: Option<Result<(), String>>,
+}
+
+/// What the host can ask of a paused vCPU thread (which owns memory, vCPU and devices).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Remember the current memory, vCPU and device state as the reset point.
+    Checkpoint,
+    /// Return memory, vCPU and device to the reset point.
+    Reset,
 }
 
 /// A vCPU stopped between two instructions of an idle guest, and its device.
@@ -74,15 +92,33 @@ impl VcpuControl {
         let (guard, _) = self
             .pause_changed
             .wait_timeout_while(guard, timeout, |p| {
-                p.is_none() && self.exit.lock().unwrap().is_none()
+                p.paused.is_none() && self.exit.lock().unwrap().is_none()
             })
             .unwrap();
-        guard.clone()
+        guard.paused.clone()
+    }
+
+    /// Runs `command` on the paused vCPU thread and waits for its result.
+    pub fn command(&self, command: Command) -> Result<(), String> {
+        let mut slot = self.paused.lock().unwrap();
+        if slot.paused.is_none() {
+            return Err("the VM is not paused".into());
+        }
+        slot.command = Some(command);
+        slot.result = None;
+        self.pause_changed.notify_all();
+        while slot.result.is_none() {
+            if self.exit.lock().unwrap().is_some() {
+                return Err("the VM ended".into());
+            }
+            slot = self.pause_changed.wait(slot).unwrap();
+        }
+        slot.result.take().unwrap()
     }
 
     /// Lets a paused vCPU run again.
     pub fn resume(&self) {
-        self.paused.lock().unwrap().take();
+        self.paused.lock().unwrap().paused.take();
         self.pause_changed.notify_all();
     }
 
@@ -158,22 +194,61 @@ fn capture(vcpu: &mut VcpuFd) -> Result<VcpuState, String> {
     })
 }
 
-/// Captures the paused state, publishes it, and waits until resumed or stopped.
-fn pause(vcpu: &mut VcpuFd, dev: &Devices, control: &VcpuControl) -> Next {
+/// Captures the paused state, publishes it, runs the host's commands, and waits until
+/// resumed or stopped.
+fn pause(vcpu: &mut VcpuFd, vm: &VmState<'_>, dev: &mut Devices, control: &VcpuControl) -> Next {
     let state = match capture(vcpu) {
         Ok(state) => state,
         Err(e) => return Next::Exit(VmExit::KvmError(e)),
     };
-    let mut paused = control.paused.lock().unwrap();
-    *paused = Some(Paused {
+    let mut slot = control.paused.lock().unwrap();
+    slot.paused = Some(Paused {
         vcpu: state,
         device: dev.vsock.state(),
     });
     control.pause_changed.notify_all();
-    while paused.is_some() && !control.stop.load(Ordering::SeqCst) {
-        paused = control.pause_changed.wait(paused).unwrap();
+    while slot.paused.is_some() && !control.stop.load(Ordering::SeqCst) {
+        if let Some(command) = slot.command.take() {
+            let result = run_command(command, vcpu, vm, dev, slot.paused.as_ref().unwrap());
+            slot.result = Some(result);
+            control.pause_changed.notify_all();
+        }
+        slot = control.pause_changed.wait(slot).unwrap();
     }
     Next::Continue
+}
+
+/// What the paused thread needs to checkpoint or reset the VM.
+struct VmState<'a> {
+    vm_fd: &'a VmFd,
+    mem: &'a GuestMemory,
+    checkpoint: std::cell::RefCell<Option<Checkpoint>>,
+}
+
+fn run_command(
+    command: Command,
+    vcpu: &VcpuFd,
+    vm: &VmState<'_>,
+    dev: &mut Devices,
+    paused: &Paused,
+) -> Result<(), String> {
+    match command {
+        Command::Checkpoint => {
+            *vm.checkpoint.borrow_mut() = Some(Checkpoint::take(vm.vm_fd, vm.mem, paused.clone())?);
+            Ok(())
+        }
+        Command::Reset => {
+            let checkpoint = vm.checkpoint.borrow();
+            let checkpoint = checkpoint.as_ref().ok_or("no checkpoint was taken")?;
+            checkpoint.restore_memory(vm.vm_fd, vm.mem)?;
+            let state = &checkpoint.state;
+            vcpu.set_regs(&state.vcpu.regs).map_err(|e| e.to_string())?;
+            vcpu.set_sregs(&state.vcpu.sregs).map_err(|e| e.to_string())?;
+            vcpu.set_fpu(&state.vcpu.fpu).map_err(|e| e.to_string())?;
+            dev.vsock.restore_state(&state.device);
+            Ok(())
+        }
+    }
 }
 
 /// The signal that knocks a vCPU thread out of `KVM_RUN`.
@@ -216,7 +291,13 @@ pub fn run(ctx: VcpuContext) {
         log,
     } = ctx;
     let mut devices = Devices { serial, vsock };
-    let exit = run_loop(vcpu, &mem, &mut devices, &control, &log);
+    let state = VmState {
+        vm_fd: &vm_fd,
+        mem: &mem,
+        checkpoint: Default::default(),
+    };
+    let exit = run_loop(vcpu, &state, &mut devices, &control, &log);
+    drop(state);
     drop(vm_fd);
     drop(mem);
     log::debug!("vm exited: {exit}");
@@ -241,13 +322,14 @@ enum Next {
 
 fn run_loop(
     mut vcpu: VcpuFd,
-    mem: &GuestMemory,
+    vm: &VmState<'_>,
     dev: &mut Devices,
     control: &VcpuControl,
     log: &GuestLog,
 ) -> VmExit {
     let serial_ports = SERIAL_PORT..SERIAL_PORT + 8;
     let mmio = VIRTIO_MMIO_BASE..VIRTIO_MMIO_BASE + VIRTIO_MMIO_SIZE;
+    let mem = vm.mem;
     loop {
         if control.stop.load(Ordering::SeqCst) {
             return VmExit::Stopped;
@@ -311,7 +393,7 @@ fn run_loop(
             Next::Exit(exit) => return exit,
             Next::Fault => return fault(&vcpu),
             Next::Pause => {
-                if let Next::Exit(exit) = pause(&mut vcpu, dev, control) {
+                if let Next::Exit(exit) = pause(&mut vcpu, vm, dev, control) {
                     return exit;
                 }
             }
