@@ -15,6 +15,7 @@
 //! | [`SHA_HEAVY`] | reactor | `{"mib":N}` → `{"mib":N,"sha256":…}` of [`digest_pattern`]`(N)` |
 //! | [`OOM`] | reactor | allocates until memory runs out, then traps |
 //! | [`ENV_READER`] | reactor | all environment variables as a JSON object, sorted by key |
+//! | [`ECHO_REACTOR`] | reactor (WAT) | copies stdin to stdout; the benchmarks' echo |
 //! | [`TRAP`] | reactor (WAT) | `handle` traps at once |
 //! | [`LOOP`] | reactor (WAT) | `handle` never returns |
 //! | [`INIT_TRAP`] | reactor (WAT) | `_initialize` traps |
@@ -43,6 +44,8 @@ pub const SHA_HEAVY: &[u8] = module!("sha_heavy.wasm");
 pub const OOM: &[u8] = module!("oom.wasm");
 /// Reactor: responds with its environment variables as a JSON object sorted by key.
 pub const ENV_READER: &[u8] = module!("env_reader.wasm");
+/// Reactor (WAT): copies the event to the response; small enough to measure the platform.
+pub const ECHO_REACTOR: &[u8] = module!("echo-reactor.wasm");
 /// Reactor (WAT): `handle` executes `unreachable`.
 pub const TRAP: &[u8] = module!("trap.wasm");
 /// Reactor (WAT): `handle` loops forever.
@@ -60,6 +63,7 @@ pub fn all() -> &'static [(&'static str, &'static [u8])] {
         ("sha-heavy", SHA_HEAVY),
         ("oom", OOM),
         ("env-reader", ENV_READER),
+        ("echo-reactor", ECHO_REACTOR),
         ("trap", TRAP),
         ("loop", LOOP),
         ("init-trap", INIT_TRAP),

@@ -118,7 +118,7 @@ fn is_command(name: &str) -> bool {
 fn all_lists_every_module_once() {
     let names: Vec<&str> = all().iter().map(|(name, _)| *name).collect();
     let unique: BTreeSet<&str> = names.iter().copied().collect();
-    assert_eq!(names.len(), 10, "{names:?}");
+    assert_eq!(names.len(), 11, "{names:?}");
     assert_eq!(unique.len(), names.len(), "duplicate names in {names:?}");
     for command in COMMANDS {
         assert!(unique.contains(command), "{command} is not in all()");

@@ -53,8 +53,9 @@ pub struct Run {
 impl Runtime {
     pub fn new(tsc_khz: u64, heap_size: usize) -> Runtime {
         let mut config = Config::default();
-        // Validate the whole module at load, translate functions when first called.
-        config.compilation_mode(CompilationMode::LazyTranslation);
+        // Validate and translate everything at load: the init phase pays once, and a reset
+        // to the post-init state never throws translated code away.
+        config.compilation_mode(CompilationMode::Eager);
         Runtime {
             engine: Engine::new(&config),
             tsc_khz,
