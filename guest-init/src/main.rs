@@ -24,7 +24,7 @@ global_asm!(
 );
 
 // Ring-0 exception stubs, 16 bytes apart, one per vector 0..32. The CPU enters them on the
-// TSS's ring-0 stack. They report vector (rdi), error code (rsi) and faulting RIP (r8) with
+// TSS's ring-0 stack. They report vector (rdi), error code (rsi), faulting RIP (r8) and RSP (r9) with
 // one port write; the host then ends the VM. Kept tiny: ring-0 code is emulated under PVM.
 global_asm!(
     ".section .text.ember_fault, \"ax\"",
@@ -46,6 +46,7 @@ global_asm!(
     "jmp 2f",
     "1: xor esi, esi",
     "2: mov r8, [rsp]",
+    "mov r9, [rsp + 24]",
     "mov dx, {port}",
     "out dx, al",
     "3: hlt",

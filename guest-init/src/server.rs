@@ -211,6 +211,10 @@ impl Server {
             }
             Some(Kind::TestFault) if test_frames => match frame.payload.first() {
                 Some(1) => arch::unmapped_read(),
+                Some(2) => {
+                    arch::overflow_stack(0);
+                    unreachable!("the stack overflow faults")
+                }
                 _ => arch::invalid_opcode(),
             },
             Some(Kind::TestSpin) if test_frames => loop {

@@ -78,6 +78,20 @@ fn invalid_opcode_is_reported_as_ud_fault() {
 }
 
 #[test]
+fn stack_overflow_hits_the_guard_page() {
+    // Without the guard page the stack would silently run into the heap. Under PVM the CR2
+    // and stack pointer reported for this fault were seen to be unreliable, so the check is
+    // the kind of fault: a user-mode write to a page that is not present.
+    let fault = fault_with_bystander(2);
+    assert_eq!(
+        fault.vector, 14,
+        "a stack overflow should raise #PF, got {fault}"
+    );
+    assert_eq!(fault.error_code & 0b111, 0b110, "{fault}");
+    assert_ne!(fault.rip, 0, "{fault}");
+}
+
+#[test]
 fn unmapped_read_is_reported_as_page_fault() {
     let fault = fault_with_bystander(1);
     assert_eq!(

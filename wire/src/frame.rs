@@ -42,7 +42,7 @@ pub enum Kind {
     /// Guest → host, any number before a reply: a chunk of the function's standard error.
     Log = 20,
     /// Test only (boot flag `TEST_FRAMES`): payload `[0]` executes `ud2`, `[1]` touches an
-    /// unmapped page.
+    /// unmapped page, `[2]` recurses into the stack's guard page.
     TestFault = 0x70,
     /// Test only: spin forever in ring 3 without replying.
     TestSpin = 0x71,

@@ -9,12 +9,16 @@ pub const SYSTEM_TABLES: u64 = 0x1000;
 pub const BOOT_INFO: u64 = 0x2000;
 /// Ring-0 stack used only by the fault handlers (supervisor-only, one page).
 pub const FAULT_STACK: u64 = 0x3000;
-/// Page tables: PML4, PDPT, four PDs and one PT for the first 2 MiB (supervisor-only).
+/// Page tables: PML4, PDPT, four PDs and two PTs, for the first and the last 2 MiB of RAM
+/// (supervisor-only).
 pub const PAGE_TABLES: u64 = 0x4000;
 /// Where the guest image is linked and loaded; it begins with a [`crate::boot::ImageHeader`].
 pub const IMAGE_BASE: u64 = 0x20_0000;
-/// Size of the ring-3 stack at the top of guest memory.
+/// Size of the ring-3 stack at the top of guest memory. The page below it is left
+/// unmapped, so an overflow faults instead of overwriting the heap.
 pub const STACK_SIZE: u64 = 256 * 1024;
+/// The unmapped guard page between the heap and the stack.
+pub const STACK_GUARD: u64 = 4096;
 
 /// The virtio-mmio window of the vsock device (one 4 KiB register page).
 pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
@@ -33,7 +37,8 @@ pub const DOORBELL_KICK_PORT: u16 = 0x510;
 pub const DOORBELL_WAIT_PORT: u16 = 0x511;
 /// `out` here ends the VM; the value written is the guest's exit code (see [`crate::boot::exit_code`]).
 pub const POWER_OFF_PORT: u16 = 0x512;
-/// Written by the ring-0 fault handler: `rdi` = vector, `rsi` = error code, `r8` = faulting RIP.
+/// Written by the ring-0 fault handler: `rdi` = vector, `rsi` = error code, `r8` = faulting RIP,
+/// `r9` = RSP at the fault.
 pub const FAULT_PORT: u16 = 0x513;
 
 /// The vsock port guest-init listens on for the frame protocol.

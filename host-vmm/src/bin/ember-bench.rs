@@ -6,6 +6,12 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use std::sync::Arc;
+
+use host_vmm::function::{
+    Environment, FunctionSpec, Invocation, Isolation, LogSink, Pool, PoolConfig, SpecBuilder,
+};
+use host_vmm::vm::Snapshot;
 use host_vmm::{floor, GuestClient, Vm, VmConfig};
 use serde_json::{json, Value};
 
@@ -24,6 +30,12 @@ struct Args {
     /// Idle VMs kept alive for the RSS measurement.
     #[arg(long, default_value_t = 100)]
     idle_vms: usize,
+    /// Samples of the function measurements (cold, warm, reset).
+    #[arg(long, default_value_t = 200)]
+    invokes: usize,
+    /// Idle environments to hold at once (0 skips the check).
+    #[arg(long, default_value_t = 1000)]
+    max_envs: usize,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,23 +76,206 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let rss_per_vm_kib = rss_per_idle_vm(&config, args.idle_vms)?;
 
+    let functions = function_benchmarks(args)?;
+
     let floor = summary(&mut floor_us);
     let boot = summary(&mut boot_us);
-    let report = json!({
+    let mut report = json!({
         "kvm_floor_us": floor,
         "boot_to_ready_us": boot,
         "boot_to_ready_over_floor": ratio(&boot, &floor),
         "vsock_echo_rtt_us": summary(&mut echo_us),
         "rss_per_vm_kib": rss_per_vm_kib,
         "guest_mem_mib": config.mem_mib,
-        "samples": { "boots": args.boots, "echoes": args.echoes, "idle_vms": args.idle_vms },
+        "samples": {
+            "boots": args.boots,
+            "echoes": args.echoes,
+            "idle_vms": args.idle_vms,
+            "invokes": args.invokes,
+        },
     });
+    report
+        .as_object_mut()
+        .expect("an object")
+        .extend(functions.as_object().expect("an object").clone());
     if args.json {
         println!("{report}");
     } else {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(())
+}
+
+/// A function spec for the benchmarks (64 MiB, like the issue's targets).
+fn spec(
+    module: &[u8],
+    version: &str,
+    isolation: Isolation,
+) -> Result<Arc<FunctionSpec>, Box<dyn std::error::Error>> {
+    Ok(SpecBuilder {
+        name: "bench".into(),
+        version: version.into(),
+        memory_mib: FUNCTION_MIB,
+        isolation,
+        ..SpecBuilder::default()
+    }
+    .build(module)?)
+}
+
+const FUNCTION_MIB: u32 = 64;
+
+fn checked(inv: &Invocation) -> Result<(), Box<dyn std::error::Error>> {
+    match &inv.error {
+        Some(e) => Err(format!("invocation failed: {e}").into()),
+        None => Ok(()),
+    }
+}
+
+/// cold/warm invocations, isolation reset, RSS per environment, throughput, wasm cost.
+fn function_benchmarks(args: &Args) -> Result<Value, Box<dyn std::error::Error>> {
+    let log: LogSink = Arc::new(|_: &FunctionSpec, _: &[u8]| {});
+    let template = Snapshot::of_fresh_guest(&VmConfig {
+        mem_mib: FUNCTION_MIB,
+        ..VmConfig::default()
+    })?;
+    let payload = br#"{"hello":"world"}"#;
+    let echo = spec(ember_examples::ECHO_REACTOR, "1", Isolation::Reuse)?;
+
+    // Cold: a new environment from the snapshot, init, one invocation.
+    let mut cold_us = Vec::with_capacity(args.invokes);
+    for _ in 0..args.invokes {
+        let start = Instant::now();
+        let mut env = Environment::create(echo.clone(), &template, &log)?;
+        let out = env.invoke(payload, &[], &log)?;
+        cold_us.push(micros(start.elapsed()));
+        assert_eq!(out.output, payload, "echo returned different bytes");
+    }
+
+    // Warm: the same idle environment, through the pool.
+    let pool = Pool::new(PoolConfig::default(), log.clone());
+    checked(&pool.invoke(&echo, payload))?;
+    let mut warm_us = Vec::with_capacity(args.invokes * 5);
+    for _ in 0..args.invokes * 5 {
+        let start = Instant::now();
+        let inv = pool.invoke(&echo, payload);
+        warm_us.push(micros(start.elapsed()));
+        checked(&inv)?;
+    }
+
+    // Reset: an isolated environment back to its post-init state after an invocation.
+    let isolated = spec(
+        ember_examples::COUNTER,
+        "isolated",
+        Isolation::PerInvocation,
+    )?;
+    let mut env = Environment::create(isolated, &template, &log)?;
+    let mut reset_us = Vec::with_capacity(args.invokes);
+    for _ in 0..args.invokes {
+        let out = env.invoke(b"{}", &[], &log)?;
+        assert_eq!(
+            out.output, br#"{"count":1}"#,
+            "isolation must reset the counter"
+        );
+        let start = Instant::now();
+        env.reset()?;
+        reset_us.push(micros(start.elapsed()));
+    }
+    drop(env);
+
+    let env_rss_kib = rss_per_idle_env(&echo, &template, &log, args.idle_vms)?;
+    let per_sec = throughput(&pool, &echo, payload)?;
+    let cpu_heavy_ratio = cpu_heavy_ratio(&pool)?;
+    let max_envs = hold_envs(&echo, &template, &log, args.max_envs)?;
+    Ok(json!({
+        "cold_invoke_us": summary(&mut cold_us),
+        "warm_invoke_us": summary(&mut warm_us),
+        "reset_us": summary(&mut reset_us),
+        "env_rss_kib": env_rss_kib,
+        "function_mem_mib": FUNCTION_MIB,
+        "warm_invokes_per_sec": per_sec,
+        "cpu_heavy_ratio": cpu_heavy_ratio,
+        "idle_envs_held": max_envs,
+    }))
+}
+
+/// Host RSS growth per idle environment that has run one invocation.
+fn rss_per_idle_env(
+    spec: &Arc<FunctionSpec>,
+    template: &Snapshot,
+    log: &LogSink,
+    count: usize,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let before = rss_kib()?;
+    let mut envs = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut env = Environment::create(spec.clone(), template, log)?;
+        env.invoke(b"{}", &[], log)?;
+        envs.push(env);
+    }
+    let after = rss_kib()?;
+    drop(envs);
+    Ok(after.saturating_sub(before) as f64 / count as f64)
+}
+
+/// Echo invocations per second with every core busy (two clients per core, one warm
+/// environment each).
+fn throughput(
+    pool: &Pool,
+    spec: &Arc<FunctionSpec>,
+    payload: &[u8],
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let clients = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
+    let window = Duration::from_secs(2);
+    let start = Instant::now();
+    let total: usize = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..clients)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut n = 0;
+                    while start.elapsed() < window {
+                        if pool.invoke(spec, payload).error.is_none() {
+                            n += 1;
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap_or(0)).sum()
+    });
+    Ok((total as f64 / start.elapsed().as_secs_f64()).round())
+}
+
+/// SHA-256 over 4 MiB in the guest's wasm engine divided by the same code run natively.
+fn cpu_heavy_ratio(pool: &Pool) -> Result<f64, Box<dyn std::error::Error>> {
+    const MIB: usize = 4;
+    let spec = spec(ember_examples::SHA_HEAVY, "cpu", Isolation::Reuse)?;
+    let event = format!(r#"{{"mib":{MIB}}}"#);
+    checked(&pool.invoke(&spec, event.as_bytes()))?;
+    let inv = pool.invoke(&spec, event.as_bytes());
+    checked(&inv)?;
+    let start = Instant::now();
+    let native = ember_examples::digest_pattern(MIB);
+    let native_time = start.elapsed();
+    let reply = String::from_utf8_lossy(&inv.output);
+    if !reply.contains(&native) {
+        return Err(format!("guest and native digests differ: {reply} vs {native}").into());
+    }
+    Ok((inv.duration.as_secs_f64() / native_time.as_secs_f64() * 10.0).round() / 10.0)
+}
+
+/// Creates `count` idle environments and keeps them all alive at once; returns how many.
+fn hold_envs(
+    spec: &Arc<FunctionSpec>,
+    template: &Snapshot,
+    log: &LogSink,
+    count: usize,
+) -> Result<usize, Box<dyn std::error::Error>> {
+    let mut envs = Vec::with_capacity(count);
+    for _ in 0..count {
+        envs.push(Environment::create(spec.clone(), template, log)?);
+    }
+    Ok(envs.len())
 }
 
 /// From nothing to the guest answering its first ping; includes tearing the VM down

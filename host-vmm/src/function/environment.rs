@@ -42,7 +42,11 @@ impl Environment {
     /// Starts a VM from `template` (a ready guest-init of the right memory size), loads the
     /// module and runs its init phase. With per-invocation isolation, the state right after
     /// init becomes the point every invocation starts from.
-    pub fn create(spec: Arc<FunctionSpec>, template: &Snapshot, log: &LogSink) -> Result<Environment, Failure> {
+    pub fn create(
+        spec: Arc<FunctionSpec>,
+        template: &Snapshot,
+        log: &LogSink,
+    ) -> Result<Environment, Failure> {
         let crashed = |e: &dyn std::fmt::Display| Failure::Crashed(e.to_string());
         let start = Instant::now();
         let isolated = spec.isolation == Isolation::PerInvocation;
@@ -141,7 +145,8 @@ impl Environment {
         let result = self.vm.command(command);
         self.vm.resume();
         result.map_err(|e| broken(&e))?;
-        self.client = Some(GuestClient::connect(&self.vm, CONNECT_TIMEOUT).map_err(|e| broken(&e))?);
+        self.client =
+            Some(GuestClient::connect(&self.vm, CONNECT_TIMEOUT).map_err(|e| broken(&e))?);
         Ok(())
     }
 

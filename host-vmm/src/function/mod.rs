@@ -191,6 +191,8 @@ impl fmt::Display for Failure {
     }
 }
 
+impl std::error::Error for Failure {}
+
 /// The result of one invocation.
 #[derive(Clone, Debug)]
 pub struct Invocation {

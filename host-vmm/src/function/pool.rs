@@ -241,8 +241,9 @@ impl Shared {
                         mem_mib: spec.memory_mib,
                         ..VmConfig::default()
                     };
-                    let t = Snapshot::of_fresh_guest(&config)
-                        .map_err(|e| Failure::Crashed(format!("preparing a guest template: {e}")))?;
+                    let t = Snapshot::of_fresh_guest(&config).map_err(|e| {
+                        Failure::Crashed(format!("preparing a guest template: {e}"))
+                    })?;
                     templates.insert(spec.memory_mib, t.clone());
                     t
                 }

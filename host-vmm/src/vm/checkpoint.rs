@@ -26,7 +26,8 @@ impl Checkpoint {
             .map(|page| {
                 // SAFETY: `page` is inside guest memory (the bitmaps cover exactly it) and the
                 // vCPU is paused, so nothing writes it while we copy.
-                let bytes = unsafe { std::slice::from_raw_parts(host.add(page * PAGE_SIZE), PAGE_SIZE) };
+                let bytes =
+                    unsafe { std::slice::from_raw_parts(host.add(page * PAGE_SIZE), PAGE_SIZE) };
                 (page, bytes.into())
             })
             .collect();
@@ -68,7 +69,11 @@ fn dirty_pages(vm: &VmFd, mem: &GuestMemory) -> Result<Vec<usize>, String> {
         .map_err(|e| format!("KVM_GET_DIRTY_LOG (was the VM started with track_dirty?): {e}"))?;
     let devices = std::ops::Deref::deref(region).bitmap().get_and_reset();
     let mut dirty = Vec::new();
-    for (word, (g, d)) in guest.iter().zip(devices.iter().chain(std::iter::repeat(&0))).enumerate() {
+    for (word, (g, d)) in guest
+        .iter()
+        .zip(devices.iter().chain(std::iter::repeat(&0)))
+        .enumerate()
+    {
         let mut bits = g | d;
         while bits != 0 {
             let bit = bits.trailing_zeros() as usize;

@@ -30,8 +30,10 @@ const PD: u64 = PAGE_TABLES + 0x2000;
 const PD_COUNT: u64 = 4;
 /// 4 KiB page table for the first 2 MiB, so system pages can be supervisor-only.
 const PT_LOW: u64 = PD + PD_COUNT * 0x1000;
+/// 4 KiB page table for the last 2 MiB, so the stack can have a guard page.
+const PT_HIGH: u64 = PT_LOW + 0x1000;
 /// First byte after the page tables.
-pub const PAGE_TABLES_END: u64 = PT_LOW + 0x1000;
+pub const PAGE_TABLES_END: u64 = PT_HIGH + 0x1000;
 
 const GDT: u64 = SYSTEM_TABLES;
 const TSS: u64 = SYSTEM_TABLES + 0x80;

@@ -8,6 +8,8 @@ pub struct GuestFault {
     pub vector: u8,
     pub error_code: u64,
     pub rip: u64,
+    /// The stack pointer when the fault happened.
+    pub rsp: u64,
     /// Faulting address for page faults.
     pub cr2: u64,
 }
@@ -41,8 +43,8 @@ impl fmt::Display for GuestFault {
         let name = NAMES.get(self.vector as usize).unwrap_or(&"exception");
         write!(
             f,
-            "{name} (vector {}) at rip {:#x}, error code {:#x}",
-            self.vector, self.rip, self.error_code
+            "{name} (vector {}) at rip {:#x} (rsp {:#x}), error code {:#x}",
+            self.vector, self.rip, self.rsp, self.error_code
         )?;
         if self.vector == 14 {
             write!(f, ", address {:#x}", self.cr2)?;

@@ -3,7 +3,7 @@
 use std::io::Cursor;
 
 use ember_wire::boot::{ImageHeader, FAULT_STUB_STRIDE, FAULT_VECTORS, IMAGE_HEADER_SIZE};
-use ember_wire::layout::{IMAGE_BASE, STACK_SIZE};
+use ember_wire::layout::{IMAGE_BASE, STACK_GUARD, STACK_SIZE};
 use linux_loader::loader::{Elf, KernelLoader};
 use vm_memory::{Bytes, GuestAddress};
 
@@ -43,7 +43,7 @@ pub fn load(mem: &GuestMemory, mem_size: u64, elf: &[u8]) -> Result<LoadedImage,
     if header.fault_stubs < IMAGE_BASE || stubs_end > end {
         return Err(bad("fault stubs lie outside the image".into()));
     }
-    if end + MIN_HEAP + STACK_SIZE > mem_size {
+    if end + MIN_HEAP + STACK_SIZE + STACK_GUARD > mem_size {
         return Err(VmError::Config(format!(
             "{} MiB of guest memory cannot hold the {} KiB guest image, a heap and a stack",
             mem_size >> 20,

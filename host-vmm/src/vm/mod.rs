@@ -1,11 +1,11 @@
 //! One micro-VM: guest memory, the guest image, one vCPU on its own thread, a serial port
 //! and a virtio-vsock device. [`Vm::boot`] builds it; dropping it stops and frees it.
 
+mod checkpoint;
 pub mod cpu;
 mod exit;
 mod loader;
 pub mod memory;
-mod checkpoint;
 mod snapshot;
 mod vcpu;
 
@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ember_wire::boot::{flags, BootInfo};
-use ember_wire::layout::{BOOT_INFO, STACK_SIZE, VIRTIO_MMIO_BASE};
+use ember_wire::layout::{BOOT_INFO, STACK_GUARD, STACK_SIZE, VIRTIO_MMIO_BASE};
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::devices::serial::{self, GuestLog};
@@ -128,7 +128,7 @@ impl Vm {
             }) | (if config.verbose { flags::VERBOSE } else { 0 }),
             mem_size,
             heap_start: image.end,
-            heap_end: mem_size - STACK_SIZE,
+            heap_end: mem_size - STACK_SIZE - STACK_GUARD,
             vsock_mmio: VIRTIO_MMIO_BASE,
             guest_cid: config.guest_cid,
             tsc_khz: u64::from(vcpu.get_tsc_khz().unwrap_or(0)),

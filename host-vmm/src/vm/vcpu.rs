@@ -243,7 +243,8 @@ fn run_command(
             checkpoint.restore_memory(vm.vm_fd, vm.mem)?;
             let state = &checkpoint.state;
             vcpu.set_regs(&state.vcpu.regs).map_err(|e| e.to_string())?;
-            vcpu.set_sregs(&state.vcpu.sregs).map_err(|e| e.to_string())?;
+            vcpu.set_sregs(&state.vcpu.sregs)
+                .map_err(|e| e.to_string())?;
             vcpu.set_fpu(&state.vcpu.fpu).map_err(|e| e.to_string())?;
             dev.vsock.restore_state(&state.device);
             Ok(())
@@ -416,13 +417,15 @@ fn power_off(data: &[u8], log: &GuestLog) -> VmExit {
     }
 }
 
-/// Reads what the ring-0 stub left in registers: `rdi` vector, `rsi` error code, `r8` RIP.
+/// Reads what the ring-0 stub left in registers: `rdi` vector, `rsi` error code, `r8` RIP,
+/// `r9` RSP.
 fn fault(vcpu: &VcpuFd) -> VmExit {
     match (vcpu.get_regs(), vcpu.get_sregs()) {
         (Ok(regs), Ok(sregs)) => VmExit::Fault(GuestFault {
             vector: regs.rdi as u8,
             error_code: regs.rsi,
             rip: regs.r8,
+            rsp: regs.r9,
             cr2: sregs.cr2,
         }),
         (Err(e), _) | (_, Err(e)) => VmExit::KvmError(format!("reading fault registers: {e}")),

@@ -83,7 +83,8 @@ impl VsockDevice {
 
     /// Puts the transport back as it was in `state` (the guest's memory was reset with it).
     pub fn restore_state(&mut self, state: &TransportState) {
-        self.transport = MmioTransport::restore(DEVICE_ID, self.guest_cid.to_le_bytes().to_vec(), state);
+        self.transport =
+            MmioTransport::restore(DEVICE_ID, self.guest_cid.to_le_bytes().to_vec(), state);
         self.delivered_since_wait = false;
     }
 
