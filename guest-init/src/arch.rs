@@ -83,6 +83,7 @@ pub fn unmapped_read() -> ! {
 }
 
 /// Recurses until the stack runs into its guard page (test frames only).
+#[allow(unconditional_recursion)]
 pub fn overflow_stack(depth: u64) -> u64 {
     let frame = core::hint::black_box([depth; 64]);
     overflow_stack(depth + 1) + frame[(depth % 64) as usize]
