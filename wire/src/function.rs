@@ -70,6 +70,9 @@ pub struct LoadRequest {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InvokeRequest {
     pub now_unix_ns: u64,
+    /// Reseeds the function's `random_get`: environments started from one snapshot must not
+    /// share a random sequence.
+    pub seed: [u8; 32],
     /// Variables added for this invocation (e.g. fresh role credentials).
     pub env: Vec<(String, String)>,
     pub payload: Vec<u8>,
@@ -206,6 +209,7 @@ impl InvokeRequest {
     pub fn encode(&self) -> Vec<u8> {
         let mut o = Out::default();
         o.u64(self.now_unix_ns);
+        o.0.extend_from_slice(&self.seed);
         o.env(&self.env);
         o.bytes(&self.payload);
         o.0
@@ -215,6 +219,7 @@ impl InvokeRequest {
         let mut i = In(bytes);
         let req = InvokeRequest {
             now_unix_ns: i.u64()?,
+            seed: i.take(32)?.try_into().unwrap(),
             env: i.env()?,
             payload: i.bytes()?.to_vec(),
         };
@@ -276,6 +281,7 @@ mod tests {
         assert_eq!(LoadRequest::decode(&load().encode()), Ok(load()));
         let inv = InvokeRequest {
             now_unix_ns: 5,
+            seed: [3; 32],
             env: vec![],
             payload: b"{}".to_vec(),
         };
@@ -308,6 +314,7 @@ mod tests {
         // An env count of 2^32-1 with no entries behind it.
         let mut lie = Vec::new();
         lie.extend_from_slice(&5u64.to_le_bytes());
+        lie.extend_from_slice(&[0; 32]);
         lie.extend_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(InvokeRequest::decode(&lie), Err(DecodeError));
         let mut bad_utf8 = Out::default();

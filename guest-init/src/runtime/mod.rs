@@ -176,6 +176,7 @@ impl Runtime {
             return failed(Status::FunctionError, "no module is loaded".into());
         };
         f.clock.sync(req.now_unix_ns);
+        f.seeds = ChaCha20Rng::from_seed(req.seed);
         let mut env = f.env.clone();
         env.extend(req.env);
         let (mut store, instance, result) = match f.kind {
@@ -189,6 +190,7 @@ impl Runtime {
                 store.data_mut().begin(req.payload);
                 store.data_mut().env = env;
                 store.data_mut().clock = f.clock;
+                store.data_mut().reseed(&mut f.seeds);
                 let result = instance
                     .get_typed_func::<(), ()>(&store, &f.handler)
                     .and_then(|handler| handler.call(&mut store, ()));

@@ -83,6 +83,13 @@ impl Wasi {
         self.limits.denied = false;
     }
 
+    /// A fresh random sequence, drawn from `seeds`.
+    pub fn reseed(&mut self, seeds: &mut ChaCha20Rng) {
+        let mut seed = [0u8; 32];
+        seeds.fill_bytes(&mut seed);
+        self.rng = ChaCha20Rng::from_seed(seed);
+    }
+
     pub fn log_tail(&self) -> Vec<u8> {
         self.tail.iter().copied().collect()
     }

@@ -141,11 +141,24 @@ fn function_benchmarks(args: &Args) -> Result<Value, Box<dyn std::error::Error>>
     let payload = br#"{"hello":"world"}"#;
     let echo = spec(ember_examples::ECHO_REACTOR, "1", Isolation::Reuse)?;
 
-    // Cold: a new environment from the snapshot, init, one invocation.
+    // First cold start of a version: load and init in a VM from the template, snapshot
+    // that, start an environment from it, invoke.
+    let mut first_cold_us = Vec::with_capacity(args.invokes / 4);
+    for _ in 0..args.invokes.div_ceil(4) {
+        let start = Instant::now();
+        let prepared = Environment::prepare(&echo, &template, &log)?;
+        let mut env = Environment::start(echo.clone(), prepared, false)?;
+        let out = env.invoke(payload, &[], &log)?;
+        first_cold_us.push(micros(start.elapsed()));
+        assert_eq!(out.output, payload, "echo returned different bytes");
+    }
+
+    // Cold: a new environment from the version's post-init snapshot, one invocation.
+    let prepared = Environment::prepare(&echo, &template, &log)?;
     let mut cold_us = Vec::with_capacity(args.invokes);
     for _ in 0..args.invokes {
         let start = Instant::now();
-        let mut env = Environment::create(echo.clone(), &template, &log)?;
+        let mut env = Environment::start(echo.clone(), prepared.clone(), false)?;
         let out = env.invoke(payload, &[], &log)?;
         cold_us.push(micros(start.elapsed()));
         assert_eq!(out.output, payload, "echo returned different bytes");
@@ -168,7 +181,8 @@ fn function_benchmarks(args: &Args) -> Result<Value, Box<dyn std::error::Error>>
         "isolated",
         Isolation::PerInvocation,
     )?;
-    let mut env = Environment::create(isolated, &template, &log)?;
+    let counter = Environment::prepare(&isolated, &template, &log)?;
+    let mut env = Environment::start(isolated, counter, false)?;
     let mut reset_us = Vec::with_capacity(args.invokes);
     for _ in 0..args.invokes {
         let out = env.invoke(b"{}", &[], &log)?;
@@ -182,11 +196,12 @@ fn function_benchmarks(args: &Args) -> Result<Value, Box<dyn std::error::Error>>
     }
     drop(env);
 
-    let env_rss_kib = rss_per_idle_env(&echo, &template, &log, args.idle_vms)?;
+    let env_rss_kib = rss_per_idle_env(&echo, &prepared, &log, args.idle_vms)?;
     let per_sec = throughput(&pool, &echo, payload)?;
     let cpu_heavy_ratio = cpu_heavy_ratio(&pool)?;
-    let max_envs = hold_envs(&echo, &template, &log, args.max_envs)?;
+    let max_envs = hold_envs(&echo, &prepared, args.max_envs)?;
     Ok(json!({
+        "first_cold_invoke_us": summary(&mut first_cold_us),
         "cold_invoke_us": summary(&mut cold_us),
         "warm_invoke_us": summary(&mut warm_us),
         "reset_us": summary(&mut reset_us),
@@ -201,14 +216,14 @@ fn function_benchmarks(args: &Args) -> Result<Value, Box<dyn std::error::Error>>
 /// Host RSS growth per idle environment that has run one invocation.
 fn rss_per_idle_env(
     spec: &Arc<FunctionSpec>,
-    template: &Snapshot,
+    prepared: &Arc<Snapshot>,
     log: &LogSink,
     count: usize,
 ) -> Result<f64, Box<dyn std::error::Error>> {
     let before = rss_kib()?;
     let mut envs = Vec::with_capacity(count);
     for _ in 0..count {
-        let mut env = Environment::create(spec.clone(), template, log)?;
+        let mut env = Environment::start(spec.clone(), prepared.clone(), false)?;
         env.invoke(b"{}", &[], log)?;
         envs.push(env);
     }
@@ -267,13 +282,12 @@ fn cpu_heavy_ratio(pool: &Pool) -> Result<f64, Box<dyn std::error::Error>> {
 /// Creates `count` idle environments and keeps them all alive at once; returns how many.
 fn hold_envs(
     spec: &Arc<FunctionSpec>,
-    template: &Snapshot,
-    log: &LogSink,
+    prepared: &Arc<Snapshot>,
     count: usize,
 ) -> Result<usize, Box<dyn std::error::Error>> {
     let mut envs = Vec::with_capacity(count);
     for _ in 0..count {
-        envs.push(Environment::create(spec.clone(), template, log)?);
+        envs.push(Environment::start(spec.clone(), prepared.clone(), false)?);
     }
     Ok(envs.len())
 }

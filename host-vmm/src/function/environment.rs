@@ -23,12 +23,14 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub struct Environment {
     pub id: u64,
     vm: Vm,
-    /// The frame connection; closed while the VM is paused for a checkpoint or reset.
+    /// The frame connection; closed while the VM is paused for a reset.
     client: Option<GuestClient>,
     spec: Arc<FunctionSpec>,
+    /// The function version right after its init phase: where this environment started,
+    /// and where a per-invocation reset returns to.
+    snapshot: Arc<Snapshot>,
     pub created: Instant,
     pub last_used: Instant,
-    pub init_duration: Duration,
     pub invocations: u64,
 }
 
@@ -38,43 +40,26 @@ fn unix_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+fn seed() -> Result<[u8; 32], Failure> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| Failure::Crashed(format!("random seed: {e}")))?;
+    Ok(seed)
+}
+
 impl Environment {
-    /// Starts a VM from `template` (a ready guest-init of the right memory size), loads the
-    /// module and runs its init phase. With per-invocation isolation, the state right after
-    /// init becomes the point every invocation starts from.
-    pub fn create(
-        spec: Arc<FunctionSpec>,
-        template: &Snapshot,
+    /// Runs the init phase of `spec` once, in a VM started from `template` (a ready
+    /// guest-init of the right memory size), and snapshots the result: every environment of
+    /// the version then starts from that snapshot instead of loading and initialising again.
+    pub fn prepare(
+        spec: &Arc<FunctionSpec>,
+        template: &Arc<Snapshot>,
         log: &LogSink,
-    ) -> Result<Environment, Failure> {
-        let crashed = |e: &dyn std::fmt::Display| Failure::Crashed(e.to_string());
-        let start = Instant::now();
-        let isolated = spec.isolation == Isolation::PerInvocation;
-        let vm = Vm::restore(
-            template,
-            &VmConfig {
-                track_dirty: isolated,
-                ..VmConfig::default()
-            },
-        )
-        .map_err(|e| crashed(&e))?;
-        let client = Some(GuestClient::connect(&vm, CONNECT_TIMEOUT).map_err(|e| crashed(&e))?);
-        let mut env = Environment {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            vm,
-            client,
-            spec: spec.clone(),
-            created: Instant::now(),
-            last_used: Instant::now(),
-            init_duration: Duration::ZERO,
-            invocations: 0,
-        };
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(|e| crashed(&e))?;
+    ) -> Result<Arc<Snapshot>, Failure> {
+        let mut env = Environment::start(spec.clone(), template.clone(), true)?;
         let request = LoadRequest {
             handler: spec.handler.clone(),
             env: spec.env.clone(),
-            seed,
+            seed: seed()?,
             now_unix_ns: unix_ns(),
             memory_limit: u64::from(spec.memory_mib) << 20,
             module: spec.module.to_vec(),
@@ -87,19 +72,52 @@ impl Environment {
             log,
         )?;
         match outcome.status {
-            Status::Success if isolated => {
-                env.paused(Command::Checkpoint)?;
-                env.init_duration = start.elapsed();
-                Ok(env)
+            Status::Success => {}
+            Status::InvalidModule => return Err(Failure::InvalidModule(outcome.error)),
+            Status::OutOfMemory => return Err(Failure::OutOfMemory(outcome.error)),
+            _ => {
+                let tail = String::from_utf8_lossy(&outcome.log_tail);
+                return Err(Failure::Init(if tail.is_empty() {
+                    outcome.error
+                } else {
+                    format!("{}\n{tail}", outcome.error)
+                }));
             }
-            Status::Success => {
-                env.init_duration = start.elapsed();
-                Ok(env)
-            }
-            Status::InvalidModule => Err(Failure::InvalidModule(outcome.error)),
-            Status::OutOfMemory => Err(Failure::OutOfMemory(outcome.error)),
-            _ => Err(Failure::Init(outcome.error)),
         }
+        let broken =
+            |e: &dyn std::fmt::Display| Failure::Crashed(format!("snapshotting after init: {e}"));
+        env.client = None;
+        let paused = env.vm.pause(PAUSE_TIMEOUT).map_err(|e| broken(&e))?;
+        Snapshot::of_paused(&env.vm, template, paused).map_err(|e| broken(&e))
+    }
+
+    /// A new environment of a prepared function version.
+    pub fn start(
+        spec: Arc<FunctionSpec>,
+        snapshot: Arc<Snapshot>,
+        track_dirty: bool,
+    ) -> Result<Environment, Failure> {
+        let crashed = |e: &dyn std::fmt::Display| Failure::Crashed(e.to_string());
+        let isolated = spec.isolation == Isolation::PerInvocation;
+        let vm = Vm::restore(
+            &snapshot,
+            &VmConfig {
+                track_dirty: track_dirty || isolated,
+                ..VmConfig::default()
+            },
+        )
+        .map_err(|e| crashed(&e))?;
+        let client = Some(GuestClient::connect(&vm, CONNECT_TIMEOUT).map_err(|e| crashed(&e))?);
+        Ok(Environment {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            vm,
+            client,
+            spec,
+            snapshot,
+            created: Instant::now(),
+            last_used: Instant::now(),
+            invocations: 0,
+        })
     }
 
     pub fn spec(&self) -> &Arc<FunctionSpec> {
@@ -116,6 +134,7 @@ impl Environment {
     ) -> Result<Outcome, Failure> {
         let request = InvokeRequest {
             now_unix_ns: unix_ns(),
+            seed: seed()?,
             env: extra_env.to_vec(),
             payload: payload.to_vec(),
         };
@@ -134,15 +153,10 @@ impl Environment {
     /// Returns memory, vCPU and device to the state right after init (per-invocation
     /// isolation): only the pages written since are touched.
     pub fn reset(&mut self) -> Result<(), Failure> {
-        self.paused(Command::Reset)
-    }
-
-    /// Closes the connection, pauses the idle guest, runs `command`, resumes and reconnects.
-    fn paused(&mut self, command: Command) -> Result<(), Failure> {
-        let broken = |e: &dyn std::fmt::Display| Failure::Crashed(format!("{command:?}: {e}"));
+        let broken = |e: &dyn std::fmt::Display| Failure::Crashed(format!("resetting: {e}"));
         self.client = None;
         self.vm.pause(PAUSE_TIMEOUT).map_err(|e| broken(&e))?;
-        let result = self.vm.command(command);
+        let result = self.vm.command(Command::Reset(self.snapshot.clone()));
         self.vm.resume();
         result.map_err(|e| broken(&e))?;
         self.client =

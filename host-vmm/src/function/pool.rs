@@ -63,8 +63,10 @@ struct Shared {
     state: Mutex<State>,
     wake_reaper: Condvar,
     log: LogSink,
-    /// A ready guest-init per memory size, that new environments start from.
+    /// A ready guest-init per memory size, that versions are prepared from.
     templates: Mutex<HashMap<u32, Arc<Snapshot>>>,
+    /// Each version right after its init phase, that its environments start from.
+    prepared: Mutex<HashMap<EnvKey, Arc<Snapshot>>>,
 }
 
 pub struct Pool {
@@ -80,6 +82,7 @@ impl Pool {
             wake_reaper: Condvar::new(),
             log,
             templates: Mutex::default(),
+            prepared: Mutex::default(),
         });
         let reaper = {
             let shared = shared.clone();
@@ -116,10 +119,10 @@ impl Pool {
             st.set_busy(&key, 1);
             st.idle.get_mut(&key).and_then(Vec::pop)
         };
-        let (mut env, cold) = match idle {
-            Some(env) => (env, false),
+        let (mut env, init_duration) = match idle {
+            Some(env) => (env, None),
             None => match self.shared.create(spec) {
-                Ok(env) => (env, true),
+                Ok((env, took)) => (env, Some(took)),
                 Err(e) => {
                     self.shared.lock().set_busy(&key, -1);
                     return failed(e, true);
@@ -133,8 +136,8 @@ impl Pool {
             output: Vec::new(),
             error: None,
             log_tail: Vec::new(),
-            cold,
-            init_duration: cold.then_some(env.init_duration),
+            cold: init_duration.is_some(),
+            init_duration,
             duration,
             memory_used: 0,
             environment: env.id,
@@ -229,27 +232,42 @@ impl Shared {
         self.state.lock().unwrap()
     }
 
-    /// A new environment for `spec`, started from the template of its memory size (taken
-    /// on first use: one boot of guest-init per size).
-    fn create(&self, spec: &Arc<FunctionSpec>) -> Result<Environment, Failure> {
-        let template = {
-            let mut templates = self.templates.lock().unwrap();
-            match templates.get(&spec.memory_mib) {
-                Some(t) => t.clone(),
-                None => {
-                    let config = VmConfig {
-                        mem_mib: spec.memory_mib,
-                        ..VmConfig::default()
-                    };
-                    let t = Snapshot::of_fresh_guest(&config).map_err(|e| {
-                        Failure::Crashed(format!("preparing a guest template: {e}"))
-                    })?;
-                    templates.insert(spec.memory_mib, t.clone());
-                    t
-                }
-            }
+    /// A new environment for `spec` and how long preparing it took. The first one of a
+    /// version runs the init phase and snapshots it (in a VM started from the template of
+    /// its memory size); later ones start from that snapshot.
+    fn create(&self, spec: &Arc<FunctionSpec>) -> Result<(Environment, Duration), Failure> {
+        let start = Instant::now();
+        let prepared = self.prepared(spec)?;
+        let env = Environment::start(spec.clone(), prepared, false)?;
+        Ok((env, start.elapsed()))
+    }
+
+    fn prepared(&self, spec: &Arc<FunctionSpec>) -> Result<Arc<Snapshot>, Failure> {
+        if let Some(s) = self.prepared.lock().unwrap().get(spec.key()) {
+            return Ok(s.clone());
+        }
+        let template = self.template(spec.memory_mib)?;
+        let snapshot = Environment::prepare(spec, &template, &self.log)?;
+        self.prepared
+            .lock()
+            .unwrap()
+            .insert(spec.key().clone(), snapshot.clone());
+        Ok(snapshot)
+    }
+
+    fn template(&self, mem_mib: u32) -> Result<Arc<Snapshot>, Failure> {
+        let mut templates = self.templates.lock().unwrap();
+        if let Some(t) = templates.get(&mem_mib) {
+            return Ok(t.clone());
+        }
+        let config = VmConfig {
+            mem_mib,
+            ..VmConfig::default()
         };
-        Environment::create(spec.clone(), &template, &self.log)
+        let t = Snapshot::of_fresh_guest(&config)
+            .map_err(|e| Failure::Crashed(format!("preparing a guest template: {e}")))?;
+        templates.insert(mem_mib, t.clone());
+        Ok(t)
     }
 
     /// Shuts down environments idle too long or too old (provisioned ones are kept up to
@@ -300,7 +318,7 @@ impl Shared {
             let Some(spec) = missing else {
                 return Ok(());
             };
-            let env = self.create(&spec)?;
+            let (env, _) = self.create(&spec)?;
             self.lock()
                 .idle
                 .entry(spec.key().clone())

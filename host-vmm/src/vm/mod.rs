@@ -1,8 +1,8 @@
 //! One micro-VM: guest memory, the guest image, one vCPU on its own thread, a serial port
 //! and a virtio-vsock device. [`Vm::boot`] builds it; dropping it stops and frees it.
 
-mod checkpoint;
 pub mod cpu;
+mod dirty;
 mod exit;
 mod loader;
 pub mod memory;
@@ -141,7 +141,7 @@ impl Vm {
             .map_err(|e| VmError::Setup(format!("writing boot info: {e}")))?;
         let hub = Arc::new(Hub::default());
         let vsock = VsockDevice::new(config.guest_cid, hub.clone());
-        Self::start(config, vm_fd, vcpu, mem, hub, vsock)
+        Self::start(config, vm_fd, vcpu, mem, hub, vsock, None)
     }
 
     /// Starts a VM from a snapshot: its memory copy-on-write over the snapshot's, its vCPU
@@ -155,7 +155,8 @@ impl Vm {
         vcpu::set_state(&vcpu, &sys.cpuid, &snapshot.vcpu)?;
         let hub = Arc::new(Hub::default());
         let vsock = VsockDevice::restore(snapshot.guest_cid, hub.clone(), &snapshot.device);
-        Self::start(config, vm_fd, vcpu, mem, hub, vsock)
+        let base = Some(snapshot.memory.clone());
+        Self::start(config, vm_fd, vcpu, mem, hub, vsock, base)
     }
 
     /// Runs the vCPU on its own thread.
@@ -166,6 +167,7 @@ impl Vm {
         mem: GuestMemory,
         hub: Arc<Hub>,
         vsock: VsockDevice,
+        base: Option<Arc<std::fs::File>>,
     ) -> Result<Vm, VmError> {
         let id = format!(
             "{}-{}",
@@ -190,6 +192,7 @@ impl Vm {
             hub: hub.clone(),
             control: control.clone(),
             log: log.clone(),
+            base,
         };
         let thread = std::thread::Builder::new()
             .name(format!("vcpu-{id}"))
@@ -221,8 +224,7 @@ impl Vm {
         self.control.resume();
     }
 
-    /// On a paused VM: remember its state as the point [`Command::Reset`] returns to
-    /// (needs `track_dirty`).
+    /// Runs `command` on a paused VM that was restored with `track_dirty`.
     pub fn command(&self, command: Command) -> Result<(), VmError> {
         self.control.command(command).map_err(VmError::Setup)
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::memory::{self, Backing};
-use super::vcpu::VcpuState;
+use super::vcpu::{Command, Paused, VcpuState};
 use super::{Vm, VmConfig, VmError};
 use crate::devices::virtio_mmio::TransportState;
 
@@ -40,6 +40,20 @@ impl Snapshot {
             memory: file,
             mem_size,
             guest_cid: config.guest_cid,
+            vcpu: paused.vcpu,
+            device: paused.device,
+        }))
+    }
+
+    /// A snapshot of `vm`, which was restored from `base` with `track_dirty` and is paused
+    /// (its state is `paused`): the base's memory plus every page the VM wrote since.
+    pub fn of_paused(vm: &Vm, base: &Snapshot, paused: Paused) -> Result<Arc<Snapshot>, VmError> {
+        let file = memory::memfd(base.mem_size)?;
+        vm.command(Command::Export(file.clone()))?;
+        Ok(Arc::new(Snapshot {
+            memory: file,
+            mem_size: base.mem_size,
+            guest_cid: base.guest_cid,
             vcpu: paused.vcpu,
             device: paused.device,
         }))

@@ -16,12 +16,14 @@ use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs, CpuId};
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
-use super::checkpoint::Checkpoint;
+use super::dirty;
+use super::snapshot::Snapshot;
 use super::{cpu, GuestFault, VmError, VmExit};
 use crate::devices::serial::{GuestLog, SerialDevice};
 use crate::devices::virtio_mmio::TransportState;
 use crate::devices::vsock::hub::Hub;
 use crate::devices::vsock::{Doorbell, VsockDevice};
+use std::fs::File;
 
 /// Shared between the vCPU thread and the [`super::Vm`] handle.
 #[derive(Default)]
@@ -44,12 +46,13 @@ struct PauseSlot {
 }
 
 /// What the host can ask of a paused vCPU thread (which owns memory, vCPU and devices).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum Command {
-    /// Remember the current memory, vCPU and device state as the reset point.
-    Checkpoint,
-    /// Return memory, vCPU and device to the reset point.
-    Reset,
+    /// Write this VM's memory into the (empty, sized) memfd: the memory of a new snapshot.
+    Export(Arc<File>),
+    /// Put memory, vCPU and device back as they are in the snapshot the VM was restored
+    /// from (only the pages written since are touched).
+    Reset(Arc<Snapshot>),
 }
 
 /// A vCPU stopped between two instructions of an idle guest, and its device.
@@ -141,6 +144,8 @@ pub struct VcpuContext {
     pub hub: Arc<Hub>,
     pub control: Arc<VcpuControl>,
     pub log: Arc<GuestLog>,
+    /// The snapshot memory this VM was restored from.
+    pub base: Option<Arc<File>>,
 }
 
 /// Loads CPUID and the ring-3 entry state into a fresh vCPU.
@@ -209,7 +214,7 @@ fn pause(vcpu: &mut VcpuFd, vm: &VmState<'_>, dev: &mut Devices, control: &VcpuC
     control.pause_changed.notify_all();
     while slot.paused.is_some() && !control.stop.load(Ordering::SeqCst) {
         if let Some(command) = slot.command.take() {
-            let result = run_command(command, vcpu, vm, dev, slot.paused.as_ref().unwrap());
+            let result = run_command(&command, vcpu, vm, dev);
             slot.result = Some(result);
             control.pause_changed.notify_all();
         }
@@ -218,35 +223,35 @@ fn pause(vcpu: &mut VcpuFd, vm: &VmState<'_>, dev: &mut Devices, control: &VcpuC
     Next::Continue
 }
 
-/// What the paused thread needs to checkpoint or reset the VM.
-struct VmState<'a> {
-    vm_fd: &'a VmFd,
-    mem: &'a GuestMemory,
-    checkpoint: std::cell::RefCell<Option<Checkpoint>>,
+/// What the paused thread needs to export or reset the VM.
+pub struct VmState<'a> {
+    pub vm_fd: &'a VmFd,
+    pub mem: &'a GuestMemory,
+    /// The memfd this VM was restored from, if any.
+    pub base: Option<&'a File>,
 }
 
 fn run_command(
-    command: Command,
+    command: &Command,
     vcpu: &VcpuFd,
     vm: &VmState<'_>,
     dev: &mut Devices,
-    paused: &Paused,
 ) -> Result<(), String> {
+    let dirty = dirty::take_dirty_pages(vm.vm_fd, vm.mem)?;
     match command {
-        Command::Checkpoint => {
-            *vm.checkpoint.borrow_mut() = Some(Checkpoint::take(vm.vm_fd, vm.mem, paused.clone())?);
-            Ok(())
+        Command::Export(out) => {
+            let base = vm
+                .base
+                .ok_or("only a VM restored from a snapshot can be exported")?;
+            dirty::export(vm.mem, base, &dirty, out)
         }
-        Command::Reset => {
-            let checkpoint = vm.checkpoint.borrow();
-            let checkpoint = checkpoint.as_ref().ok_or("no checkpoint was taken")?;
-            checkpoint.restore_memory(vm.vm_fd, vm.mem)?;
-            let state = &checkpoint.state;
-            vcpu.set_regs(&state.vcpu.regs).map_err(|e| e.to_string())?;
-            vcpu.set_sregs(&state.vcpu.sregs)
-                .map_err(|e| e.to_string())?;
-            vcpu.set_fpu(&state.vcpu.fpu).map_err(|e| e.to_string())?;
-            dev.vsock.restore_state(&state.device);
+        Command::Reset(snapshot) => {
+            dirty::discard(vm.mem, &dirty)?;
+            let state = &snapshot.vcpu;
+            vcpu.set_regs(&state.regs).map_err(|e| e.to_string())?;
+            vcpu.set_sregs(&state.sregs).map_err(|e| e.to_string())?;
+            vcpu.set_fpu(&state.fpu).map_err(|e| e.to_string())?;
+            dev.vsock.restore_state(&snapshot.device);
             Ok(())
         }
     }
@@ -290,15 +295,15 @@ pub fn run(ctx: VcpuContext) {
         hub,
         control,
         log,
+        base,
     } = ctx;
     let mut devices = Devices { serial, vsock };
     let state = VmState {
         vm_fd: &vm_fd,
         mem: &mem,
-        checkpoint: Default::default(),
+        base: base.as_deref(),
     };
     let exit = run_loop(vcpu, &state, &mut devices, &control, &log);
-    drop(state);
     drop(vm_fd);
     drop(mem);
     log::debug!("vm exited: {exit}");

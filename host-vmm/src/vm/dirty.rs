@@ -1,0 +1,140 @@
+//! Which guest pages changed, and what to do with them: KVM's dirty log says which pages
+//! the guest wrote, vm-memory's bitmap which pages the devices wrote.
+//!
+//! A VM restored from a snapshot maps the snapshot's memfd privately, so dropping a page
+//! (`MADV_DONTNEED`) brings the snapshot's copy back: resetting a VM is dropping exactly the
+//! pages written since. Exporting a VM writes the snapshot's data pages and the VM's
+//! written pages, as they are now, into a new memfd: a snapshot of this VM.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+
+use kvm_ioctls::VmFd;
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+
+use super::memory::{GuestMemory, PAGE_SIZE};
+
+/// Pages written since the last call, by the guest or by a device; clears both logs.
+pub fn take_dirty_pages(vm: &VmFd, mem: &GuestMemory) -> Result<Vec<usize>, String> {
+    let region = mem.iter().next().ok_or("no guest memory")?;
+    let size = region.len() as usize;
+    let guest = vm
+        .get_dirty_log(0, size)
+        .map_err(|e| format!("KVM_GET_DIRTY_LOG (was the VM started with track_dirty?): {e}"))?;
+    let devices = std::ops::Deref::deref(region).bitmap().get_and_reset();
+    let mut dirty = Vec::new();
+    for (word, (g, d)) in guest
+        .iter()
+        .zip(devices.iter().chain(std::iter::repeat(&0)))
+        .enumerate()
+    {
+        let mut bits = g | d;
+        while bits != 0 {
+            dirty.push(word * 64 + bits.trailing_zeros() as usize);
+            bits &= bits - 1;
+        }
+    }
+    dirty.retain(|&p| p < size / PAGE_SIZE);
+    Ok(dirty)
+}
+
+fn host_base(mem: &GuestMemory) -> Result<*mut u8, String> {
+    mem.get_host_address(GuestAddress(0))
+        .map_err(|e| e.to_string())
+}
+
+/// Drops `pages` (sorted) so the next access sees the snapshot's copy again.
+pub fn discard(mem: &GuestMemory, pages: &[usize]) -> Result<(), String> {
+    let host = host_base(mem)?;
+    for run in runs(pages) {
+        // SAFETY: the run lies inside guest memory, which is a private file mapping, and the
+        // vCPU is paused; dropping pages only makes them read the file again.
+        let rc = unsafe {
+            libc::madvise(
+                host.add(run.start * PAGE_SIZE).cast(),
+                run.len() * PAGE_SIZE,
+                libc::MADV_DONTNEED,
+            )
+        };
+        if rc != 0 {
+            return Err(format!("madvise: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// Writes the current contents of every page that is data in `base` or in `written` to
+/// `out` (sized like guest memory); other pages stay holes, which read as zeros.
+pub fn export(mem: &GuestMemory, base: &File, written: &[usize], out: &File) -> Result<(), String> {
+    let host = host_base(mem)?;
+    let size = mem.iter().next().ok_or("no guest memory")?.len() as usize;
+    let mut pages = data_pages(base, size)?;
+    pages.extend_from_slice(written);
+    pages.sort_unstable();
+    pages.dedup();
+    for run in runs(&pages) {
+        // SAFETY: the run lies inside guest memory and the vCPU is paused.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(host.add(run.start * PAGE_SIZE), run.len() * PAGE_SIZE)
+        };
+        out.write_all_at(bytes, (run.start * PAGE_SIZE) as u64)
+            .map_err(|e| format!("writing the snapshot: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The pages of `file` that hold data (not holes).
+fn data_pages(file: &File, size: usize) -> Result<Vec<usize>, String> {
+    let fd = file.as_raw_fd();
+    let mut pages = Vec::new();
+    let mut at: libc::off_t = 0;
+    while (at as usize) < size {
+        // SAFETY: lseek on a file we own; errors are checked.
+        let start = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
+        if start < 0 {
+            break; // ENXIO: no data after `at`
+        }
+        // SAFETY: as above.
+        let end = unsafe { libc::lseek(fd, start, libc::SEEK_HOLE) };
+        if end < 0 {
+            return Err(format!("SEEK_HOLE: {}", std::io::Error::last_os_error()));
+        }
+        let end = (end as usize).min(size);
+        pages.extend(start as usize / PAGE_SIZE..end.div_ceil(PAGE_SIZE));
+        at = end as libc::off_t;
+    }
+    Ok(pages)
+}
+
+/// Consecutive page numbers as ranges.
+fn runs(pages: &[usize]) -> Vec<std::ops::Range<usize>> {
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    for &p in pages {
+        match out.last_mut() {
+            Some(run) if run.end == p => run.end += 1,
+            _ => out.push(p..p + 1),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_group_consecutive_pages() {
+        assert_eq!(runs(&[1, 2, 3, 7, 9, 10]), vec![1..4, 7..8, 9..11]);
+        assert!(runs(&[]).is_empty());
+    }
+
+    #[test]
+    fn data_pages_skip_holes() {
+        let file = crate::vm::memory::memfd(16 * PAGE_SIZE as u64).unwrap();
+        file.write_all_at(b"x", 3 * PAGE_SIZE as u64 + 5).unwrap();
+        file.write_all_at(&[1u8; PAGE_SIZE * 2], 10 * PAGE_SIZE as u64)
+            .unwrap();
+        assert_eq!(data_pages(&file, 16 * PAGE_SIZE).unwrap(), vec![3, 10, 11]);
+    }
+}
