@@ -9,7 +9,7 @@ use host_vmm::{ClientError, Vm, VmConfig, VmError, VmExit};
 
 #[test]
 fn supported_memory_sizes_boot_and_are_reported() {
-    for mem_mib in [4u32, 64] {
+    for mem_mib in [8u32, 64] {
         let vm = boot(&VmConfig {
             mem_mib,
             ..VmConfig::default()
@@ -37,9 +37,9 @@ fn supported_memory_sizes_boot_and_are_reported() {
 
 #[test]
 fn unsupported_memory_sizes_are_refused() {
-    // 2: below the 4 MiB minimum; 3 and 5: not multiples of 2 MiB (3 is also too small);
+    // 2 and 6: below the 8 MiB minimum; 3 and 9: not multiples of 2 MiB;
     // 4096: above the MMIO window at 3.25 GiB.
-    for mem_mib in [0u32, 2, 3, 5, 4096] {
+    for mem_mib in [0u32, 2, 3, 6, 9, 4096] {
         let result = Vm::boot(&VmConfig {
             mem_mib,
             ..VmConfig::default()

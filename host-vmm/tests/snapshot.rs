@@ -11,7 +11,8 @@ use host_vmm::{Vm, VmConfig, VmExit};
 
 #[test]
 fn restored_vms_answer_and_stay_independent() {
-    let snapshot = Snapshot::of_fresh_guest(&VmConfig::default()).expect("taking a snapshot (needs KVM)");
+    let snapshot =
+        Snapshot::of_fresh_guest(&VmConfig::default()).expect("taking a snapshot (needs KVM)");
     let mut vms = Vec::new();
     for i in 0..3u32 {
         let start = Instant::now();

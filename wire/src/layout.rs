@@ -25,8 +25,9 @@ pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
 pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
 /// Guest RAM must end below the MMIO window.
 pub const MAX_MEMORY: u64 = VIRTIO_MMIO_BASE;
-/// Smallest guest the VMM accepts: image, heap, virtqueues and stack must fit.
-pub const MIN_MEMORY: u64 = 4 * 1024 * 1024;
+/// Smallest guest the VMM accepts: the image (with its wasm engine, about 1.3 MiB above
+/// the 2 MiB load address), a heap and the stack must fit.
+pub const MIN_MEMORY: u64 = 8 * 1024 * 1024;
 
 /// 16550 serial port (COM1) for the guest's own log.
 pub const SERIAL_PORT: u16 = 0x3f8;

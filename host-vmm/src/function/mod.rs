@@ -101,7 +101,7 @@ impl SpecBuilder {
         }
         if self.timeout.is_zero() || self.timeout > MAX_TIMEOUT {
             return Err(Failure::InvalidConfig(format!(
-                "timeout must be between 1 and {} seconds, got {:?}",
+                "timeout must be more than 0 and at most {} seconds, got {:?}",
                 MAX_TIMEOUT.as_secs(),
                 self.timeout
             )));

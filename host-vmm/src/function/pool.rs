@@ -58,6 +58,8 @@ impl State {
     }
 }
 
+type PreparedSlot = Arc<Mutex<(Option<Arc<Snapshot>>, Instant)>>;
+
 struct Shared {
     config: PoolConfig,
     state: Mutex<State>,
@@ -65,8 +67,12 @@ struct Shared {
     log: LogSink,
     /// A ready guest-init per memory size, that versions are prepared from.
     templates: Mutex<HashMap<u32, Arc<Snapshot>>>,
-    /// Each version right after its init phase, that its environments start from.
-    prepared: Mutex<HashMap<EnvKey, Arc<Snapshot>>>,
+    /// Each version right after its init phase, that its environments start from, and
+    /// when it was last used.
+    prepared: Mutex<HashMap<EnvKey, PreparedSlot>>,
+    /// Held while creating provisioned environments, so the caller of `set_provisioned`
+    /// and the reaper never both create the same missing one.
+    replenishing: Mutex<()>,
 }
 
 pub struct Pool {
@@ -83,6 +89,7 @@ impl Pool {
             log,
             templates: Mutex::default(),
             prepared: Mutex::default(),
+            replenishing: Mutex::default(),
         });
         let reaper = {
             let shared = shared.clone();
@@ -114,11 +121,22 @@ impl Pool {
             return failed(Failure::PayloadTooLarge(payload.len()), false);
         }
         let key = spec.key().clone();
-        let idle = {
+        let (idle, too_old) = {
             let mut st = self.shared.lock();
             st.set_busy(&key, 1);
-            st.idle.get_mut(&key).and_then(Vec::pop)
+            let max_age = self.shared.config.max_age;
+            let mut too_old = Vec::new();
+            let mut idle = None;
+            while let Some(env) = st.idle.get_mut(&key).and_then(Vec::pop) {
+                if env.created.elapsed() < max_age {
+                    idle = Some(env);
+                    break;
+                }
+                too_old.push(env);
+            }
+            (idle, too_old)
         };
+        drop(too_old);
         let (mut env, init_duration) = match idle {
             Some(env) => (env, None),
             None => match self.shared.create(spec) {
@@ -242,16 +260,25 @@ impl Shared {
         Ok((env, start.elapsed()))
     }
 
+    /// The version's post-init snapshot, prepared once: concurrent first invocations of a
+    /// version wait for one preparation; different versions prepare in parallel. A failed
+    /// preparation is not remembered, so the next invocation tries again.
     fn prepared(&self, spec: &Arc<FunctionSpec>) -> Result<Arc<Snapshot>, Failure> {
-        if let Some(s) = self.prepared.lock().unwrap().get(spec.key()) {
-            return Ok(s.clone());
+        let slot = self
+            .prepared
+            .lock()
+            .unwrap()
+            .entry(spec.key().clone())
+            .or_insert_with(|| Arc::new(Mutex::new((None, Instant::now()))))
+            .clone();
+        let mut slot = slot.lock().unwrap();
+        slot.1 = Instant::now();
+        if let Some(snapshot) = &slot.0 {
+            return Ok(snapshot.clone());
         }
         let template = self.template(spec.memory_mib)?;
         let snapshot = Environment::prepare(spec, &template, &self.log)?;
-        self.prepared
-            .lock()
-            .unwrap()
-            .insert(spec.key().clone(), snapshot.clone());
+        slot.0 = Some(snapshot.clone());
         Ok(snapshot)
     }
 
@@ -298,12 +325,20 @@ impl Shared {
                 *envs = kept;
             }
             st.idle.retain(|_, envs| !envs.is_empty());
+            // A version with no environment left, not provisioned and unused for the idle
+            // timeout gives its snapshot back.
+            let idle_timeout = self.config.idle_timeout;
+            self.prepared.lock().unwrap().retain(|key, slot| {
+                let in_use = st.live(key) > 0 || st.provisioned.contains_key(key);
+                in_use || slot.try_lock().is_ok_and(|s| s.1.elapsed() < idle_timeout)
+            });
         }
         drop(doomed);
     }
 
     /// Creates environments until every provisioned version has its count.
     fn replenish(&self) -> Result<(), Failure> {
+        let _one_at_a_time = self.replenishing.lock().unwrap();
         loop {
             let missing = {
                 let st = self.lock();
