@@ -5,7 +5,8 @@
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use ember_build_support as build;
 
 const WASM_TARGET: &str = "wasm32-wasip1";
 
@@ -37,34 +38,15 @@ fn main() {
     println!("cargo:rerun-if-changed={}", wat_dir.display());
 
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
-    // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out: share one build per target dir.
-    let target_dir = out_dir
-        .ancestors()
-        .nth(4)
-        .map(|t| t.join("ember-functions"))
-        .unwrap_or_else(|| out_dir.join("ember-functions"));
-    ensure_target(&env::var("RUSTC").unwrap_or_else(|_| "rustc".into()));
+    let target_dir = build::shared_target_dir("ember-functions");
+    build::ensure_target(WASM_TARGET);
 
-    let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(root)
+    // Their own profile in functions/Cargo.toml decides how the functions are built.
+    let status = build::cargo(root)
         .args(["build", "--release", "--locked", "--manifest-path"])
         .arg(functions.join("Cargo.toml"))
         .args(["--target", WASM_TARGET, "--target-dir"])
-        .arg(&target_dir);
-    // The outer build's flags and wrappers (clippy, coverage) are for the host, not the
-    // functions; their own profile in functions/Cargo.toml decides how they are built.
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-    ] {
-        cmd.env_remove(var);
-    }
-    let status = cmd
+        .arg(&target_dir)
         .status()
         .expect("running cargo to build the sample functions");
     assert!(
@@ -107,26 +89,4 @@ fn read_dir_sorted(dir: &Path) -> Vec<PathBuf> {
         .collect();
     entries.sort();
     entries
-}
-
-/// Installs the wasm target through rustup when the toolchain lacks it (a fresh machine
-/// whose toolchain predates `rust-toolchain.toml`'s target list).
-fn ensure_target(rustc: &str) {
-    let sysroot = Command::new(rustc)
-        .args(["--print", "sysroot"])
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| PathBuf::from(s.trim()));
-    let installed = |root: &Path| root.join("lib/rustlib").join(WASM_TARGET).exists();
-    if sysroot.as_deref().is_some_and(installed) {
-        return;
-    }
-    let status = Command::new("rustup")
-        .args(["target", "add", WASM_TARGET])
-        .status();
-    assert!(
-        matches!(status, Ok(s) if s.success()),
-        "the {WASM_TARGET} target is missing and `rustup target add {WASM_TARGET}` failed"
-    );
 }

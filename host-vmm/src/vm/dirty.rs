@@ -1,9 +1,8 @@
 //! Which guest pages changed, and what to do with them: KVM's dirty log says which pages
 //! the guest wrote, vm-memory's bitmap which pages the devices wrote.
 //!
-//! A VM restored from a snapshot maps the snapshot's memfd privately, so dropping a page
-//! (`MADV_DONTNEED`) brings the snapshot's copy back: resetting a VM is dropping exactly the
-//! pages written since. Exporting a VM writes the snapshot's data pages and the VM's
+//! Resetting a VM restored from a snapshot copies the snapshot's contents back over exactly
+//! the pages written since. Exporting a VM writes the snapshot's data pages and the VM's
 //! written pages, as they are now, into a new memfd: a snapshot of this VM.
 
 use std::fs::File;
@@ -44,22 +43,20 @@ fn host_base(mem: &GuestMemory) -> Result<*mut u8, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Drops `pages` (sorted) so the next access sees the snapshot's copy again.
-pub fn discard(mem: &GuestMemory, pages: &[usize]) -> Result<(), String> {
+/// Copies the snapshot's contents of `pages` (sorted) back over them. Copying keeps the
+/// VM's private pages and their mappings in place: dropping them instead would make the
+/// next invocation pay a host fault and a shadow-paging fault for each of them again.
+pub fn restore_pages(mem: &GuestMemory, snapshot: &File, pages: &[usize]) -> Result<(), String> {
     let host = host_base(mem)?;
     for run in runs(pages) {
-        // SAFETY: the run lies inside guest memory, which is a private file mapping, and the
-        // vCPU is paused; dropping pages only makes them read the file again.
-        let rc = unsafe {
-            libc::madvise(
-                host.add(run.start * PAGE_SIZE).cast(),
-                run.len() * PAGE_SIZE,
-                libc::MADV_DONTNEED,
-            )
+        // SAFETY: the run lies inside guest memory and the vCPU is paused, so nothing else
+        // reads or writes it while it is overwritten.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(host.add(run.start * PAGE_SIZE), run.len() * PAGE_SIZE)
         };
-        if rc != 0 {
-            return Err(format!("madvise: {}", std::io::Error::last_os_error()));
-        }
+        snapshot
+            .read_exact_at(bytes, (run.start * PAGE_SIZE) as u64)
+            .map_err(|e| format!("reading the snapshot: {e}"))?;
     }
     Ok(())
 }

@@ -246,7 +246,7 @@ fn run_command(
             dirty::export(vm.mem, base, &dirty, out)
         }
         Command::Reset(snapshot) => {
-            dirty::discard(vm.mem, &dirty)?;
+            dirty::restore_pages(vm.mem, &snapshot.memory, &dirty)?;
             let state = &snapshot.vcpu;
             vcpu.set_regs(&state.regs).map_err(|e| e.to_string())?;
             vcpu.set_sregs(&state.sregs).map_err(|e| e.to_string())?;
