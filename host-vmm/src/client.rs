@@ -36,6 +36,12 @@ impl GuestClient<VsockStream> {
     pub fn connect(vm: &Vm, timeout: Duration) -> Result<Self, ClientError> {
         Ok(GuestClient::new(vm.connect(GUEST_FRAME_PORT, timeout)?))
     }
+
+    /// Like [`GuestClient::connect`], but without waiting for the handshake (see
+    /// [`Vm::open`]).
+    pub fn open(vm: &Vm) -> Result<Self, ClientError> {
+        Ok(GuestClient::new(vm.open(GUEST_FRAME_PORT)?))
+    }
 }
 
 impl<S: Read + Write> GuestClient<S> {

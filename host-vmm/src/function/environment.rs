@@ -10,13 +10,12 @@ use ember_wire::function::{InvokeRequest, LoadRequest, ModuleKind, Outcome, Stat
 
 use super::{Failure, FunctionSpec, Isolation, LogSink};
 use crate::client::{ClientError, GuestClient};
-use crate::vm::{Command, Snapshot, Vm, VmConfig};
+use crate::vm::{Command, Pause, Snapshot, Vm, VmConfig};
 
 /// Lambda's limit for the init phase.
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an idle guest may take to park for a checkpoint or reset.
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(2);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -87,7 +86,10 @@ impl Environment {
         let broken =
             |e: &dyn std::fmt::Display| Failure::Crashed(format!("snapshotting after init: {e}"));
         env.client = None;
-        let paused = env.vm.pause(PAUSE_TIMEOUT).map_err(|e| broken(&e))?;
+        let paused = env
+            .vm
+            .pause(Pause::Idle, PAUSE_TIMEOUT)
+            .map_err(|e| broken(&e))?;
         Snapshot::of_paused(&env.vm, template, paused).map_err(|e| broken(&e))
     }
 
@@ -107,7 +109,8 @@ impl Environment {
             },
         )
         .map_err(|e| crashed(&e))?;
-        let client = Some(GuestClient::connect(&vm, CONNECT_TIMEOUT).map_err(|e| crashed(&e))?);
+        // The handshake overlaps the first request.
+        let client = Some(GuestClient::open(&vm).map_err(|e| crashed(&e))?);
         Ok(Environment {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             vm,
@@ -154,13 +157,16 @@ impl Environment {
     /// isolation): only the pages written since are touched.
     pub fn reset(&mut self) -> Result<(), Failure> {
         let broken = |e: &dyn std::fmt::Display| Failure::Crashed(format!("resetting: {e}"));
+        // The reset drops every connection with the guest's memory: no need to close first,
+        // and the new one's handshake can overlap the next request.
         self.client = None;
-        self.vm.pause(PAUSE_TIMEOUT).map_err(|e| broken(&e))?;
+        self.vm
+            .pause(Pause::Now, PAUSE_TIMEOUT)
+            .map_err(|e| broken(&e))?;
         let result = self.vm.command(Command::Reset(self.snapshot.clone()));
         self.vm.resume();
         result.map_err(|e| broken(&e))?;
-        self.client =
-            Some(GuestClient::connect(&self.vm, CONNECT_TIMEOUT).map_err(|e| broken(&e))?);
+        self.client = Some(GuestClient::open(&self.vm).map_err(|e| broken(&e))?);
         Ok(())
     }
 

@@ -21,6 +21,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use crate::devices::serial::{self, GuestLog};
 use crate::devices::vsock::hub::Hub;
+pub use crate::devices::vsock::hub::Pause;
 use crate::devices::vsock::stream::VsockStream;
 use crate::devices::vsock::uds::UdsListener;
 use crate::devices::vsock::VsockDevice;
@@ -208,10 +209,11 @@ impl Vm {
         })
     }
 
-    /// Pauses the guest at its next idle moment with no vsock connection open and returns
-    /// its state; the vCPU stays paused until [`Vm::resume`] or [`Vm::stop`].
-    pub fn pause(&self, timeout: Duration) -> Result<Paused, VmError> {
-        self.hub.request_pause();
+    /// Pauses the guest at its next idle moment (with no vsock connection open, for
+    /// [`Pause::Idle`]) and returns its state; the vCPU stays paused until [`Vm::resume`]
+    /// or [`Vm::stop`].
+    pub fn pause(&self, when: Pause, timeout: Duration) -> Result<Paused, VmError> {
+        self.hub.request_pause(when);
         self.control.wait_paused(timeout).ok_or_else(|| {
             VmError::Setup(match self.exit() {
                 Some(exit) => format!("VM ended before it could pause: {exit}"),
@@ -236,6 +238,12 @@ impl Vm {
     /// Opens a stream to a vsock port in the guest.
     pub fn connect(&self, port: u32, timeout: Duration) -> std::io::Result<VsockStream> {
         VsockStream::connect(self.hub.clone(), port, timeout)
+    }
+
+    /// Opens a stream to a vsock port in the guest without waiting for it to accept: the
+    /// handshake overlaps the first request, and a refusal is an error on the first read.
+    pub fn open(&self, port: u32) -> std::io::Result<VsockStream> {
+        VsockStream::open(self.hub.clone(), port)
     }
 
     /// How the VM ended, if it has.

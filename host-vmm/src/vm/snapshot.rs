@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::memory::{self, Backing};
 use super::vcpu::{Command, Paused, VcpuState};
-use super::{Vm, VmConfig, VmError};
+use super::{Pause, Vm, VmConfig, VmError};
 use crate::devices::virtio_mmio::TransportState;
 
 /// How long a freshly booted guest may take to become idle.
@@ -34,7 +34,7 @@ impl Snapshot {
             ..config.clone()
         };
         let vm = Vm::boot_backed(&template, &Backing::Template(file.clone()))?;
-        let paused = vm.pause(READY_TIMEOUT)?;
+        let paused = vm.pause(Pause::Idle, READY_TIMEOUT)?;
         vm.stop();
         Ok(Arc::new(Snapshot {
             memory: file,

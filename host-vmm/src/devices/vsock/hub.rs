@@ -66,6 +66,17 @@ struct Ctrl {
     flags: u32,
 }
 
+/// When a requested pause may happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pause {
+    /// At the next park with no connection open (the guest's memory then holds no
+    /// connection state: right for a snapshot).
+    Idle,
+    /// At the next park, whatever is open or queued (right before a reset, which drops all
+    /// connections with the guest's memory).
+    Now,
+}
+
 /// Why a parked vCPU woke up.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Wake {
@@ -104,8 +115,8 @@ struct State {
     dead: Option<String>,
     /// The vCPU must stop parking and return to its run loop.
     stop: bool,
-    /// Leave the park for a snapshot as soon as no connection is open.
-    pause: bool,
+    /// Leave the park for a snapshot or reset (see [`Pause`]).
+    pause: Option<Pause>,
 }
 
 impl State {
@@ -189,6 +200,38 @@ impl Hub {
 
     /// Opens a stream to `port` in the guest; returns the local (host) port.
     pub fn connect(&self, port: u32, timeout: Duration) -> io::Result<u32> {
+        let local = self.open(port)?;
+        let mut st = self.lock();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let state = st.conns.get(&local).map(|c| c.state.clone());
+            match state {
+                Some(ConnState::Established) => return Ok(local),
+                Some(ConnState::Closed(why)) => {
+                    st.conns.remove(&local);
+                    return Err(io::Error::new(io::ErrorKind::ConnectionRefused, why));
+                }
+                None => return Err(io::Error::other("connection vanished")),
+                Some(ConnState::Connecting) => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                st.conns.remove(&local);
+                st.push_ctrl(local, port, OP_RST, 0);
+                self.wake_guest();
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("guest did not accept vsock port {port} in {timeout:?}"),
+                ));
+            }
+            st = self.host_event.wait_timeout(st, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Starts opening a stream to `port` without waiting for the guest to accept: data
+    /// written meanwhile goes out once it has, so the handshake overlaps the first request.
+    /// A refusal shows up as an error on the first read.
+    pub fn open(&self, port: u32) -> io::Result<u32> {
         let mut st = self.lock();
         if let Some(reason) = &st.dead {
             return Err(dead_error(reason));
@@ -219,30 +262,7 @@ impl Hub {
         );
         st.push_ctrl(local, port, OP_REQUEST, 0);
         self.wake_guest();
-        let deadline = Instant::now() + timeout;
-        loop {
-            let state = st.conns.get(&local).map(|c| c.state.clone());
-            match state {
-                Some(ConnState::Established) => return Ok(local),
-                Some(ConnState::Closed(why)) => {
-                    st.conns.remove(&local);
-                    return Err(io::Error::new(io::ErrorKind::ConnectionRefused, why));
-                }
-                None => return Err(io::Error::other("connection vanished")),
-                Some(ConnState::Connecting) => {}
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                st.conns.remove(&local);
-                st.push_ctrl(local, port, OP_RST, 0);
-                self.wake_guest();
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("guest did not accept vsock port {port} in {timeout:?}"),
-                ));
-            }
-            st = self.host_event.wait_timeout(st, deadline - now).unwrap().0;
-        }
+        Ok(local)
     }
 
     /// Reads guest data; `Ok(0)` once the guest shut down its side and everything was read.
@@ -454,20 +474,25 @@ impl Hub {
             if st.stop {
                 return Wake::Stop;
             }
+            let pause = match st.pause {
+                Some(Pause::Now) => true,
+                Some(Pause::Idle) => st.conns.is_empty() && !st.has_outgoing(),
+                None => false,
+            };
+            if pause {
+                st.pause = None;
+                return Wake::Pause;
+            }
             if st.has_outgoing() {
                 return Wake::Work;
-            }
-            if st.pause && st.conns.is_empty() {
-                st.pause = false;
-                return Wake::Pause;
             }
             st = self.guest_work.wait(st).unwrap();
         }
     }
 
-    /// Asks the vCPU to pause at its next park with no connection open.
-    pub fn request_pause(&self) {
-        self.lock().pause = true;
+    /// Asks the vCPU to pause at its next park, as `when` allows.
+    pub fn request_pause(&self, when: Pause) {
+        self.lock().pause = Some(when);
         self.wake_guest();
     }
 

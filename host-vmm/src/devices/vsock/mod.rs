@@ -81,8 +81,10 @@ impl VsockDevice {
         }
     }
 
-    /// Puts the transport back as it was in `state` (the guest's memory was reset with it).
+    /// Puts the transport back as it was in `state` (the guest's memory was reset with it,
+    /// so every connection is gone too).
     pub fn restore_state(&mut self, state: &TransportState) {
+        self.hub.reset_connections();
         self.transport =
             MmioTransport::restore(DEVICE_ID, self.guest_cid.to_le_bytes().to_vec(), state);
         self.delivered_since_wait = false;

@@ -22,6 +22,16 @@ impl VsockStream {
         })
     }
 
+    /// Opens without waiting for the guest to accept (see [`Hub::open`]).
+    pub(crate) fn open(hub: Arc<Hub>, port: u32) -> io::Result<Self> {
+        let local = hub.open(port)?;
+        Ok(VsockStream {
+            hub,
+            local,
+            read_timeout: None,
+        })
+    }
+
     /// The host-side port of this connection.
     pub fn local_port(&self) -> u32 {
         self.local
