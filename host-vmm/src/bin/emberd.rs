@@ -173,9 +173,12 @@ fn run_vm(mem: u32, echo: &str, uds: Option<PathBuf>, verbose: bool) -> Result<(
         client.shutdown().map_err(|e| e.to_string())?;
     }
     let exit = vm.wait(Duration::from_secs(5)).unwrap_or_else(|| vm.stop());
-    println!("guest log:");
-    for line in vm.guest_log() {
-        println!("  | {line}");
+    let log = vm.guest_log();
+    if !log.is_empty() {
+        println!("guest log:");
+        for line in log {
+            println!("  | {line}");
+        }
     }
     println!("vm exit: {exit}");
     Ok(())
@@ -201,7 +204,7 @@ fn run_function(
         let start = if inv.cold { "cold" } else { "warm" };
         println!("invocation {i} ({start}, environment {}):", inv.environment);
         if let Some(init) = inv.init_duration {
-            println!("  init:     {init:?} (boot + load + init phase)");
+            println!("  start:    {init:?} (a new environment; a version's first also runs its init)");
         }
         println!(
             "  duration: {:?}, memory used: {} KiB",
