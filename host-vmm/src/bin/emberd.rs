@@ -204,7 +204,9 @@ fn run_function(
         let start = if inv.cold { "cold" } else { "warm" };
         println!("invocation {i} ({start}, environment {}):", inv.environment);
         if let Some(init) = inv.init_duration {
-            println!("  start:    {init:?} (a new environment; a version's first also runs its init)");
+            println!(
+                "  start:    {init:?} (a new environment; a version's first also runs its init)"
+            );
         }
         println!(
             "  duration: {:?}, memory used: {} KiB",
