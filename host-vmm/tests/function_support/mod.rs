@@ -166,49 +166,12 @@ pub fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> Option<
     }
 }
 
-/// Threads of this process.
-pub fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .expect("listing /proc/self/task")
-        .count()
-}
-
-/// Open file descriptors of this process.
-pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .expect("listing /proc/self/fd")
-        .count()
-}
-
-/// `len` bytes of a pattern that depends on `seed` and has no long runs.
-pub fn patterned(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(0x9e37_79b9) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-/// Asserts two byte strings are equal without printing megabytes on failure.
-pub fn assert_same_bytes(got: &[u8], sent: &[u8], what: &str) {
-    assert_eq!(
-        got.len(),
-        sent.len(),
-        "{what}: got {} bytes, expected {}",
-        got.len(),
-        sent.len()
-    );
-    if let Some(at) = got.iter().zip(sent).position(|(a, b)| a != b) {
-        panic!(
-            "{what}: differs first at byte {at} (got {:#04x}, expected {:#04x})",
-            got[at], sent[at]
-        );
-    }
-}
+// Process counters and byte helpers are shared with the micro-VM tests; each test binary
+// uses only some of them.
+#[path = "../common/mod.rs"]
+mod common;
+#[allow(unused_imports)]
+pub use common::{assert_same_bytes, open_fds, patterned, threads};
 
 /// Hand-assembled WebAssembly modules (no `wat` crate in host-vmm's dependencies).
 pub mod wasm {
