@@ -12,4 +12,6 @@ pub mod frame;
 pub mod function;
 pub mod info;
 pub mod layout;
+#[cfg(feature = "inspect")]
+pub mod module;
 pub mod virtio;

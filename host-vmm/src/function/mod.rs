@@ -2,7 +2,6 @@
 //! hands them out. See `docs/functions.md`.
 
 mod environment;
-pub mod module;
 mod pool;
 
 use std::fmt;
@@ -106,7 +105,8 @@ impl SpecBuilder {
                 self.timeout
             )));
         }
-        let kind = module::inspect(module, &self.handler).map_err(Failure::InvalidModule)?;
+        let kind =
+            ember_wire::module::inspect(module, &self.handler).map_err(Failure::InvalidModule)?;
         let mut env = self.env;
         env.sort();
         let mut hash = Sha256::new();

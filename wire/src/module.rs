@@ -1,8 +1,13 @@
-//! Checks a module on the host before any VM exists: valid WebAssembly, imports only what
-//! guest-init provides, and exports either `_start` or the handler.
+//! The one check of a function's module, shared by the control plane (at upload) and the
+//! worker (before any VM exists): valid WebAssembly, imports only what guest-init
+//! provides, and exports either `_start` or the handler. Feature `inspect`.
 
-use ember_wire::function::ModuleKind;
+use alloc::format;
+use alloc::string::{String, ToString};
+
 use wasmparser::{Parser, Payload, TypeRef, Validator};
+
+use crate::function::ModuleKind;
 
 /// The only import module guest-init provides.
 const WASI: &str = "wasi_snapshot_preview1";
@@ -76,6 +81,9 @@ mod tests {
         sections.extend_from_slice(CODE);
         module(&sections)
     }
+
+    use alloc::vec;
+    use alloc::vec::Vec;
 
     #[test]
     fn tells_commands_from_reactors() {
