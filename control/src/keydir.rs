@@ -6,6 +6,7 @@
 
 use std::fs::{self, File};
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
@@ -40,9 +41,25 @@ impl KeyDir {
         lock::lock(&self.path(".lock"), lock::Mode::Exclusive)
     }
 
-    /// The contents of `name`, or `None` if it does not exist.
+    /// The contents of `name`, or `None` if it does not exist. A secret that others may
+    /// read or write is refused rather than used: it may already have leaked.
     pub(crate) fn read(&self, name: &str) -> io::Result<Option<Zeroizing<Vec<u8>>>> {
         let path = self.path(name);
+        let mode = match fs::metadata(&path) {
+            Ok(meta) => meta.permissions().mode() & 0o777,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(with_path(e, &path)),
+        };
+        if mode & 0o077 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is accessible to other users (mode {mode:o}); it must be 0600 \
+                     (chmod 600 it after making sure it has not leaked)",
+                    path.display()
+                ),
+            ));
+        }
         match fs::read(&path) {
             Ok(bytes) => Ok(Some(Zeroizing::new(bytes))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -60,7 +77,22 @@ impl KeyDir {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn refuses_secrets_others_can_read() {
+        let data = tempfile::tempdir().unwrap();
+        let keys = KeyDir::open(data.path()).unwrap();
+        keys.write("secret", b"s3cret").unwrap();
+        fs::set_permissions(keys.path("secret"), fs::Permissions::from_mode(0o644)).unwrap();
+        let err = keys.read("secret").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+        assert!(err.to_string().contains("mode 644"), "{err}");
+        fs::set_permissions(keys.path("secret"), fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            keys.read("secret").unwrap().as_deref().map(|b| &b[..]),
+            Some(&b"s3cret"[..])
+        );
+    }
 
     #[test]
     fn keeps_secrets_private() {
