@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ember_wire::frame::Kind;
-use ember_wire::function::{InvokeRequest, LoadRequest, ModuleKind, Outcome, Status};
+use ember_wire::function::{InvokeRequest, LoadRequest, Outcome, Status};
 
 use super::{Failure, FunctionSpec, Isolation, LogSink};
 use crate::client::{ClientError, GuestClient};
@@ -30,7 +30,6 @@ pub struct Environment {
     snapshot: Arc<Snapshot>,
     pub created: Instant,
     pub last_used: Instant,
-    pub invocations: u64,
 }
 
 fn unix_ns() -> u64 {
@@ -119,7 +118,6 @@ impl Environment {
             snapshot,
             created: Instant::now(),
             last_used: Instant::now(),
-            invocations: 0,
         })
     }
 
@@ -141,7 +139,6 @@ impl Environment {
             env: extra_env.to_vec(),
             payload: payload.to_vec(),
         };
-        self.invocations += 1;
         let outcome = self.exchange(
             Kind::Invoke,
             &request.encode(),
@@ -228,9 +225,5 @@ impl Environment {
             Some(exit) => exit.to_string(),
             None => e.to_string(),
         })
-    }
-
-    pub fn kind(&self) -> ModuleKind {
-        self.spec.kind
     }
 }

@@ -58,8 +58,4 @@ impl Snapshot {
             device: paused.device,
         }))
     }
-
-    pub fn mem_mib(&self) -> u32 {
-        (self.mem_size >> 20) as u32
-    }
 }
