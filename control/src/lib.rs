@@ -1,6 +1,6 @@
-//! ember's control plane, as a library the `ember-control` service builds on.
+//! ember's control plane: the `ember-control` service and the `ember` CLI build on it.
 //!
-//! So far it holds the artifact path of a function's code, from upload to a worker:
+//! The artifact path of a function's code, from upload to a worker:
 //!
 //! 1. [`package`] checks an uploaded ZIP (sizes, zip bombs, path traversal) and finds the
 //!    wasm module in it;
@@ -10,14 +10,22 @@
 //! 4. [`grants`] issues the short-lived, artifact-scoped tokens a worker presents to fetch
 //!    the code.
 //!
+//! The service: [`registry`] keeps accounts, functions, versions, aliases and concurrency
+//! settings in SQL; [`api`] serves Lambda's REST API over them for the [`service`]'s
+//! authenticated callers.
+//!
 //! `docs/artifacts.md` describes the on-disk formats, the key hierarchy and the limits.
 
+pub mod api;
 pub mod artifacts;
+pub mod clock;
 pub mod grants;
 pub mod keys;
 pub mod module;
 pub mod names;
 pub mod package;
+pub mod registry;
+pub mod service;
 
 mod atomic;
 mod keydir;

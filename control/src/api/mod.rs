@@ -1,0 +1,17 @@
+//! The Lambda REST API subset (`2015-03-31` and the later concurrency paths), as axum
+//! routes over [`Service`]. Requests arrive here authenticated: each carries a
+//! [`crate::service::Principal`] in its extensions.
+
+pub mod error;
+pub mod target;
+
+use std::sync::Arc;
+
+use axum::Router;
+
+use crate::service::Service;
+
+/// Every Lambda route.
+pub fn router() -> Router<Arc<Service>> {
+    Router::new()
+}

@@ -1,0 +1,109 @@
+//! The registry: accounts, functions, versions, aliases and concurrency settings, in SQL.
+//!
+//! SQLite (one file in the data directory) is the default; a `postgres://` URL makes
+//! PostgreSQL the backend, so several control instances can share state. Both go through
+//! sqlx's `Any` driver with the same portable statements (`$1` placeholders, BIGINT
+//! integers, TEXT for JSON) and the same migrations in `control/migrations/`.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions};
+
+/// The SQLite file's name inside the data directory.
+pub const DB_FILE: &str = "registry.db";
+
+/// Why the registry could not be opened or used.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The connection pool every store module queries through.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    pool: AnyPool,
+}
+
+impl Registry {
+    /// Opens `url` (`sqlite://…` or `postgres://…`) and brings its schema up to date.
+    pub async fn open(url: &str) -> Result<Registry, RegistryError> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let options = AnyConnectOptions::from_str(url)?.disable_statement_logging();
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { 4 } else { 16 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // WAL lets readers run beside the one writer; foreign keys make
+                        // deletes cascade; a busy writer is waited for, not an error.
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA foreign_keys = ON",
+                            "PRAGMA busy_timeout = 10000",
+                            "PRAGMA synchronous = FULL",
+                        ] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Registry { pool })
+    }
+
+    /// Opens (creating if needed) the SQLite registry in `data_dir`, readable by its owner
+    /// only: it holds the accounts' secret keys.
+    pub async fn open_sqlite(data_dir: &Path) -> Result<Registry, RegistryError> {
+        let path = data_dir.join(DB_FILE);
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)?;
+        }
+        Registry::open(&format!("sqlite://{}?mode=rwc", path.display())).await
+    }
+
+    /// The pool, for the store modules.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn opens_migrates_and_reopens_sqlite_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..2 {
+            let registry = Registry::open_sqlite(dir.path()).await.unwrap();
+            let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM functions")
+                .fetch_one(registry.pool())
+                .await
+                .unwrap();
+            assert_eq!(count, 0);
+        }
+        let mode = std::fs::metadata(dir.path().join(DB_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

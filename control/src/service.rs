@@ -1,0 +1,90 @@
+//! What every request handler shares: the registry, the artifact store and the settings,
+//! plus the authenticated caller of each request.
+
+use std::path::{Path, PathBuf};
+
+use crate::artifacts::{ArtifactError, ArtifactStore};
+use crate::keys::{KeyError, KeySource, Keyring};
+use crate::package::Limits;
+use crate::registry::{Registry, RegistryError};
+
+/// Settings a deployment may change.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The region name in ARNs and signatures (clients pass it as `--region`).
+    pub region: String,
+    /// Bytes of code (sum of `CodeSize` over stored artifacts) one account may keep, like
+    /// Lambda's 75 GB code storage quota.
+    pub code_storage_limit: u64,
+    /// Upload limits for packages.
+    pub package_limits: Limits,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            region: "local".to_owned(),
+            code_storage_limit: 75 * 1000 * 1000 * 1000,
+            package_limits: Limits::default(),
+        }
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Artifacts(#[from] ArtifactError),
+}
+
+/// The service's shared state, behind an `Arc` in the router.
+#[derive(Debug)]
+pub struct Service {
+    pub data_dir: PathBuf,
+    pub registry: Registry,
+    /// Synchronous (file I/O and AES): call it from `spawn_blocking`.
+    pub artifacts: ArtifactStore,
+    pub settings: Settings,
+}
+
+impl Service {
+    /// Opens everything that lives in `data_dir`: the SQLite registry (or `database_url`
+    /// when given), the master keys from `keys` and the artifact store.
+    pub async fn open(
+        data_dir: &Path,
+        database_url: Option<&str>,
+        keys: KeySource,
+        settings: Settings,
+    ) -> Result<Service, OpenError> {
+        let registry = match database_url {
+            Some(url) => Registry::open(url).await?,
+            None => Registry::open_sqlite(data_dir).await?,
+        };
+        let keyring = Keyring::open(keys)?;
+        let artifacts = ArtifactStore::open(data_dir, keyring)?;
+        Ok(Service {
+            data_dir: data_dir.to_owned(),
+            registry,
+            artifacts,
+            settings,
+        })
+    }
+}
+
+/// Who sent a request, as established by its signature. Inserted into every authenticated
+/// request's extensions; handlers take it with `Extension<Principal>` and act only within
+/// `account_id`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// The 12-digit account the request acts for.
+    pub account_id: String,
+    /// The access key that signed it.
+    pub access_key_id: String,
+    /// The execution role, when the request was signed with a role's temporary
+    /// credentials rather than an account's own keys.
+    pub role: Option<String>,
+}
