@@ -385,7 +385,7 @@ impl ArtifactStore {
     }
 
     /// Every artifact with a header, as (account, artifact id), sorted.
-    fn list(&self) -> Result<Vec<(String, String)>, ArtifactError> {
+    pub fn list(&self) -> Result<Vec<(String, String)>, ArtifactError> {
         let mut all = Vec::new();
         for account in self.accounts()? {
             for name in file_names(&self.account_dir(&account))? {

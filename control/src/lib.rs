@@ -16,8 +16,10 @@
 //!
 //! `docs/artifacts.md` describes the on-disk formats, the key hierarchy and the limits.
 
+pub mod admin;
 pub mod api;
 pub mod artifacts;
+pub mod cli;
 pub mod clock;
 pub mod grants;
 pub mod keys;
@@ -25,6 +27,8 @@ pub mod module;
 pub mod names;
 pub mod package;
 pub mod registry;
+pub mod roles;
+pub mod server;
 pub mod service;
 
 mod atomic;

@@ -7,6 +7,7 @@ use crate::artifacts::{ArtifactError, ArtifactStore};
 use crate::keys::{KeyError, KeySource, Keyring};
 use crate::package::Limits;
 use crate::registry::{Registry, RegistryError};
+use crate::roles::RoleIssuer;
 
 /// Settings a deployment may change.
 #[derive(Clone, Debug)]
@@ -49,6 +50,8 @@ pub struct Service {
     /// Synchronous (file I/O and AES): call it from `spawn_blocking`.
     pub artifacts: ArtifactStore,
     pub settings: Settings,
+    /// Mints and verifies execution-role credentials.
+    pub roles: RoleIssuer,
 }
 
 impl Service {
@@ -66,11 +69,13 @@ impl Service {
         };
         let keyring = Keyring::open(keys)?;
         let artifacts = ArtifactStore::open(data_dir, keyring)?;
+        let roles = RoleIssuer::load_or_create(data_dir)?;
         Ok(Service {
             data_dir: data_dir.to_owned(),
             registry,
             artifacts,
             settings,
+            roles,
         })
     }
 }

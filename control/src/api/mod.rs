@@ -2,7 +2,11 @@
 //! routes over [`Service`]. Requests arrive here authenticated: each carries a
 //! [`crate::service::Principal`] in its extensions.
 
+pub mod aliases;
+pub mod concurrency;
 pub mod error;
+pub mod functions;
+pub mod shapes;
 pub mod target;
 
 use std::sync::Arc;
@@ -14,4 +18,7 @@ use crate::service::Service;
 /// Every Lambda route.
 pub fn router() -> Router<Arc<Service>> {
     Router::new()
+        .merge(aliases::routes())
+        .merge(concurrency::routes())
+        .merge(functions::routes())
 }

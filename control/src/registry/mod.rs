@@ -11,6 +11,11 @@ use std::str::FromStr;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions};
 
+pub mod accounts;
+pub mod aliases;
+pub mod concurrency;
+pub mod functions;
+
 /// The SQLite file's name inside the data directory.
 pub const DB_FILE: &str = "registry.db";
 

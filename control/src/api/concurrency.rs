@@ -1,0 +1,492 @@
+//! Lambda's concurrency operations. Reserved concurrency (Put/Get/DeleteFunctionConcurrency)
+//! caps a function and sets that much aside from the account's pool; provisioned
+//! concurrency (Put/Get/Delete/ListProvisionedConcurrencyConfig(s)) keeps initialized
+//! environments ready for a published version or an alias.
+//!
+//! Each write runs in a transaction that first locks the account, so the rules that span
+//! rows hold under concurrent requests: the account keeps
+//! [`store::MIN_UNRESERVED_CONCURRENCY`] of [`store::ACCOUNT_CONCURRENCY_LIMIT`]
+//! unreserved, a function's provisioned total fits in its reservation, and no version is
+//! provisioned both directly and through an alias.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Extension, Json, Router};
+use serde::{Deserialize, Serialize};
+use sqlx::AnyConnection;
+
+use crate::api::aliases::{json_body, query_params, required, Page, Subject};
+use crate::api::error::ApiError;
+use crate::api::target::{self, LATEST};
+use crate::clock;
+use crate::registry::aliases::{self as alias_store, Alias, Routing};
+use crate::registry::concurrency::{self as store, ProvisionedConfig};
+use crate::service::{Principal, Service};
+
+/// Most configurations in one ListProvisionedConcurrencyConfigs page (Lambda's maximum).
+const MAX_PAGE: i64 = 50;
+
+/// Lambda's message for provisioned concurrency on `$LATEST`, directly or via an alias.
+const UNPUBLISHED: &str =
+    "Provisioned Concurrency Configs cannot be applied to unpublished function versions.";
+
+/// Lambda's message when an alias would provision a version that has its own config.
+const ALIAS_ON_PROVISIONED_VERSION: &str =
+    "Alias can't be used for Provisioned Concurrency configuration on an already Provisioned version";
+
+/// The concurrency routes (their API dates are Lambda's: reserved concurrency is written
+/// under 2017-10-31 and read under 2019-09-30).
+pub fn routes() -> Router<Arc<Service>> {
+    Router::new()
+        .route(
+            "/2017-10-31/functions/{function}/concurrency",
+            put(put_reserved).delete(delete_reserved),
+        )
+        .route(
+            "/2019-09-30/functions/{function}/concurrency",
+            get(get_reserved),
+        )
+        .route(
+            "/2019-09-30/functions/{function}/provisioned-concurrency",
+            put(put_provisioned)
+                .get(get_provisioned)
+                .delete(delete_provisioned),
+        )
+}
+
+/// Lambda's `Concurrency` (and the PutFunctionConcurrency body).
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Concurrency {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reserved_concurrent_executions: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ProvisionedRequest {
+    provisioned_concurrent_executions: Option<i64>,
+}
+
+/// One provisioned configuration as Lambda reports it. Until the worker fleet reports
+/// allocation (it will set `READY`, or `FAILED` with a `StatusReason`), every
+/// configuration is `IN_PROGRESS` with nothing available or allocated yet.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ProvisionedStatus {
+    /// In list items only: the version's or alias's ARN.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    function_arn: Option<String>,
+    requested_provisioned_concurrent_executions: i64,
+    available_provisioned_concurrent_executions: i64,
+    allocated_provisioned_concurrent_executions: i64,
+    status: &'static str,
+    last_modified: String,
+}
+
+impl ProvisionedStatus {
+    fn new(config: ProvisionedConfig, function_arn: Option<String>) -> ProvisionedStatus {
+        ProvisionedStatus {
+            function_arn,
+            requested_provisioned_concurrent_executions: config.requested,
+            available_provisioned_concurrent_executions: 0,
+            allocated_provisioned_concurrent_executions: 0,
+            status: "IN_PROGRESS",
+            last_modified: config.last_modified,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListProvisionedResponse {
+    provisioned_concurrency_configs: Vec<ProvisionedStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_marker: Option<String>,
+}
+
+async fn put_reserved(
+    State(service): State<Arc<Service>>,
+    Extension(principal): Extension<Principal>,
+    Path(function): Path<String>,
+    body: Bytes,
+) -> Result<Json<Concurrency>, ApiError> {
+    let subject = Subject::unqualified(&function, &principal, &service)?;
+    let request: Concurrency = json_body(&body)?;
+    let reserved = required(
+        request.reserved_concurrent_executions,
+        "reservedConcurrentExecutions",
+    )?;
+    if reserved < 0 {
+        return Err(ApiError::invalid_parameter(format!(
+            "1 validation error detected: Value '{reserved}' at 'reservedConcurrentExecutions' \
+             failed to satisfy constraint: Member must have value greater than or equal to 0"
+        )));
+    }
+
+    let mut tx = service.registry.pool().begin().await?;
+    store::lock_account(&mut tx, &subject.account).await?;
+    if store::reservation(&mut *tx, &subject.account, &subject.name)
+        .await?
+        .is_none()
+    {
+        return Err(subject.not_found(None));
+    }
+    let provisioned = provisioned_total(&mut tx, &subject).await?;
+    if reserved < provisioned {
+        return Err(ApiError::invalid_parameter(format!(
+            "Specified ReservedConcurrentExecutions for function is less than the function's \
+             total provisioned concurrency [{provisioned}]."
+        )));
+    }
+    let elsewhere = store::committed_elsewhere(&mut *tx, &subject.account, &subject.name).await?;
+    if elsewhere + reserved > reservable() {
+        return Err(ApiError::invalid_parameter(format!(
+            "Specified ReservedConcurrentExecutions for function decreases account's \
+             UnreservedConcurrentExecution below its minimum value of [{}].",
+            store::MIN_UNRESERVED_CONCURRENCY
+        )));
+    }
+    store::set_reserved(&mut *tx, &subject.account, &subject.name, Some(reserved)).await?;
+    tx.commit().await?;
+    Ok(Json(Concurrency {
+        reserved_concurrent_executions: Some(reserved),
+    }))
+}
+
+async fn get_reserved(
+    State(service): State<Arc<Service>>,
+    Extension(principal): Extension<Principal>,
+    Path(function): Path<String>,
+) -> Result<Json<Concurrency>, ApiError> {
+    let subject = Subject::unqualified(&function, &principal, &service)?;
+    let reserved = store::reservation(service.registry.pool(), &subject.account, &subject.name)
+        .await?
+        .ok_or_else(|| subject.not_found(None))?;
+    Ok(Json(Concurrency {
+        reserved_concurrent_executions: reserved,
+    }))
+}
+
+/// Removing a reservation never breaks a rule: the function's provisioned concurrency
+/// (at most its reservation) simply moves into the unreserved pool.
+async fn delete_reserved(
+    State(service): State<Arc<Service>>,
+    Extension(principal): Extension<Principal>,
+    Path(function): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let subject = Subject::unqualified(&function, &principal, &service)?;
+    if store::set_reserved(
+        service.registry.pool(),
+        &subject.account,
+        &subject.name,
+        None,
+    )
+    .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(subject.not_found(None))
+    }
+}
+
+async fn put_provisioned(
+    State(service): State<Arc<Service>>,
+    Extension(principal): Extension<Principal>,
+    Path(function): Path<String>,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let params = query_params(query)?;
+    let (subject, qualifier) = provisioned_subject(&function, &principal, &service, &params)?;
+    if qualifier == LATEST {
+        return Err(ApiError::invalid_parameter(UNPUBLISHED));
+    }
+    let request: ProvisionedRequest = json_body(&body)?;
+    let requested = required(
+        request.provisioned_concurrent_executions,
+        "provisionedConcurrentExecutions",
+    )?;
+    if requested < 1 {
+        return Err(ApiError::invalid_parameter(format!(
+            "1 validation error detected: Value '{requested}' at \
+             'provisionedConcurrentExecutions' failed to satisfy constraint: Member must have \
+             value greater than or equal to 1"
+        )));
+    }
+
+    let mut tx = service.registry.pool().begin().await?;
+    store::lock_account(&mut tx, &subject.account).await?;
+    let reserved = store::reservation(&mut *tx, &subject.account, &subject.name)
+        .await?
+        .ok_or_else(|| subject.not_found(None))?;
+    let configs =
+        store::list_provisioned(&mut *tx, &subject.account, &subject.name, "", i64::MAX).await?;
+    match target(&mut tx, &subject, &qualifier).await? {
+        Some(alias) => check_alias_overlap(&alias.routing, &configs)?,
+        None => check_version_overlap(&mut tx, &subject, &qualifier, &configs).await?,
+    }
+    let others: i64 = configs
+        .iter()
+        .filter(|c| c.qualifier != qualifier)
+        .map(|c| c.requested)
+        .sum();
+    match reserved {
+        Some(reserved) if others + requested > reserved => {
+            return Err(ApiError::invalid_parameter(
+                "Requested Provisioned Concurrency should not be greater than the \
+                 reservedConcurrentExecution for function",
+            ));
+        }
+        Some(_) => {}
+        // Without a reservation, provisioned concurrency comes out of the unreserved pool.
+        None => {
+            let elsewhere =
+                store::committed_elsewhere(&mut *tx, &subject.account, &subject.name).await?;
+            if elsewhere + others + requested > reservable() {
+                return Err(ApiError::invalid_parameter(format!(
+                    "Specified ConcurrentExecutions for function decreases account's \
+                     UnreservedConcurrentExecution below its minimum value of [{}].",
+                    store::MIN_UNRESERVED_CONCURRENCY
+                )));
+            }
+        }
+    }
+    let config = ProvisionedConfig {
+        qualifier,
+        requested,
+        last_modified: clock::lambda_timestamp(),
+    };
+    store::put_provisioned(&mut *tx, &subject.account, &subject.name, &config).await?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ProvisionedStatus::new(config, None)),
+    ))
+}
+
+/// GET serves two operations: ListProvisionedConcurrencyConfigs (`?List=ALL`) and
+/// GetProvisionedConcurrencyConfig (`?Qualifier=…`).
+async fn get_provisioned(
+    State(service): State<Arc<Service>>,
+    Extension(principal): Extension<Principal>,
+    Path(function): Path<String>,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query_params(query)?;
+    if let Some(list) = params.get("List") {
+        if list != "ALL" {
+            return Err(ApiError::invalid_parameter(format!(
+                "1 validation error detected: Value '{list}' at 'list' failed to satisfy \
+                 constraint: Member must satisfy enum value set: [ALL]"
+            )));
+        }
+        let subject = Subject::unqualified(&function, &principal, &service)?;
+        return Ok(list_provisioned(&service, &subject, &params)
+            .await?
+            .into_response());
+    }
+    let (subject, qualifier) = provisioned_subject(&function, &principal, &service, &params)?;
+    let mut conn = service.registry.pool().acquire().await?;
+    existing_target(&mut conn, &subject, &qualifier).await?;
+    let config = store::provisioned(&mut *conn, &subject.account, &subject.name, &qualifier)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "ProvisionedConcurrencyConfigNotFoundException",
+                "No Provisioned Concurrency Config found for this function",
+            )
+        })?;
+    Ok(Json(ProvisionedStatus::new(config, None)).into_response())
+}
+
+/// Like Lambda's, deleting a configuration that does not exist succeeds; the function and
+/// the version or alias must exist. Removing concurrency breaks no rule, so no lock.
+async fn delete_provisioned(
+    State(service): State<Arc<Service>>,
+    Extension(principal): Extension<Principal>,
+    Path(function): Path<String>,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+) -> Result<StatusCode, ApiError> {
+    let params = query_params(query)?;
+    let (subject, qualifier) = provisioned_subject(&function, &principal, &service, &params)?;
+    let mut conn = service.registry.pool().acquire().await?;
+    existing_target(&mut conn, &subject, &qualifier).await?;
+    store::delete_provisioned(&mut *conn, &subject.account, &subject.name, &qualifier).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_provisioned(
+    service: &Service,
+    subject: &Subject,
+    params: &BTreeMap<String, String>,
+) -> Result<Json<ListProvisionedResponse>, ApiError> {
+    let page = Page::from_query(params, MAX_PAGE, target::check_qualifier)?;
+    let mut conn = service.registry.pool().acquire().await?;
+    subject.check_exists(&mut conn).await?;
+    let found = store::list_provisioned(
+        &mut *conn,
+        &subject.account,
+        &subject.name,
+        &page.after,
+        page.size + 1,
+    )
+    .await?;
+    let (found, next_marker) = page.split(found, |config| &config.qualifier);
+    let configs = found
+        .into_iter()
+        .map(|config| {
+            let arn = subject.arn(Some(&config.qualifier));
+            ProvisionedStatus::new(config, Some(arn))
+        })
+        .collect();
+    Ok(Json(ListProvisionedResponse {
+        provisioned_concurrency_configs: configs,
+        next_marker,
+    }))
+}
+
+/// UpdateAlias's side of the provisioning rules: an alias with provisioned concurrency
+/// may only move to published versions that are not provisioned themselves.
+pub(crate) async fn check_alias_retarget(
+    conn: &mut AnyConnection,
+    subject: &Subject,
+    alias: &Alias,
+) -> Result<(), ApiError> {
+    let configs =
+        store::list_provisioned(&mut *conn, &subject.account, &subject.name, "", i64::MAX).await?;
+    if configs.iter().any(|c| c.qualifier == alias.name) {
+        check_alias_overlap(&alias.routing, &configs)?;
+    }
+    Ok(())
+}
+
+/// The concurrency the account can set aside for functions.
+fn reservable() -> i64 {
+    store::ACCOUNT_CONCURRENCY_LIMIT - store::MIN_UNRESERVED_CONCURRENCY
+}
+
+/// The function and the qualifier of a provisioned concurrency request: from `Qualifier`
+/// in the query string or the qualified `FunctionName` (they must agree when both are
+/// given).
+fn provisioned_subject(
+    function: &str,
+    principal: &Principal,
+    service: &Service,
+    params: &BTreeMap<String, String>,
+) -> Result<(Subject, String), ApiError> {
+    let (subject, from_name) = Subject::parse(function, principal, service)?;
+    let qualifier = match (params.get("Qualifier").cloned(), from_name) {
+        (Some(given), Some(derived)) if given != derived => {
+            return Err(ApiError::invalid_parameter(
+                "The derived qualifier from the function name does not match the specified \
+                 qualifier.",
+            ))
+        }
+        (Some(qualifier), _) | (None, Some(qualifier)) => qualifier,
+        (None, None) => required(None, "qualifier")?,
+    };
+    target::check_qualifier(&qualifier)?;
+    Ok((subject, qualifier))
+}
+
+/// Sum of the function's provisioned concurrency.
+async fn provisioned_total(conn: &mut AnyConnection, subject: &Subject) -> Result<i64, ApiError> {
+    let configs =
+        store::list_provisioned(&mut *conn, &subject.account, &subject.name, "", i64::MAX).await?;
+    Ok(configs.iter().map(|c| c.requested).sum())
+}
+
+/// The version or alias of an existing function a configuration is for, which must exist:
+/// `Some(alias)` for an alias, `None` for a published version.
+async fn target(
+    conn: &mut AnyConnection,
+    subject: &Subject,
+    qualifier: &str,
+) -> Result<Option<Alias>, ApiError> {
+    if is_version(qualifier) {
+        if !alias_store::version_exists(&mut *conn, &subject.account, &subject.name, qualifier)
+            .await?
+        {
+            return Err(subject.not_found(Some(qualifier)));
+        }
+        return Ok(None);
+    }
+    alias_store::get(&mut *conn, &subject.account, &subject.name, qualifier)
+        .await?
+        .map(Some)
+        .ok_or_else(|| subject.alias_not_found(qualifier))
+}
+
+/// Like [`target`] for reading or removing a configuration, where `$LATEST` can have none.
+async fn existing_target(
+    conn: &mut AnyConnection,
+    subject: &Subject,
+    qualifier: &str,
+) -> Result<(), ApiError> {
+    if qualifier == LATEST {
+        return Err(ApiError::invalid_parameter(
+            "The function resource provided must be an alias or a published version.",
+        ));
+    }
+    subject.check_exists(conn).await?;
+    target(conn, subject, qualifier).await.map(drop)
+}
+
+/// An alias may be provisioned only when it routes to published versions that have no
+/// configuration of their own (each environment counts once).
+fn check_alias_overlap(routing: &Routing, configs: &[ProvisionedConfig]) -> Result<(), ApiError> {
+    if routing.primary == LATEST {
+        return Err(ApiError::invalid_parameter(UNPUBLISHED));
+    }
+    if versions(routing).any(|v| configs.iter().any(|c| c.qualifier == v)) {
+        return Err(ApiError::conflict(ALIAS_ON_PROVISIONED_VERSION));
+    }
+    Ok(())
+}
+
+/// A version may be provisioned only when no provisioned alias routes to it.
+async fn check_version_overlap(
+    conn: &mut AnyConnection,
+    subject: &Subject,
+    version: &str,
+    configs: &[ProvisionedConfig],
+) -> Result<(), ApiError> {
+    for config in configs.iter().filter(|c| !is_version(&c.qualifier)) {
+        let Some(alias) = alias_store::get(
+            &mut *conn,
+            &subject.account,
+            &subject.name,
+            &config.qualifier,
+        )
+        .await?
+        else {
+            continue;
+        };
+        if versions(&alias.routing).any(|v| v == version) {
+            return Err(ApiError::conflict(
+                "Version is pointed by a Provisioned Concurrency alias",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a qualifier names a published version rather than an alias.
+fn is_version(qualifier: &str) -> bool {
+    qualifier.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Every version a routing sends invocations to.
+fn versions(routing: &Routing) -> impl Iterator<Item = &str> {
+    std::iter::once(routing.primary.as_str())
+        .chain(routing.additional.as_ref().map(|(v, _)| v.as_str()))
+}

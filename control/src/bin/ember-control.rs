@@ -1,0 +1,112 @@
+//! `ember-control`: the control service (`serve`) and the operator commands that work on
+//! its data directory (`keys`, `account`).
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use control::admin::account::AccountCommand;
+use control::admin::keys::KeysCommand;
+use control::admin::{DataDirArgs, DatabaseArgs, MasterKeyArgs};
+use control::server::{self, ServeOptions};
+use control::service::Settings;
+
+#[derive(Parser)]
+#[command(name = "ember-control", version, about = "ember's control service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the Lambda-compatible API over HTTPS.
+    Serve(ServeArgs),
+    /// Manage the master keys that wrap stored code.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage accounts.
+    #[command(subcommand)]
+    Account(AccountCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    dir: DataDirArgs,
+    /// Address to listen on; port 0 picks a free one (printed once listening).
+    #[arg(long, default_value = "127.0.0.1:9443")]
+    listen: SocketAddr,
+    /// The server certificate chain (PEM); without it a local CA in DIR/tls issues one.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The server certificate's private key (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    keys: MasterKeyArgs,
+    /// The region clients sign for and ARNs name.
+    #[arg(long, default_value = "local")]
+    region: String,
+    /// How long execution-role credentials last, in seconds (as STS: 15 min to 12 h).
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(900..=43_200))]
+    role_credentials_ttl: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Keys(command) => command
+            .run(&mut std::io::stdout().lock())
+            .map_err(|e| e.to_string()),
+        Command::Account(command) => runtime().and_then(|rt| {
+            rt.block_on(command.run(&mut std::io::stdout()))
+                .map_err(|e| e.to_string())
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ember-control: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    let data_dir = args.dir.data_dir;
+    let options = ServeOptions {
+        keys: args.keys.source(&data_dir),
+        listen: args.listen,
+        tls_files: args.tls_cert.zip(args.tls_key),
+        database_url: args.database.database_url,
+        settings: Settings {
+            region: args.region,
+            ..Settings::default()
+        },
+        role_lifetime: Duration::from_secs(args.role_credentials_ttl),
+        data_dir,
+    };
+    runtime()?
+        .block_on(server::run(options, server::shutdown_signal()))
+        .map_err(|e| e.to_string())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Runtime::new().map_err(|e| format!("starting the async runtime: {e}"))
+}

@@ -1,0 +1,215 @@
+//! The `ember-control` service: the Lambda API ([`crate::api`]) behind SigV4
+//! authentication ([`auth`]), served over HTTPS only ([`tls`]), with a request id on every
+//! response ([`request_id`]).
+//!
+//! Each connection is a task: the TLS handshake (bounded in time, so a silent client
+//! cannot hold a task), then HTTP/1.1 by hyper with axum's router as the service. On
+//! shutdown the listener closes, open connections finish their requests (up to
+//! [`DRAIN`]), and the call returns.
+
+pub mod auth;
+pub mod bootstrap;
+pub mod request_id;
+pub mod sigv4;
+pub mod tls;
+
+#[cfg(test)]
+mod test_signing;
+
+use std::future::Future;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode, Uri};
+use axum::middleware;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::api;
+use crate::api::error::ApiError;
+use crate::keys::KeySource;
+use crate::service::{OpenError, Service, Settings};
+
+/// How long a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long shutdown waits for requests in progress.
+pub const DRAIN: Duration = Duration::from_secs(30);
+
+/// What `ember-control serve` needs.
+#[derive(Debug)]
+pub struct ServeOptions {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// The operator's certificate chain and key (PEM); `None` uses the local CA.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    pub database_url: Option<String>,
+    pub keys: KeySource,
+    pub settings: Settings,
+    /// How long execution-role credentials last.
+    pub role_lifetime: Duration,
+}
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("creating the admin account: {0}")]
+    Bootstrap(#[from] crate::registry::accounts::AccountError),
+    #[error("listening on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: io::Error },
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// Runs the service until `shutdown` completes. Prints `ember-control listening on
+/// https://ADDR` on stdout once it accepts connections.
+pub async fn run(
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    crate::atomic::private_dir(&options.data_dir)
+        .map_err(|e| crate::atomic::with_path(e, &options.data_dir))?;
+    let mut service = Service::open(
+        &options.data_dir,
+        options.database_url.as_deref(),
+        options.keys,
+        options.settings,
+    )
+    .await?;
+    service.roles.set_lifetime(options.role_lifetime);
+    bootstrap::ensure_admin(&service).await?;
+
+    let identity = match &options.tls_files {
+        Some((cert, key)) => tls::from_files(cert, key)?,
+        None => tls::local(&options.data_dir, options.listen.ip())?,
+    };
+    let acceptor = TlsAcceptor::from(tls::server_config(identity)?);
+    let listener =
+        TcpListener::bind(options.listen)
+            .await
+            .map_err(|source| ServeError::Listen {
+                addr: options.listen,
+                source,
+            })?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "ember-control listening on https://{addr}")?;
+    stdout.flush()?;
+    drop(stdout);
+
+    serve(listener, acceptor, app(Arc::new(service)), shutdown).await;
+    Ok(())
+}
+
+/// The whole HTTP application: the API and a Lambda-shaped 404 for anything else, all
+/// behind authentication, with request ids outermost.
+pub fn app(service: Arc<Service>) -> Router {
+    api::router()
+        .fallback(unknown_operation)
+        .method_not_allowed_fallback(unknown_operation)
+        .layer(middleware::from_fn_with_state(
+            service.clone(),
+            auth::authenticate,
+        ))
+        .layer(middleware::from_fn(request_id::assign))
+        .with_state(service)
+}
+
+/// What Lambda answers for a path and method it has no operation for.
+async fn unknown_operation(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "UnknownOperationException",
+        format!("Unknown operation {method} {}", uri.path()),
+    )
+}
+
+/// Accepts TLS connections on `listener` and serves `app` on each until `shutdown`, then
+/// lets open connections finish for up to [`DRAIN`].
+pub async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // The timer enables hyper's limit on how long a client may take to send headers.
+    http.timer(TokioTimer::new());
+    let http = Arc::new(http);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (acceptor, app, http) = (acceptor.clone(), app.clone(), http.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let connection =
+                http.serve_connection(TokioIo::new(tls), TowerToHyperService::new(app));
+            if let Err(e) = watcher.watch(connection).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: finishing requests in progress");
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in progress after {DRAIN:?}; stopping anyway");
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch SIGTERM; SIGINT still stops the service");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = term => tracing::info!("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+    }
+}

@@ -1,0 +1,218 @@
+//! Helpers shared by the tests that run the real `ember-control` binary and drive it with
+//! the real AWS CLI and boto3. A missing `aws` or `boto3` fails the test with a clear
+//! message: CI installs both (`.ci/run`), so a skip would hide a broken setup.
+
+// Each test binary compiles this module on its own and uses only part of it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a start may take before the test fails.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running `ember-control serve`, killed when dropped.
+pub struct Control {
+    pub data_dir: PathBuf,
+    pub endpoint: String,
+    child: Child,
+}
+
+impl Control {
+    /// Starts the service on a free loopback port with `data_dir`, waiting until it
+    /// listens.
+    pub fn start(data_dir: &Path) -> Control {
+        Control::start_with(data_dir, &[])
+    }
+
+    /// Like [`Control::start`], with extra `serve` arguments.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Control {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ember-control"))
+            .args(["serve", "--data-dir"])
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start ember-control");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("ember-control listening on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        let endpoint = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("ember-control did not print its listening line within {START_TIMEOUT:?}");
+            }
+        };
+        Control {
+            data_dir: data_dir.to_owned(),
+            endpoint,
+            child,
+        }
+    }
+
+    /// Kills the service at once (SIGKILL), as a crash would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// `DIR/ca.pem`.
+    pub fn ca(&self) -> PathBuf {
+        self.data_dir.join("ca.pem")
+    }
+
+    /// `DIR/credentials`.
+    pub fn credentials(&self) -> PathBuf {
+        self.data_dir.join("credentials")
+    }
+
+    /// Runs `aws --profile ember lambda ARGS…` against the service.
+    pub fn aws(&self, args: &[&str]) -> Output {
+        self.aws_with(&self.credentials(), "ember", args)
+    }
+
+    /// Runs `aws lambda ARGS…` with another credentials file and profile.
+    pub fn aws_with(&self, credentials: &Path, profile: &str, args: &[&str]) -> Output {
+        let mut command = Command::new("aws");
+        command
+            .args([
+                "--profile",
+                profile,
+                "--region",
+                "local",
+                "--output",
+                "json",
+            ])
+            .args(["--endpoint-url", &self.endpoint, "lambda"])
+            .args(args);
+        aws_env(&mut command, credentials, &self.ca());
+        command
+            .output()
+            .expect("run `aws` (the AWS CLI; .ci/run installs it with pip)")
+    }
+
+    /// Runs `aws lambda ARGS…`, requires success and parses its JSON output.
+    pub fn aws_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.aws(args);
+        assert!(
+            out.status.success(),
+            "aws lambda {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.stdout.is_empty() {
+            return serde_json::Value::Null;
+        }
+        serde_json::from_slice(&out.stdout).expect("aws printed JSON")
+    }
+
+    /// Adds an account with `ember-control account create` and returns a credentials file
+    /// holding both the admin's profile and the new one's.
+    pub fn add_account(&self, name: &str, into: &Path) -> PathBuf {
+        let out = Command::new(env!("CARGO_BIN_EXE_ember-control"))
+            .args(["account", "create", name, "--data-dir"])
+            .arg(&self.data_dir)
+            .output()
+            .expect("run ember-control account create");
+        assert!(
+            out.status.success(),
+            "account create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = into.join("credentials");
+        let mut file = std::fs::File::create(&path).unwrap();
+        file.write_all(&std::fs::read(self.credentials()).unwrap())
+            .unwrap();
+        file.write_all(b"\n").unwrap();
+        file.write_all(&out.stdout).unwrap();
+        path
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Points an AWS CLI or boto3 process at `credentials` and `ca`, and at nothing else: no
+/// configuration or keys from the environment running the tests leak in.
+pub fn aws_env(command: &mut Command, credentials: &Path, ca: &Path) {
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_DEFAULT_REGION",
+        "AWS_REGION",
+    ] {
+        command.env_remove(var);
+    }
+    command
+        .env("AWS_SHARED_CREDENTIALS_FILE", credentials)
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_CA_BUNDLE", ca)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_PAGER", "");
+}
+
+/// The error type in an AWS CLI failure, from its `An error occurred (TYPE) when calling …`
+/// line.
+pub fn aws_error(out: &Output) -> String {
+    assert!(!out.status.success(), "expected the aws command to fail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    stderr
+        .split_once("An error occurred (")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(kind, _)| kind.to_owned())
+        .unwrap_or_else(|| panic!("no AWS error type in: {stderr}"))
+}
+
+/// A ZIP holding `entries` (name, bytes), deflated.
+pub fn zip(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut writer = zip::ZipWriter::new(&mut out);
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, bytes) in entries {
+        writer.start_file(*name, options).unwrap();
+        writer.write_all(bytes).unwrap();
+    }
+    writer.finish().unwrap();
+    out.into_inner()
+}
+
+/// Writes the packages the client tests upload into `dir`: the example functions, and
+/// the broken ones the service must refuse.
+pub fn write_packages(dir: &Path) {
+    let packages: [(&str, Vec<u8>); 6] = [
+        ("hello.zip", zip(&[("hello.wasm", ember_examples::HELLO)])),
+        (
+            "counter.zip",
+            zip(&[("counter.wasm", ember_examples::COUNTER)]),
+        ),
+        ("echo.zip", zip(&[("bin/echo.wasm", ember_examples::ECHO)])),
+        ("not-a-zip.zip", b"this is not a zip archive".to_vec()),
+        ("no-module.zip", zip(&[("README.txt", b"no code here")])),
+        (
+            "bad-wasm.zip",
+            zip(&[("f.wasm", b"\0asm\x01\0\0\0garbage")]),
+        ),
+    ];
+    for (name, bytes) in packages {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
