@@ -23,15 +23,14 @@
 use std::fmt;
 use std::path::Path;
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::keydir::KeyDir;
+use crate::keydir;
 use crate::keys::KeyError;
 use crate::names::{self, InvalidName};
-use crate::random;
 
 /// The secret's file name inside `DIR/keys/`.
 pub const SECRET_FILE: &str = "grant.key";
@@ -88,21 +87,10 @@ impl GrantIssuer {
 
     /// The issuer of `data_dir`, whose secret is made on first use.
     pub fn load_or_create(data_dir: &Path) -> Result<GrantIssuer, KeyError> {
-        let keydir = KeyDir::open(data_dir)?;
-        let _lock = keydir.lock()?;
-        if let Some(text) = keydir.read(SECRET_FILE)? {
-            let invalid = || KeyError::Invalid {
-                location: keydir.path(SECRET_FILE).display().to_string(),
-                reason: "not 32 bytes of base64".into(),
-            };
-            let bytes =
-                zeroize::Zeroizing::new(STANDARD.decode(text.trim_ascii()).map_err(|_| invalid())?);
-            let secret: &[u8; 32] = bytes.as_slice().try_into().map_err(|_| invalid())?;
-            return Ok(GrantIssuer::new(secret));
-        }
-        let secret = random::key()?;
-        keydir.write(SECRET_FILE, STANDARD.encode(*secret).as_bytes())?;
-        Ok(GrantIssuer::new(&secret))
+        Ok(GrantIssuer::new(&*keydir::load_or_create_secret(
+            data_dir,
+            SECRET_FILE,
+        )?))
     }
 
     /// A token granting `account`'s artifact `artifact_id` until `expires_at` (Unix seconds).

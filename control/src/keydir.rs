@@ -11,8 +11,13 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+
 use crate::atomic::{self, with_path};
+use crate::keys::KeyError;
 use crate::lock;
+use crate::random;
 
 /// The folder's name inside the data directory.
 pub(crate) const DIR: &str = "keys";
@@ -72,6 +77,28 @@ impl KeyDir {
         let path = self.path(name);
         atomic::write(&path, bytes, 0o600).map_err(|e| with_path(e, &path))
     }
+}
+
+/// The 32-byte secret in `DIR/keys/<name>` (standard base64, 0600), made on first use:
+/// what the grant and role-credential issuers sign with.
+pub(crate) fn load_or_create_secret(
+    data_dir: &Path,
+    name: &str,
+) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+    let keydir = KeyDir::open(data_dir)?;
+    let _lock = keydir.lock()?;
+    if let Some(text) = keydir.read(name)? {
+        let invalid = || KeyError::Invalid {
+            location: keydir.path(name).display().to_string(),
+            reason: "not 32 bytes of base64".into(),
+        };
+        let bytes = Zeroizing::new(STANDARD.decode(text.trim_ascii()).map_err(|_| invalid())?);
+        let secret: [u8; 32] = bytes.as_slice().try_into().map_err(|_| invalid())?;
+        return Ok(Zeroizing::new(secret));
+    }
+    let secret = random::key()?;
+    keydir.write(name, STANDARD.encode(*secret).as_bytes())?;
+    Ok(secret)
 }
 
 #[cfg(test)]

@@ -29,10 +29,10 @@ use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::keydir::KeyDir;
+use crate::keydir;
 use crate::keys::KeyError;
 use crate::names;
-use crate::random;
+
 use crate::registry::accounts;
 
 /// The secret's file name inside `DIR/keys/`.
@@ -154,21 +154,10 @@ impl RoleIssuer {
 
     /// The issuer of `data_dir`, whose secret is made on first use.
     pub fn load_or_create(data_dir: &Path) -> Result<RoleIssuer, KeyError> {
-        let keydir = KeyDir::open(data_dir)?;
-        let _lock = keydir.lock()?;
-        if let Some(text) = keydir.read(SECRET_FILE)? {
-            let invalid = || KeyError::Invalid {
-                location: keydir.path(SECRET_FILE).display().to_string(),
-                reason: "not 32 bytes of base64".into(),
-            };
-            let bytes =
-                zeroize::Zeroizing::new(STANDARD.decode(text.trim_ascii()).map_err(|_| invalid())?);
-            let secret: &[u8; 32] = bytes.as_slice().try_into().map_err(|_| invalid())?;
-            return Ok(RoleIssuer::new(secret));
-        }
-        let secret = random::key()?;
-        keydir.write(SECRET_FILE, STANDARD.encode(*secret).as_bytes())?;
-        Ok(RoleIssuer::new(&secret))
+        Ok(RoleIssuer::new(&*keydir::load_or_create_secret(
+            data_dir,
+            SECRET_FILE,
+        )?))
     }
 
     /// Makes credentials issued from now on last `lifetime` (whole seconds).

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::artifacts::{ArtifactError, ArtifactStore};
+use crate::grants::GrantIssuer;
 use crate::keys::{KeyError, KeySource, Keyring};
 use crate::package::Limits;
 use crate::registry::{Registry, RegistryError};
@@ -52,6 +53,8 @@ pub struct Service {
     pub settings: Settings,
     /// Mints and verifies execution-role credentials.
     pub roles: RoleIssuer,
+    /// Signs and checks the artifact-scoped grants code downloads need.
+    pub grants: GrantIssuer,
 }
 
 impl Service {
@@ -70,12 +73,14 @@ impl Service {
         let keyring = Keyring::open(keys)?;
         let artifacts = ArtifactStore::open(data_dir, keyring)?;
         let roles = RoleIssuer::load_or_create(data_dir)?;
+        let grants = GrantIssuer::load_or_create(data_dir)?;
         Ok(Service {
             data_dir: data_dir.to_owned(),
             registry,
             artifacts,
             settings,
             roles,
+            grants,
         })
     }
 }

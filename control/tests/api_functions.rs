@@ -83,6 +83,7 @@ impl Harness {
         let request = Request::builder()
             .method(method)
             .uri(uri)
+            .header("host", "lambda.test")
             .header("content-type", "application/json")
             .extension(Principal {
                 account_id: account.to_owned(),

@@ -1,74 +1,37 @@
 //! End to end: the `ember` CLI against a real `ember-control serve` on a loopback port,
 //! configured from the service's data directory the way an operator would.
 
-use std::fs;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod common;
 
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use common::Control;
 use serde_json::Value;
 use tempfile::TempDir;
 
-/// How long the service may take to print its address.
-const STARTUP: Duration = Duration::from_secs(60);
-
-/// A running `ember-control serve`, killed on drop.
+/// A running service in its own data directory; drops stop it, then remove the directory.
 struct Server {
-    child: Child,
-    /// `https://127.0.0.1:PORT`
-    endpoint: String,
-    data: TempDir,
+    control: Control,
+    _data: TempDir,
 }
 
 impl Server {
     fn start() -> Server {
         let data = tempfile::tempdir().unwrap();
-        let log = data.path().join("server.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ember-control"))
-            .args(["serve", "--data-dir"])
-            .arg(data.path())
-            .args(["--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        // Read stdout on a thread (and keep draining it) so the server never blocks on a
-        // full pipe.
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("ember-control listening on ") {
-                    let _ = tx.send(url.trim().to_owned());
-                }
-            }
-        });
-        let mut server = Server {
-            child,
-            endpoint: String::new(),
-            data,
-        };
-        match rx.recv_timeout(STARTUP) {
-            Ok(endpoint) => server.endpoint = endpoint,
-            Err(_) => panic!(
-                "ember-control did not start: {}",
-                fs::read_to_string(&log).unwrap_or_default()
-            ),
+        Server {
+            control: Control::start(data.path()),
+            _data: data,
         }
-        server
     }
 
-    fn dir(&self) -> &Path {
-        self.data.path()
+    fn dir(&self) -> &str {
+        self.control.data_dir.to_str().unwrap()
     }
-}
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn endpoint(&self) -> &str {
+        &self.control.endpoint
     }
 }
 
@@ -166,9 +129,9 @@ fn configured(server: &Server) -> Ember {
     ember.ok(&[
         "configure",
         "--from-data-dir",
-        server.dir().to_str().unwrap(),
+        server.dir(),
         "--endpoint",
-        &server.endpoint,
+        server.endpoint(),
     ]);
     ember
 }
@@ -181,11 +144,11 @@ fn configure_reads_the_data_directory_and_keeps_secrets_private() {
     let shown = ember.ok(&[
         "configure",
         "--from-data-dir",
-        server.dir().to_str().unwrap(),
+        server.dir(),
         "--endpoint",
-        &server.endpoint,
+        server.endpoint(),
     ]);
-    let credentials = fs::read_to_string(server.dir().join("credentials")).unwrap();
+    let credentials = fs::read_to_string(server.control.credentials()).unwrap();
     let secret = credentials
         .lines()
         .find_map(|l| {
@@ -417,9 +380,9 @@ fn failures_are_one_line_with_a_hint() {
     ember.ok(&[
         "configure",
         "--endpoint",
-        &server.endpoint,
+        server.endpoint(),
         "--credentials-file",
-        server.dir().join("credentials").to_str().unwrap(),
+        server.control.credentials().to_str().unwrap(),
         "--profile",
         "ember",
     ]);
@@ -431,7 +394,7 @@ fn failures_are_one_line_with_a_hint() {
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 
-    let ca = server.dir().join("ca.pem");
+    let ca = server.control.ca();
     let ca = ca.to_str().unwrap();
     assert_eq!(
         ember.json(&["--ca", ca, "function", "list"]),

@@ -40,8 +40,10 @@ fn first_start_makes_what_the_aws_cli_needs_and_restarts_reuse_it() {
     let credentials = control.credentials();
     assert_eq!(mode(&credentials), 0o600);
     let text = fs::read_to_string(&credentials).unwrap();
-    assert!(text.starts_with("# ember account admin ("), "{text}");
-    assert!(text.contains("\n[ember]\n"), "{text}");
+    assert!(
+        text.starts_with("# ember account admin\n[ember]\naws_account_id = "),
+        "{text}"
+    );
     let key = key_id(&credentials);
     assert!(key.starts_with("AKIA") && key.len() == 20, "{key}");
     let ca = fs::read_to_string(control.ca()).unwrap();

@@ -53,7 +53,7 @@ impl AccountCommand {
 /// account.
 pub fn credentials_profile(profile: &str, account: &Account, key: &AccessKey) -> String {
     format!(
-        "# ember account {} ({})\n[{profile}]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+        "# ember account {}\n[{profile}]\naws_account_id = {}\naws_access_key_id = {}\naws_secret_access_key = {}\n",
         account.name, account.id, key.key_id, key.secret
     )
 }
@@ -86,11 +86,13 @@ mod tests {
         let (result, out) = create(data.path(), "team").await;
         result.unwrap();
         let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines.len(), 4, "{out}");
-        assert!(lines[0].starts_with("# ember account team ("), "{out}");
+        assert_eq!(lines.len(), 5, "{out}");
+        assert_eq!(lines[0], "# ember account team", "{out}");
         assert_eq!(lines[1], "[team]");
-        let key_id = lines[2].strip_prefix("aws_access_key_id = ").unwrap();
-        let secret = lines[3].strip_prefix("aws_secret_access_key = ").unwrap();
+        let account_id = lines[2].strip_prefix("aws_account_id = ").unwrap();
+        assert!(account_id.len() == 12 && account_id.bytes().all(|b| b.is_ascii_digit()));
+        let key_id = lines[3].strip_prefix("aws_access_key_id = ").unwrap();
+        let secret = lines[4].strip_prefix("aws_secret_access_key = ").unwrap();
         let key = accounts::find_key(registry.pool(), key_id)
             .await
             .unwrap()

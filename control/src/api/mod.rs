@@ -4,6 +4,7 @@
 
 pub mod aliases;
 pub mod concurrency;
+pub mod download;
 pub mod error;
 pub mod functions;
 pub mod shapes;

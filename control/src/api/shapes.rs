@@ -156,12 +156,13 @@ pub struct GetFunctionResponse {
 }
 
 /// Lambda's `FunctionCodeLocation`. Lambda gives a pre-signed S3 URL of the uploaded ZIP;
-/// ember keeps only the validated module, encrypted, so there is no ZIP to point to and
-/// `Location` is left out.
+/// ember keeps only the validated module, encrypted, so `Location` downloads that module
+/// (see [`crate::api::download`]).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct FunctionCodeLocation {
     pub repository_type: &'static str,
+    pub location: String,
 }
 
 /// Lambda's `Concurrency`.

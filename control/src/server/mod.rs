@@ -89,6 +89,12 @@ pub async fn run(
     .await?;
     service.roles.set_lifetime(options.role_lifetime);
     bootstrap::ensure_admin(&service).await?;
+    let service = Arc::new(service);
+    match api::functions::remove_orphan_artifacts(&service).await {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "removed code no version references"),
+        Err(e) => tracing::warn!(error = %e, "could not remove unreferenced code"),
+    }
 
     let identity = match &options.tls_files {
         Some((cert, key)) => tls::from_files(cert, key)?,
@@ -109,7 +115,7 @@ pub async fn run(
     stdout.flush()?;
     drop(stdout);
 
-    serve(listener, acceptor, app(Arc::new(service)), shutdown).await;
+    serve(listener, acceptor, app(service), shutdown).await;
     Ok(())
 }
 
@@ -123,6 +129,8 @@ pub fn app(service: Arc<Service>) -> Router {
             service.clone(),
             auth::authenticate,
         ))
+        // Code downloads carry their own credential, a grant, instead of a signature.
+        .merge(api::download::routes())
         .layer(middleware::from_fn(request_id::assign))
         .with_state(service)
 }

@@ -35,6 +35,11 @@ impl Control {
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
+            // Requests are logged at info; tests show only what went wrong.
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -8,12 +8,14 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::{Extension, Json};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
 use super::body::{FunctionName, Params};
 use super::Named;
+use crate::api::download;
 use crate::api::error::ApiError;
 use crate::api::shapes::{
     Concurrency, FunctionCodeLocation, FunctionConfiguration, FunctionsQuery, GetFunctionResponse,
@@ -33,6 +35,7 @@ const MAX_ITEMS: i64 = 10_000;
 pub async fn get(
     State(service): State<Arc<Service>>,
     Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
     FunctionName(function): FunctionName,
     Params(query): Params<FunctionsQuery>,
 ) -> Result<Json<GetFunctionResponse>, ApiError> {
@@ -41,6 +44,12 @@ pub async fn get(
     let function = store::get_function(&service.registry, &named.account, &named.name)
         .await?
         .ok_or_else(|| named.not_found())?;
+    let location = download::location(
+        &service,
+        &headers,
+        &version.account_id,
+        &version.code.artifact_id,
+    )?;
     Ok(Json(GetFunctionResponse {
         configuration: FunctionConfiguration::of(
             version,
@@ -49,6 +58,7 @@ pub async fn get(
         ),
         code: FunctionCodeLocation {
             repository_type: "S3",
+            location,
         },
         concurrency: function.reserved_concurrency.map(|reserved| Concurrency {
             reserved_concurrent_executions: reserved,
