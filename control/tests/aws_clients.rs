@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{aws_env, aws_error, write_packages, Control};
 
 #[test]
@@ -14,7 +12,7 @@ fn boto3_drives_the_whole_lifecycle() {
     let credentials = control.add_account("other", dir.path());
     write_packages(dir.path());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/lambda_boto3.py");
-    let mut python = Command::new("python3");
+    let mut python = common::python();
     python
         .arg(script)
         .arg(&control.endpoint)

@@ -160,7 +160,7 @@ fn a_crash_during_an_upload_never_serves_half_an_artifact() {
     create(&control, dir.path(), "f", "hello.zip");
 
     for delay_ms in [50, 300, 800, 1500, 3000] {
-        let mut upload = Command::new("aws");
+        let mut upload = common::aws_cli();
         upload
             .args(["--profile", "ember", "--region", "local"])
             .args(["--endpoint-url", &control.endpoint])

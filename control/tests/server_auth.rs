@@ -7,7 +7,6 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
@@ -152,7 +151,7 @@ fn boto3_signs_requests_the_service_accepts() {
     let dir = tempfile::tempdir().unwrap();
     let control = Control::start(&dir.path().join("data"));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/server_auth_boto3.py");
-    let mut python = Command::new("python3");
+    let mut python = common::python();
     python.arg(script).arg(&control.endpoint).arg(control.ca());
     aws_env(&mut python, &control.credentials(), &control.ca());
     let out = python

@@ -1,6 +1,7 @@
 //! Helpers shared by the tests that run the real `ember-control` binary and drive it with
-//! the real AWS CLI and boto3. A missing `aws` or `boto3` fails the test with a clear
-//! message: CI installs both (`.ci/run`), so a skip would hide a broken setup.
+//! the real AWS CLI and boto3. Both are installed from PyPI on first use when missing (the
+//! versions `.ci/run` pins), so `cargo test` needs no setup of its own; when that fails,
+//! the tests fail with the reason instead of skipping.
 
 // Each test binary compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
@@ -8,7 +9,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, OnceLock};
 use std::time::Duration;
 
 /// How long a start may take before the test fails.
@@ -90,7 +91,7 @@ impl Control {
 
     /// Runs `aws lambda ARGS…` with another credentials file and profile.
     pub fn aws_with(&self, credentials: &Path, profile: &str, args: &[&str]) -> Output {
-        let mut command = Command::new("aws");
+        let mut command = aws_cli();
         command
             .args([
                 "--profile",
@@ -150,6 +151,66 @@ impl Drop for Control {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The AWS CLI and boto3 as `.ci/run` pins them.
+const PYTHON_CLIENTS: [&str; 2] = ["awscli==1.45.11", "boto3==1.43.11"];
+
+/// A command running the AWS CLI: `aws` when it is on the path, else the same CLI as a
+/// Python module (where pip put it without a script on the path).
+pub fn aws_cli() -> Command {
+    static ON_PATH: OnceLock<bool> = OnceLock::new();
+    let on_path = *ON_PATH.get_or_init(|| {
+        install_python_clients();
+        Command::new("aws")
+            .arg("--version")
+            .output()
+            .is_ok_and(|out| out.status.success())
+    });
+    if on_path {
+        Command::new("aws")
+    } else {
+        let mut command = Command::new("python3");
+        command.args(["-m", "awscli"]);
+        command
+    }
+}
+
+/// `python3`, with boto3 importable.
+pub fn python() -> Command {
+    install_python_clients();
+    Command::new("python3")
+}
+
+/// Installs the AWS CLI and boto3 with pip unless both are there already; once per test
+/// process.
+fn install_python_clients() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let present = Command::new("python3")
+            .args(["-c", "import awscli, boto3"])
+            .output()
+            .is_ok_and(|out| out.status.success());
+        if present {
+            return;
+        }
+        let out = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(PYTHON_CLIENTS)
+            .output()
+            .expect("run python3 -m pip (the tests need Python 3 with pip)");
+        assert!(
+            out.status.success(),
+            "installing {PYTHON_CLIENTS:?} with pip failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
 }
 
 /// Points an AWS CLI or boto3 process at `credentials` and `ca`, and at nothing else: no
