@@ -1,10 +1,16 @@
 -- ember-control's registry. Portable SQL: the same statements run on SQLite (default) and
 -- PostgreSQL. Integers are BIGINT (decoded as i64 on both), times are Unix seconds unless
 -- a column holds Lambda's own timestamp text, JSON is kept as TEXT.
+--
+-- Names that lists are ordered and paged by (marker = the last name of a page) are
+-- COLLATE "binary": byte order on both backends, whatever the database's locale. SQLite
+-- has BINARY built in (collation names are case-insensitive there); on PostgreSQL,
+-- Registry::open creates "binary" as a copy of the C locale's collation before migrating.
+-- The columns that reference functions.name use the same collation.
 
 CREATE TABLE accounts (
     id TEXT PRIMARY KEY,                 -- 12 digits, like an AWS account id
-    name TEXT NOT NULL UNIQUE,
+    name TEXT COLLATE "binary" NOT NULL UNIQUE,
     created_at BIGINT NOT NULL
 );
 
@@ -17,7 +23,7 @@ CREATE TABLE access_keys (
 
 CREATE TABLE functions (
     account_id TEXT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
-    name TEXT NOT NULL,
+    name TEXT COLLATE "binary" NOT NULL,
     created_at BIGINT NOT NULL,
     last_version BIGINT NOT NULL DEFAULT 0,   -- highest version number ever published
     reserved_concurrency BIGINT,              -- NULL: no reservation
@@ -28,7 +34,7 @@ CREATE TABLE functions (
 -- the number, immutable once written).
 CREATE TABLE versions (
     account_id TEXT NOT NULL,
-    function_name TEXT NOT NULL,
+    function_name TEXT COLLATE "binary" NOT NULL,
     version TEXT NOT NULL,
     seq BIGINT NOT NULL,
     description TEXT NOT NULL,
@@ -50,8 +56,8 @@ CREATE TABLE versions (
 
 CREATE TABLE aliases (
     account_id TEXT NOT NULL,
-    function_name TEXT NOT NULL,
-    name TEXT NOT NULL,
+    function_name TEXT COLLATE "binary" NOT NULL,
+    name TEXT COLLATE "binary" NOT NULL,
     function_version TEXT NOT NULL,
     description TEXT NOT NULL,
     routing TEXT NOT NULL,               -- JSON object: additional version -> weight
@@ -62,8 +68,8 @@ CREATE TABLE aliases (
 
 CREATE TABLE provisioned_concurrency (
     account_id TEXT NOT NULL,
-    function_name TEXT NOT NULL,
-    qualifier TEXT NOT NULL,             -- a published version or an alias
+    function_name TEXT COLLATE "binary" NOT NULL,
+    qualifier TEXT COLLATE "binary" NOT NULL, -- a published version or an alias
     requested BIGINT NOT NULL,
     last_modified TEXT NOT NULL,
     PRIMARY KEY (account_id, function_name, qualifier),

@@ -1,29 +1,27 @@
 //! Lambda's alias operations: CreateAlias, GetAlias, UpdateAlias, DeleteAlias and
-//! ListAliases, with weighted routing to one additional version. Also the request
-//! plumbing the concurrency operations share: the function a request names, JSON bodies,
-//! query strings and list paging.
+//! ListAliases, with weighted routing to one additional version.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 
 use crate::api::concurrency;
 use crate::api::error::ApiError;
-use crate::api::target::{self, LATEST};
+use crate::api::paging::Page;
+use crate::api::request::{required, FunctionName, JsonBody, Params, PathParams};
+use crate::api::shapes::FunctionsQuery;
+use crate::api::subject::{revision_mismatch, Subject};
+use crate::api::target::LATEST;
 use crate::registry::aliases::{self, Alias, Routing};
 use crate::registry::concurrency as store;
+use crate::registry::functions::is_number;
 use crate::service::{Principal, Service};
 
 /// Longest alias description.
@@ -34,10 +32,6 @@ const MAX_ALIAS: usize = 128;
 
 /// Longest version number in a request.
 const MAX_VERSION: usize = 1024;
-
-/// Most aliases in one ListAliases page (Lambda's `MaxItems` may ask for more; like
-/// Lambda's list operations, a page stops at 50 and says where to go on).
-const MAX_PAGE: i64 = 50;
 
 /// The alias routes.
 pub fn routes() -> Router<Arc<Service>> {
@@ -53,7 +47,7 @@ pub fn routes() -> Router<Arc<Service>> {
 }
 
 /// The body of CreateAlias and UpdateAlias (each ignores what it does not take).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct AliasRequest {
     name: Option<String>,
@@ -95,11 +89,10 @@ struct ListAliasesResponse {
 async fn create(
     State(service): State<Arc<Service>>,
     Extension(principal): Extension<Principal>,
-    Path(function): Path<String>,
-    body: Bytes,
+    FunctionName(function): FunctionName,
+    JsonBody(request): JsonBody<AliasRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let subject = Subject::unqualified(&function, &principal, &service)?;
-    let request: AliasRequest = json_body(&body)?;
     let name = required(request.name, "name")?;
     check_alias_name(&name)?;
     let primary = required(request.function_version, "functionVersion")?;
@@ -124,14 +117,14 @@ async fn create(
     let mut tx = service.registry.pool().begin().await?;
     store::lock_account(&mut tx, &subject.account).await?;
     subject.check_exists(&mut tx).await?;
-    subject.check_versions(&mut tx, &alias.routing).await?;
+    check_versions(&mut tx, &subject, &alias.routing).await?;
     if aliases::get(&mut *tx, &subject.account, &subject.name, &alias.name)
         .await?
         .is_some()
     {
         return Err(ApiError::conflict(format!(
             "Alias already exists: {}",
-            subject.arn(Some(&alias.name))
+            subject.qualified_arn(&alias.name)
         )));
     }
     aliases::insert(&mut *tx, &subject.account, &subject.name, &alias).await?;
@@ -142,11 +135,12 @@ async fn create(
 async fn read(
     State(service): State<Arc<Service>>,
     Extension(principal): Extension<Principal>,
-    Path((function, name)): Path<(String, String)>,
+    PathParams((function, name)): PathParams<(String, String)>,
 ) -> Result<Json<AliasConfiguration>, ApiError> {
     let subject = Subject::unqualified(&function, &principal, &service)?;
     check_alias_name(&name)?;
     let mut conn = service.registry.pool().acquire().await?;
+    subject.check_exists(&mut conn).await?;
     let alias = subject.alias(&mut conn, &name).await?;
     Ok(Json(configuration(&subject, alias)))
 }
@@ -154,12 +148,11 @@ async fn read(
 async fn update(
     State(service): State<Arc<Service>>,
     Extension(principal): Extension<Principal>,
-    Path((function, name)): Path<(String, String)>,
-    body: Bytes,
+    PathParams((function, name)): PathParams<(String, String)>,
+    JsonBody(request): JsonBody<AliasRequest>,
 ) -> Result<Json<AliasConfiguration>, ApiError> {
     let subject = Subject::unqualified(&function, &principal, &service)?;
     check_alias_name(&name)?;
-    let request: AliasRequest = json_body(&body)?;
     if let Some(version) = &request.function_version {
         check_version(version)?;
     }
@@ -169,14 +162,13 @@ async fn update(
 
     let mut tx = service.registry.pool().begin().await?;
     store::lock_account(&mut tx, &subject.account).await?;
+    subject.check_exists(&mut tx).await?;
     let mut alias = subject.alias(&mut tx, &name).await?;
-    if let Some(expected) = &request.revision_id {
-        if *expected != alias.revision_id {
-            return Err(ApiError::precondition_failed(
-                "The Revision Id provided does not match the latest Revision Id. \
-                 Call the GetFunction/GetAlias API to retrieve the latest Revision Id",
-            ));
-        }
+    if request
+        .revision_id
+        .is_some_and(|expected| expected != alias.revision_id)
+    {
+        return Err(revision_mismatch());
     }
     // The result must satisfy the same rules as a new alias, whichever parts changed.
     let primary = request
@@ -194,7 +186,7 @@ async fn update(
         alias.description = description;
     }
     alias.revision_id = new_revision();
-    subject.check_versions(&mut tx, &alias.routing).await?;
+    check_versions(&mut tx, &subject, &alias.routing).await?;
     concurrency::check_alias_retarget(&mut tx, &subject, &alias).await?;
     aliases::update(&mut *tx, &subject.account, &subject.name, &alias).await?;
     tx.commit().await?;
@@ -204,7 +196,7 @@ async fn update(
 async fn remove(
     State(service): State<Arc<Service>>,
     Extension(principal): Extension<Principal>,
-    Path((function, name)): Path<(String, String)>,
+    PathParams((function, name)): PathParams<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let subject = Subject::unqualified(&function, &principal, &service)?;
     check_alias_name(&name)?;
@@ -223,16 +215,17 @@ async fn remove(
 async fn list(
     State(service): State<Arc<Service>>,
     Extension(principal): Extension<Principal>,
-    Path(function): Path<String>,
-    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+    FunctionName(function): FunctionName,
+    Params(query): Params<FunctionsQuery>,
 ) -> Result<Json<ListAliasesResponse>, ApiError> {
     let subject = Subject::unqualified(&function, &principal, &service)?;
-    let query = query_params(query)?;
-    let version = query.get("FunctionVersion").map(String::as_str);
+    let version = query.function_version.as_deref();
     if let Some(version) = version {
         check_version(version)?;
     }
-    let page = Page::from_query(&query, MAX_PAGE, check_alias_name)?;
+    let page = Page::parse(query.marker.as_deref(), query.max_items.as_deref(), |key| {
+        check_alias_name(key).ok().map(|()| key.to_owned())
+    })?;
 
     let mut conn = service.registry.pool().acquire().await?;
     subject.check_exists(&mut conn).await?;
@@ -241,11 +234,11 @@ async fn list(
         &subject.account,
         &subject.name,
         version,
-        &page.after,
-        page.size + 1,
+        page.after.as_deref().unwrap_or_default(),
+        page.limit(),
     )
     .await?;
-    let (found, next_marker) = page.split(found, |alias| &alias.name);
+    let (found, next_marker) = page.split(found, |alias| alias.name.clone());
     let aliases = found
         .into_iter()
         .map(|alias| configuration(&subject, alias))
@@ -259,7 +252,7 @@ async fn list(
 fn configuration(subject: &Subject, alias: Alias) -> AliasConfiguration {
     let weights = aliases::weights(&alias.routing);
     AliasConfiguration {
-        alias_arn: subject.arn(Some(&alias.name)),
+        alias_arn: subject.qualified_arn(&alias.name),
         name: alias.name,
         function_version: alias.routing.primary,
         description: alias.description,
@@ -268,6 +261,19 @@ fn configuration(subject: &Subject, alias: Alias) -> AliasConfiguration {
         }),
         revision_id: alias.revision_id,
     }
+}
+
+/// Fails with 404 unless every version `routing` names exists.
+async fn check_versions(
+    conn: &mut AnyConnection,
+    subject: &Subject,
+    routing: &Routing,
+) -> Result<(), ApiError> {
+    let additional = routing.additional.as_ref().map(|(version, _)| version);
+    for version in std::iter::once(&routing.primary).chain(additional) {
+        subject.check_version(conn, version).await?;
+    }
+    Ok(())
 }
 
 fn new_revision() -> String {
@@ -281,7 +287,7 @@ fn check_alias_name(name: &str) -> Result<(), ApiError> {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        && !is_version_number(name);
+        && !is_number(name);
     if ok {
         Ok(())
     } else {
@@ -295,7 +301,7 @@ fn check_alias_name(name: &str) -> Result<(), ApiError> {
 
 /// A version an alias may point at: `$LATEST` or a number.
 fn check_version(version: &str) -> Result<(), ApiError> {
-    if version == LATEST || (version.len() <= MAX_VERSION && is_version_number(version)) {
+    if version == LATEST || (version.len() <= MAX_VERSION && is_number(version)) {
         Ok(())
     } else {
         Err(ApiError::invalid_parameter(format!(
@@ -352,7 +358,7 @@ fn check_routing(
             "$LATEST is not supported for an alias pointing to more than 1 version",
         ));
     }
-    if version.is_empty() || version.len() > MAX_VERSION || !is_version_number(version) {
+    if version.is_empty() || version.len() > MAX_VERSION || !is_number(version) {
         return Err(ApiError::invalid_parameter(format!(
             "1 validation error detected: Value '{{{version}={weight}}}' at \
              'routingConfig.additionalVersionWeights' failed to satisfy constraint: Map \
@@ -361,185 +367,6 @@ fn check_routing(
         )));
     }
     Ok(Some((version.clone(), weight)))
-}
-
-fn is_version_number(value: &str) -> bool {
-    !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// The function a request acts on: a name in the caller's account, plus what ARNs and
-/// error messages about it need.
-pub(crate) struct Subject {
-    pub account: String,
-    pub region: String,
-    pub name: String,
-}
-
-impl Subject {
-    /// Parses a `FunctionName` path parameter, returning also the qualifier it carries.
-    pub fn parse(
-        value: &str,
-        principal: &Principal,
-        service: &Service,
-    ) -> Result<(Subject, Option<String>), ApiError> {
-        let region = &service.settings.region;
-        let parsed = target::parse(value, principal, region)?;
-        let subject = Subject {
-            account: principal.account_id.clone(),
-            region: region.clone(),
-            name: parsed.name,
-        };
-        Ok((subject, parsed.qualifier))
-    }
-
-    /// Parses a `FunctionName` for an operation on the whole function, where a version or
-    /// alias in the name would be ignored silently otherwise.
-    pub fn unqualified(
-        value: &str,
-        principal: &Principal,
-        service: &Service,
-    ) -> Result<Subject, ApiError> {
-        match Subject::parse(value, principal, service)? {
-            (subject, None) => Ok(subject),
-            (_, Some(_)) => Err(ApiError::invalid_parameter(format!(
-                "This operation does not accept a qualified function name or ARN: {value}"
-            ))),
-        }
-    }
-
-    /// The function's ARN, or its version's or alias's.
-    pub fn arn(&self, qualifier: Option<&str>) -> String {
-        target::function_arn(&self.region, &self.account, &self.name, qualifier)
-    }
-
-    /// 404 for the function, or for one of its versions.
-    pub fn not_found(&self, qualifier: Option<&str>) -> ApiError {
-        ApiError::not_found(format!("Function not found: {}", self.arn(qualifier)))
-    }
-
-    /// 404 for one of its aliases.
-    pub fn alias_not_found(&self, name: &str) -> ApiError {
-        ApiError::not_found(format!("Cannot find alias arn: {}", self.arn(Some(name))))
-    }
-
-    /// Fails with 404 unless the function exists.
-    pub async fn check_exists(&self, conn: &mut AnyConnection) -> Result<(), ApiError> {
-        if aliases::function_exists(conn, &self.account, &self.name).await? {
-            Ok(())
-        } else {
-            Err(self.not_found(None))
-        }
-    }
-
-    /// The alias, or 404 for it or for the function.
-    async fn alias(&self, conn: &mut AnyConnection, name: &str) -> Result<Alias, ApiError> {
-        self.check_exists(conn).await?;
-        aliases::get(conn, &self.account, &self.name, name)
-            .await?
-            .ok_or_else(|| self.alias_not_found(name))
-    }
-
-    /// Fails with 404 unless every version `routing` names exists.
-    async fn check_versions(
-        &self,
-        conn: &mut AnyConnection,
-        routing: &Routing,
-    ) -> Result<(), ApiError> {
-        let additional = routing.additional.as_ref().map(|(version, _)| version);
-        for version in std::iter::once(&routing.primary).chain(additional) {
-            if !aliases::version_exists(&mut *conn, &self.account, &self.name, version).await? {
-                return Err(self.not_found(Some(version)));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A request's JSON body; an empty body is an empty object.
-pub(crate) fn json_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
-    if body.is_empty() {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::invalid_request(format!("Could not parse request body into json: {e}"))
-    })
-}
-
-/// A required body member, or Lambda's "must not be null" error naming it.
-pub(crate) fn required<T>(value: Option<T>, member: &str) -> Result<T, ApiError> {
-    value.ok_or_else(|| {
-        ApiError::invalid_parameter(format!(
-            "1 validation error detected: Value null at '{member}' failed to satisfy \
-             constraint: Member must not be null"
-        ))
-    })
-}
-
-/// A query string's parameters, or an error in Lambda's shape.
-pub(crate) fn query_params(
-    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
-) -> Result<BTreeMap<String, String>, ApiError> {
-    query
-        .map(|Query(params)| params)
-        .map_err(|e| ApiError::invalid_parameter(format!("Invalid query string: {e}")))
-}
-
-/// Where a list page starts and how long it is. The `Marker` is opaque to clients: the
-/// base64url of the last key of the previous page, so a page picks up after that key even
-/// when items were added or removed in between.
-pub(crate) struct Page {
-    /// The key after which the page starts (`""`: from the start).
-    pub after: String,
-    pub size: i64,
-}
-
-impl Page {
-    /// Reads `Marker` and `MaxItems` (1 to `max` per page; larger requests are cut to
-    /// `max`). `check_key` validates the key inside a marker.
-    pub fn from_query(
-        query: &BTreeMap<String, String>,
-        max: i64,
-        check_key: fn(&str) -> Result<(), ApiError>,
-    ) -> Result<Page, ApiError> {
-        let size = match query.get("MaxItems") {
-            None => max,
-            Some(text) => match text.parse::<i64>() {
-                Ok(n) if n >= 1 => n.min(max),
-                _ => {
-                    return Err(ApiError::invalid_parameter(format!(
-                        "1 validation error detected: Value '{text}' at 'maxItems' failed to \
-                         satisfy constraint: Member must have value greater than or equal to 1"
-                    )))
-                }
-            },
-        };
-        let after = match query.get("Marker") {
-            None => String::new(),
-            Some(marker) => {
-                let invalid = || ApiError::invalid_parameter(format!("Invalid marker: {marker}"));
-                let key = URL_SAFE_NO_PAD
-                    .decode(marker)
-                    .ok()
-                    .and_then(|bytes| String::from_utf8(bytes).ok())
-                    .ok_or_else(invalid)?;
-                check_key(&key).map_err(|_| invalid())?;
-                key
-            }
-        };
-        Ok(Page { after, size })
-    }
-
-    /// Cuts `found` (fetched with a limit of `size + 1`) to the page, with the marker of
-    /// the next page when there is one.
-    pub fn split<T>(&self, mut found: Vec<T>, key: fn(&T) -> &String) -> (Vec<T>, Option<String>) {
-        let size = usize::try_from(self.size).unwrap_or(usize::MAX);
-        if found.len() <= size {
-            return (found, None);
-        }
-        found.truncate(size);
-        let marker = found.last().map(|last| URL_SAFE_NO_PAD.encode(key(last)));
-        (found, marker)
-    }
 }
 
 #[cfg(test)]

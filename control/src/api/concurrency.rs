@@ -9,12 +9,9 @@
 //! unreserved, a function's provisioned total fits in its reservation, and no version is
 //! provisioned both directly and through an alias.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
@@ -22,16 +19,17 @@ use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 
-use crate::api::aliases::{json_body, query_params, required, Page, Subject};
 use crate::api::error::ApiError;
+use crate::api::paging::Page;
+use crate::api::request::{required, FunctionName, JsonBody, Params};
+use crate::api::shapes::FunctionsQuery;
+use crate::api::subject::Subject;
 use crate::api::target::{self, LATEST};
 use crate::clock;
 use crate::registry::aliases::{self as alias_store, Alias, Routing};
 use crate::registry::concurrency::{self as store, ProvisionedConfig};
+use crate::registry::functions::is_number;
 use crate::service::{Principal, Service};
-
-/// Most configurations in one ListProvisionedConcurrencyConfigs page (Lambda's maximum).
-const MAX_PAGE: i64 = 50;
 
 /// Lambda's message for provisioned concurrency on `$LATEST`, directly or via an alias.
 const UNPUBLISHED: &str =
@@ -62,14 +60,14 @@ pub fn routes() -> Router<Arc<Service>> {
 }
 
 /// Lambda's `Concurrency` (and the PutFunctionConcurrency body).
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct Concurrency {
     #[serde(skip_serializing_if = "Option::is_none")]
     reserved_concurrent_executions: Option<i64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct ProvisionedRequest {
     provisioned_concurrent_executions: Option<i64>,
@@ -115,11 +113,10 @@ struct ListProvisionedResponse {
 async fn put_reserved(
     State(service): State<Arc<Service>>,
     Extension(principal): Extension<Principal>,
-    Path(function): Path<String>,
-    body: Bytes,
+    FunctionName(function): FunctionName,
+    JsonBody(request): JsonBody<Concurrency>,
 ) -> Result<Json<Concurrency>, ApiError> {
     let subject = Subject::unqualified(&function, &principal, &service)?;
-    let request: Concurrency = json_body(&body)?;
     let reserved = required(
         request.reserved_concurrent_executions,
         "reservedConcurrentExecutions",
@@ -137,7 +134,7 @@ async fn put_reserved(
         .await?
         .is_none()
     {
-        return Err(subject.not_found(None));
+        return Err(subject.not_found());
     }
     let provisioned = provisioned_total(&mut tx, &subject).await?;
     if reserved < provisioned {
@@ -164,12 +161,12 @@ async fn put_reserved(
 async fn get_reserved(
     State(service): State<Arc<Service>>,
     Extension(principal): Extension<Principal>,
-    Path(function): Path<String>,
+    FunctionName(function): FunctionName,
 ) -> Result<Json<Concurrency>, ApiError> {
     let subject = Subject::unqualified(&function, &principal, &service)?;
     let reserved = store::reservation(service.registry.pool(), &subject.account, &subject.name)
         .await?
-        .ok_or_else(|| subject.not_found(None))?;
+        .ok_or_else(|| subject.not_found())?;
     Ok(Json(Concurrency {
         reserved_concurrent_executions: reserved,
     }))
@@ -180,7 +177,7 @@ async fn get_reserved(
 async fn delete_reserved(
     State(service): State<Arc<Service>>,
     Extension(principal): Extension<Principal>,
-    Path(function): Path<String>,
+    FunctionName(function): FunctionName,
 ) -> Result<StatusCode, ApiError> {
     let subject = Subject::unqualified(&function, &principal, &service)?;
     if store::set_reserved(
@@ -193,23 +190,21 @@ async fn delete_reserved(
     {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(subject.not_found(None))
+        Err(subject.not_found())
     }
 }
 
 async fn put_provisioned(
     State(service): State<Arc<Service>>,
     Extension(principal): Extension<Principal>,
-    Path(function): Path<String>,
-    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
-    body: Bytes,
+    FunctionName(function): FunctionName,
+    Params(query): Params<FunctionsQuery>,
+    JsonBody(request): JsonBody<ProvisionedRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let params = query_params(query)?;
-    let (subject, qualifier) = provisioned_subject(&function, &principal, &service, &params)?;
+    let (subject, qualifier) = provisioned_subject(&function, query, &principal, &service)?;
     if qualifier == LATEST {
         return Err(ApiError::invalid_parameter(UNPUBLISHED));
     }
-    let request: ProvisionedRequest = json_body(&body)?;
     let requested = required(
         request.provisioned_concurrent_executions,
         "provisionedConcurrentExecutions",
@@ -226,7 +221,7 @@ async fn put_provisioned(
     store::lock_account(&mut tx, &subject.account).await?;
     let reserved = store::reservation(&mut *tx, &subject.account, &subject.name)
         .await?
-        .ok_or_else(|| subject.not_found(None))?;
+        .ok_or_else(|| subject.not_found())?;
     let configs =
         store::list_provisioned(&mut *tx, &subject.account, &subject.name, "", i64::MAX).await?;
     match target(&mut tx, &subject, &qualifier).await? {
@@ -277,11 +272,10 @@ async fn put_provisioned(
 async fn get_provisioned(
     State(service): State<Arc<Service>>,
     Extension(principal): Extension<Principal>,
-    Path(function): Path<String>,
-    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+    FunctionName(function): FunctionName,
+    Params(query): Params<FunctionsQuery>,
 ) -> Result<Response, ApiError> {
-    let params = query_params(query)?;
-    if let Some(list) = params.get("List") {
+    if let Some(list) = &query.list {
         if list != "ALL" {
             return Err(ApiError::invalid_parameter(format!(
                 "1 validation error detected: Value '{list}' at 'list' failed to satisfy \
@@ -289,11 +283,11 @@ async fn get_provisioned(
             )));
         }
         let subject = Subject::unqualified(&function, &principal, &service)?;
-        return Ok(list_provisioned(&service, &subject, &params)
+        return Ok(list_provisioned(&service, &subject, &query)
             .await?
             .into_response());
     }
-    let (subject, qualifier) = provisioned_subject(&function, &principal, &service, &params)?;
+    let (subject, qualifier) = provisioned_subject(&function, query, &principal, &service)?;
     let mut conn = service.registry.pool().acquire().await?;
     existing_target(&mut conn, &subject, &qualifier).await?;
     let config = store::provisioned(&mut *conn, &subject.account, &subject.name, &qualifier)
@@ -313,11 +307,10 @@ async fn get_provisioned(
 async fn delete_provisioned(
     State(service): State<Arc<Service>>,
     Extension(principal): Extension<Principal>,
-    Path(function): Path<String>,
-    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+    FunctionName(function): FunctionName,
+    Params(query): Params<FunctionsQuery>,
 ) -> Result<StatusCode, ApiError> {
-    let params = query_params(query)?;
-    let (subject, qualifier) = provisioned_subject(&function, &principal, &service, &params)?;
+    let (subject, qualifier) = provisioned_subject(&function, query, &principal, &service)?;
     let mut conn = service.registry.pool().acquire().await?;
     existing_target(&mut conn, &subject, &qualifier).await?;
     store::delete_provisioned(&mut *conn, &subject.account, &subject.name, &qualifier).await?;
@@ -327,24 +320,26 @@ async fn delete_provisioned(
 async fn list_provisioned(
     service: &Service,
     subject: &Subject,
-    params: &BTreeMap<String, String>,
+    query: &FunctionsQuery,
 ) -> Result<Json<ListProvisionedResponse>, ApiError> {
-    let page = Page::from_query(params, MAX_PAGE, target::check_qualifier)?;
+    let page = Page::parse(query.marker.as_deref(), query.max_items.as_deref(), |key| {
+        target::check_qualifier(key).ok().map(|()| key.to_owned())
+    })?;
     let mut conn = service.registry.pool().acquire().await?;
     subject.check_exists(&mut conn).await?;
     let found = store::list_provisioned(
         &mut *conn,
         &subject.account,
         &subject.name,
-        &page.after,
-        page.size + 1,
+        page.after.as_deref().unwrap_or_default(),
+        page.limit(),
     )
     .await?;
-    let (found, next_marker) = page.split(found, |config| &config.qualifier);
+    let (found, next_marker) = page.split(found, |config| config.qualifier.clone());
     let configs = found
         .into_iter()
         .map(|config| {
-            let arn = subject.arn(Some(&config.qualifier));
+            let arn = subject.qualified_arn(&config.qualifier);
             ProvisionedStatus::new(config, Some(arn))
         })
         .collect();
@@ -379,22 +374,13 @@ fn reservable() -> i64 {
 /// given).
 fn provisioned_subject(
     function: &str,
+    query: FunctionsQuery,
     principal: &Principal,
     service: &Service,
-    params: &BTreeMap<String, String>,
 ) -> Result<(Subject, String), ApiError> {
-    let (subject, from_name) = Subject::parse(function, principal, service)?;
-    let qualifier = match (params.get("Qualifier").cloned(), from_name) {
-        (Some(given), Some(derived)) if given != derived => {
-            return Err(ApiError::invalid_parameter(
-                "The derived qualifier from the function name does not match the specified \
-                 qualifier.",
-            ))
-        }
-        (Some(qualifier), _) | (None, Some(qualifier)) => qualifier,
-        (None, None) => required(None, "qualifier")?,
-    };
-    target::check_qualifier(&qualifier)?;
+    let mut subject = Subject::parse(function, query.qualifier, principal, service)?;
+    // The subject itself stays unqualified: its errors speak of the function.
+    let qualifier = required(subject.qualifier.take(), "qualifier")?;
     Ok((subject, qualifier))
 }
 
@@ -412,18 +398,11 @@ async fn target(
     subject: &Subject,
     qualifier: &str,
 ) -> Result<Option<Alias>, ApiError> {
-    if is_version(qualifier) {
-        if !alias_store::version_exists(&mut *conn, &subject.account, &subject.name, qualifier)
-            .await?
-        {
-            return Err(subject.not_found(Some(qualifier)));
-        }
+    if is_number(qualifier) {
+        subject.check_version(conn, qualifier).await?;
         return Ok(None);
     }
-    alias_store::get(&mut *conn, &subject.account, &subject.name, qualifier)
-        .await?
-        .map(Some)
-        .ok_or_else(|| subject.alias_not_found(qualifier))
+    subject.alias(conn, qualifier).await.map(Some)
 }
 
 /// Like [`target`] for reading or removing a configuration, where `$LATEST` can have none.
@@ -460,7 +439,7 @@ async fn check_version_overlap(
     version: &str,
     configs: &[ProvisionedConfig],
 ) -> Result<(), ApiError> {
-    for config in configs.iter().filter(|c| !is_version(&c.qualifier)) {
+    for config in configs.iter().filter(|c| !is_number(&c.qualifier)) {
         let Some(alias) = alias_store::get(
             &mut *conn,
             &subject.account,
@@ -478,11 +457,6 @@ async fn check_version_overlap(
         }
     }
     Ok(())
-}
-
-/// Whether a qualifier names a published version rather than an alias.
-fn is_version(qualifier: &str) -> bool {
-    qualifier.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Every version a routing sends invocations to.

@@ -14,7 +14,7 @@ use axum::Router;
 use serde::Deserialize;
 
 use crate::api::error::ApiError;
-use crate::api::functions::body::blocking;
+use crate::api::request::blocking;
 use crate::clock;
 use crate::service::Service;
 

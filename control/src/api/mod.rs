@@ -7,7 +7,10 @@ pub mod concurrency;
 pub mod download;
 pub mod error;
 pub mod functions;
+pub mod paging;
+pub mod request;
 pub mod shapes;
+pub mod subject;
 pub mod target;
 
 use std::sync::Arc;

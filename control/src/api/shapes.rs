@@ -190,7 +190,7 @@ pub struct ListVersionsResponse {
     pub next_marker: Option<String>,
 }
 
-/// The query strings of the functions API (each operation reads its own).
+/// The query strings of the Lambda API (each operation reads its own).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct FunctionsQuery {
@@ -198,4 +198,5 @@ pub struct FunctionsQuery {
     pub marker: Option<String>,
     pub max_items: Option<String>,
     pub function_version: Option<String>,
+    pub list: Option<String>,
 }

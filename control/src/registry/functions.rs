@@ -5,7 +5,10 @@
 //! write runs in one transaction that first touches the function's row, so writes to one
 //! function are serialised on both backends (SQLite takes its write lock there, before
 //! anything is read; PostgreSQL locks the row) and checks like `RevisionId` see the state
-//! the write replaces.
+//! the write replaces. Deletes take the account's lock before that one: aliases and
+//! concurrency settings are written under it (see [`super::concurrency::lock_account`]),
+//! and on PostgreSQL only a shared lock keeps a delete from racing their checks (an alias
+//! created for the version being deleted, say).
 //!
 //! Code lives in the artifact store; rows name it by artifact id. A write that leaves an
 //! artifact referenced by no row reports it in `freed`, for the caller to delete after
@@ -17,6 +20,7 @@ use ember_wire::function::ModuleKind;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use super::concurrency::lock_account;
 use super::Registry;
 use crate::api::target::LATEST;
 use crate::clock;
@@ -313,6 +317,8 @@ pub async fn delete_function(
     name: &str,
 ) -> Result<Vec<String>, Error> {
     let mut tx = registry.pool().begin().await?;
+    // Alias and concurrency writers check the function exists under the account's lock.
+    lock_account(&mut tx, account).await?;
     lock(&mut tx, account, name).await?;
     let artifacts: Vec<(String,)> = sqlx::query_as(
         "SELECT DISTINCT artifact_id FROM versions WHERE account_id = $1 AND function_name = $2",
@@ -341,6 +347,10 @@ pub async fn delete_version(
     version: &str,
 ) -> Result<Vec<String>, Error> {
     let mut tx = registry.pool().begin().await?;
+    // Alias writers check the versions they route to, and provisioned concurrency writers
+    // the version they configure, under the account's lock: without it PostgreSQL would
+    // let one commit an alias to the version this deletes.
+    lock_account(&mut tx, account).await?;
     lock(&mut tx, account, name).await?;
     let target = fetch_version(&mut tx, account, name, version)
         .await?
@@ -514,8 +524,9 @@ pub fn is_number(version: &str) -> bool {
 }
 
 /// Takes the function's row lock (see the module's doc) as a transaction's first
-/// statement; `NotFound` if it does not exist. Other writers of a function's rows
-/// (aliases, concurrency settings) take it too, so their checks cannot race these writes.
+/// statement (after the account's lock, if it takes that too); `NotFound` if it does not
+/// exist. Aliases and concurrency settings are written under the account's lock instead,
+/// which the deletes here take first.
 pub async fn lock(conn: &mut AnyConnection, account: &str, name: &str) -> Result<(), Error> {
     let done = sqlx::query(
         "UPDATE functions SET last_version = last_version WHERE account_id = $1 AND name = $2",

@@ -4,6 +4,19 @@
 //! PostgreSQL the backend, so several control instances can share state. Both go through
 //! sqlx's `Any` driver with the same portable statements (`$1` placeholders, BIGINT
 //! integers, TEXT for JSON) and the same migrations in `control/migrations/`.
+//!
+//! Listed names sort in byte order on both: their columns are `COLLATE "binary"`, SQLite's
+//! built-in byte-wise collation, which [`Registry::open`] first creates on PostgreSQL
+//! (there a database's default collation follows its locale, e.g. `a` < `B` in `en_US`).
+//!
+//! Writes that check rows before changing others serialise on a row lock taken by their
+//! transaction's first statement, a no-op `UPDATE` of the account's row
+//! ([`concurrency::lock_account`]) or the function's ([`functions::lock`]), account first
+//! when both. On SQLite the first write of a transaction takes the database's only write
+//! lock, which serialises every writer; PostgreSQL locks just that row, so writers that
+//! take different locks run side by side under READ COMMITTED: each statement after the
+//! lock sees every write committed before it, but two writers that must exclude each
+//! other have to share a lock.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -63,6 +76,9 @@ impl Registry {
             })
             .connect_with(options)
             .await?;
+        if !sqlite {
+            create_binary_collation(&pool).await?;
+        }
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Registry { pool })
     }
@@ -87,6 +103,36 @@ impl Registry {
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
+}
+
+/// Creates PostgreSQL's counterpart of SQLite's `BINARY` collation, which the migrations
+/// give the name columns: `"binary"` in the current schema (where the migrations create
+/// their tables), the C locale's byte-wise order. A no-op when it exists.
+async fn create_binary_collation(pool: &AnyPool) -> Result<(), sqlx::Error> {
+    // Checked first rather than `IF NOT EXISTS`, whose notice every start would log.
+    // Two instances opening a new database at once can both find it missing: the loser's
+    // `CREATE` fails (the catalog's unique index waits for the winner's commit), and the
+    // second look finds the winner's.
+    for attempt in 0..2 {
+        let (found,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM pg_collation c JOIN pg_namespace n ON n.oid = c.collnamespace \
+             WHERE c.collname = 'binary' AND n.nspname = current_schema()",
+        )
+        .fetch_one(pool)
+        .await?;
+        if found > 0 {
+            return Ok(());
+        }
+        match sqlx::query(r#"CREATE COLLATION "binary" (provider = libc, locale = 'C')"#)
+            .execute(pool)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(sqlx::Error::Database(_)) if attempt == 0 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

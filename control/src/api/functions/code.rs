@@ -12,9 +12,8 @@ use std::sync::Arc;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
-use super::body::blocking;
-use super::settings;
 use crate::api::error::ApiError;
+use crate::api::request::{blocking, required};
 use crate::api::shapes::FunctionCode;
 use crate::artifacts::ArtifactError;
 use crate::clock;
@@ -30,7 +29,7 @@ const ORPHAN_AGE: u64 = 3600;
 
 /// `Code` of CreateFunction: only `ZipFile` is supported.
 pub fn zip_file(code: Option<FunctionCode>) -> Result<String, ApiError> {
-    let code = settings::required(code, "code")?;
+    let code = required(code, "code")?;
     only_zip_file(
         code.zip_file,
         code.s3_bucket.or(code.s3_key).or(code.image_uri).is_some(),

@@ -6,10 +6,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 
-use super::body::JsonBody;
-use super::{code, settings, written_qualifier, Named};
+use super::{code, settings, written_qualifier};
 use crate::api::error::ApiError;
+use crate::api::request::{required, JsonBody};
 use crate::api::shapes::{CreateFunctionRequest, FunctionConfiguration};
+use crate::api::subject::Subject;
 use crate::registry::functions::{self as store, Config};
 use crate::service::{Principal, Service};
 
@@ -20,9 +21,9 @@ pub async fn create(
     Extension(principal): Extension<Principal>,
     JsonBody(request): JsonBody<CreateFunctionRequest>,
 ) -> Result<(StatusCode, Json<FunctionConfiguration>), ApiError> {
-    let function = settings::required(request.function_name, "functionName")?;
-    let named = Named::parse(&function, None, &principal, &service)?;
-    if named.qualifier.is_some() {
+    let function = required(request.function_name, "functionName")?;
+    let subject = Subject::parse(&function, None, &principal, &service)?;
+    if subject.qualifier.is_some() {
         return Err(ApiError::invalid_parameter(
             "A function is created without a qualifier: give its name or unqualified ARN",
         ));
@@ -33,7 +34,7 @@ pub async fn create(
         description: settings::description(request.description.unwrap_or_default())?,
         runtime: settings::runtime(request.runtime)?,
         handler: settings::handler(request.handler)?,
-        role: settings::role(settings::required(request.role, "role")?)?,
+        role: settings::role(required(request.role, "role")?)?,
         memory_size: settings::memory_size(
             request.memory_size.unwrap_or(settings::DEFAULT_MEMORY),
         )?,
@@ -42,18 +43,18 @@ pub async fn create(
     };
     let zip = code::zip_file(request.code)?;
     // Spares the upload's work when the name is taken; the insert checks again.
-    if store::get_function(&service.registry, &named.account, &named.name)
+    if store::get_function(&service.registry, &subject.account, &subject.name)
         .await?
         .is_some()
     {
-        return Err(named.refused(store::Error::Exists));
+        return Err(subject.refused(store::Error::Exists));
     }
     let prepared = code::prepare(&service, zip, config.handler.clone()).await?;
-    let code = code::store(&service, &named.account, prepared).await?;
+    let code = code::store(&service, &subject.account, prepared).await?;
     let created = store::create(
         &service.registry,
-        &named.account,
-        &named.name,
+        &subject.account,
+        &subject.name,
         &config,
         &code,
         request.publish,
@@ -64,12 +65,12 @@ pub async fn create(
         Ok(version) => {
             let qualifier = written_qualifier(&version);
             let configuration =
-                FunctionConfiguration::of(version, &named.region, qualifier.as_deref());
+                FunctionConfiguration::of(version, &subject.region, qualifier.as_deref());
             Ok((StatusCode::CREATED, Json(configuration)))
         }
         Err(e) => {
-            code::abandon(&service, &named.account, code.artifact_id).await;
-            Err(named.refused(e))
+            code::abandon(&service, &subject.account, code.artifact_id).await;
+            Err(subject.refused(e))
         }
     }
 }

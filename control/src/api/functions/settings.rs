@@ -48,16 +48,6 @@ const RESERVED_VARIABLES: &[&str] = &[
     "LAMBDA_TASK_ROOT",
 ];
 
-/// A required member that is missing.
-pub fn required<T>(value: Option<T>, member: &str) -> Result<T, ApiError> {
-    value.ok_or_else(|| {
-        ApiError::invalid_parameter(format!(
-            "1 validation error detected: Value null at '{member}' failed to satisfy \
-             constraint: Member must not be null"
-        ))
-    })
-}
-
 /// The runtime, [`RUNTIME`] when not given.
 pub fn runtime(runtime: Option<String>) -> Result<String, ApiError> {
     match runtime {
@@ -127,7 +117,7 @@ pub fn memory_size(memory: i64) -> Result<i64, ApiError> {
     Ok(memory)
 }
 
-/// Variables named `[a-zA-Z][a-zA-Z0-9_]+`, none reserved, at most 4 KB together.
+/// Variables subject `[a-zA-Z][a-zA-Z0-9_]+`, none reserved, at most 4 KB together.
 pub fn environment(environment: Option<Environment>) -> Result<BTreeMap<String, String>, ApiError> {
     let variables = environment.and_then(|e| e.variables).unwrap_or_default();
     for key in variables.keys() {

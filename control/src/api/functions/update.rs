@@ -7,12 +7,13 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::{Extension, Json};
 
-use super::body::{blocking, FunctionName, JsonBody};
-use super::{code, settings, written_qualifier, Named};
+use super::{code, settings, written_qualifier};
 use crate::api::error::ApiError;
+use crate::api::request::{blocking, FunctionName, JsonBody};
 use crate::api::shapes::{
     FunctionConfiguration, UpdateFunctionCodeRequest, UpdateFunctionConfigurationRequest,
 };
+use crate::api::subject::Subject;
 use crate::module;
 use crate::registry::functions::{self as store, CodeChange, ConfigChange, HandlerChange, Version};
 use crate::service::{Principal, Service};
@@ -25,7 +26,7 @@ pub async fn code(
     FunctionName(function): FunctionName,
     JsonBody(request): JsonBody<UpdateFunctionCodeRequest>,
 ) -> Result<Json<FunctionConfiguration>, ApiError> {
-    let named = Named::parse(&function, None, &principal, &service)?.only_latest()?;
+    let subject = Subject::parse(&function, None, &principal, &service)?.only_latest()?;
     settings::architectures(request.architectures.as_deref())?;
     let elsewhere = request
         .s3_bucket
@@ -33,7 +34,7 @@ pub async fn code(
         .or(request.image_uri)
         .is_some();
     let zip = code::only_zip_file(request.zip_file, elsewhere)?;
-    let latest = latest(&named, &service, request.revision_id.as_deref()).await?;
+    let latest = latest(&subject, &service, request.revision_id.as_deref()).await?;
     let handler = latest.config.handler.clone();
     let prepared = code::prepare(&service, zip, handler.clone()).await?;
     if request.dry_run {
@@ -43,15 +44,15 @@ pub async fn code(
         would_be.code.code_size = i64::try_from(prepared.code_size).unwrap_or(i64::MAX);
         return Ok(Json(FunctionConfiguration::of(
             would_be,
-            &named.region,
+            &subject.region,
             None,
         )));
     }
-    let code = code::store(&service, &named.account, prepared).await?;
+    let code = code::store(&service, &subject.account, prepared).await?;
     let written = store::update_code(
         &service.registry,
-        &named.account,
-        &named.name,
+        &subject.account,
+        &subject.name,
         CodeChange {
             code: &code,
             handler: &handler,
@@ -63,17 +64,17 @@ pub async fn code(
     .await;
     match written {
         Ok(written) => {
-            code::discard(&service, &named.account, written.freed).await;
+            code::discard(&service, &subject.account, written.freed).await;
             let qualifier = written_qualifier(&written.version);
             Ok(Json(FunctionConfiguration::of(
                 written.version,
-                &named.region,
+                &subject.region,
                 qualifier.as_deref(),
             )))
         }
         Err(e) => {
-            code::abandon(&service, &named.account, code.artifact_id).await;
-            Err(named.refused(e))
+            code::abandon(&service, &subject.account, code.artifact_id).await;
+            Err(subject.refused(e))
         }
     }
 }
@@ -87,7 +88,7 @@ pub async fn configuration(
     FunctionName(function): FunctionName,
     JsonBody(request): JsonBody<UpdateFunctionConfigurationRequest>,
 ) -> Result<Json<FunctionConfiguration>, ApiError> {
-    let named = Named::parse(&function, None, &principal, &service)?.only_latest()?;
+    let subject = Subject::parse(&function, None, &principal, &service)?.only_latest()?;
     let mut change = ConfigChange {
         description: request.description.map(settings::description).transpose()?,
         runtime: request
@@ -107,10 +108,10 @@ pub async fn configuration(
         .handler
         .map(|h| settings::handler(Some(h)))
         .transpose()?;
-    let latest = latest(&named, &service, request.revision_id.as_deref()).await?;
+    let latest = latest(&subject, &service, request.revision_id.as_deref()).await?;
     if let Some(handler) = new_handler.filter(|h| *h != latest.config.handler) {
         let artifact_id = latest.code.artifact_id;
-        let bytes = code::load(&service, &named.account, &artifact_id).await?;
+        let bytes = code::load(&service, &subject.account, &artifact_id).await?;
         let checked = handler.clone();
         let kind = blocking(move || module::inspect(&bytes, &checked))
             .await?
@@ -127,29 +128,29 @@ pub async fn configuration(
     }
     let version = store::update_config(
         &service.registry,
-        &named.account,
-        &named.name,
+        &subject.account,
+        &subject.name,
         &change,
         request.revision_id.as_deref(),
     )
     .await
-    .map_err(|e| named.refused(e))?;
+    .map_err(|e| subject.refused(e))?;
     Ok(Json(FunctionConfiguration::of(
         version,
-        &named.region,
+        &subject.region,
         None,
     )))
 }
 
 /// `$LATEST`, refused early if `revision_id` is given and stale.
 async fn latest(
-    named: &Named,
+    subject: &Subject,
     service: &Service,
     revision_id: Option<&str>,
 ) -> Result<Version, ApiError> {
-    let latest = named.resolve(service).await?;
+    let latest = subject.resolve(service).await?;
     if revision_id.is_some_and(|id| id != latest.revision_id) {
-        return Err(named.refused(store::Error::RevisionMismatch));
+        return Err(subject.refused(store::Error::RevisionMismatch));
     }
     Ok(latest)
 }

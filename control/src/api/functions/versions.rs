@@ -6,10 +6,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 
-use super::body::{FunctionName, JsonBody, Params};
-use super::{code, settings, Named};
+use super::{code, settings};
 use crate::api::error::ApiError;
+use crate::api::request::{FunctionName, JsonBody, Params};
 use crate::api::shapes::{FunctionConfiguration, FunctionsQuery, PublishVersionRequest};
+use crate::api::subject::Subject;
 use crate::api::target::LATEST;
 use crate::registry::functions as store;
 use crate::service::{Principal, Service};
@@ -22,24 +23,24 @@ pub async fn publish(
     FunctionName(function): FunctionName,
     JsonBody(request): JsonBody<PublishVersionRequest>,
 ) -> Result<(StatusCode, Json<FunctionConfiguration>), ApiError> {
-    let named = Named::parse(&function, None, &principal, &service)?.only_latest()?;
+    let subject = Subject::parse(&function, None, &principal, &service)?.only_latest()?;
     let description = request.description.map(settings::description).transpose()?;
     let version = store::publish(
         &service.registry,
-        &named.account,
-        &named.name,
+        &subject.account,
+        &subject.name,
         request.code_sha256.as_deref(),
         description.as_deref(),
         request.revision_id.as_deref(),
     )
     .await
-    .map_err(|e| named.refused(e))?;
+    .map_err(|e| subject.refused(e))?;
     let qualifier = version.version.clone();
     Ok((
         StatusCode::CREATED,
         Json(FunctionConfiguration::of(
             version,
-            &named.region,
+            &subject.region,
             Some(&qualifier),
         )),
     ))
@@ -54,17 +55,17 @@ pub async fn delete(
     FunctionName(function): FunctionName,
     Params(query): Params<FunctionsQuery>,
 ) -> Result<StatusCode, ApiError> {
-    let named = Named::parse(&function, query.qualifier, &principal, &service)?;
+    let subject = Subject::parse(&function, query.qualifier, &principal, &service)?;
     let registry = &service.registry;
-    let deleted = match named.qualifier.as_deref() {
-        None => store::delete_function(registry, &named.account, &named.name).await,
+    let deleted = match subject.qualifier.as_deref() {
+        None => store::delete_function(registry, &subject.account, &subject.name).await,
         Some(LATEST) => {
             return Err(ApiError::invalid_parameter(
                 "$LATEST version cannot be deleted without deleting the function.",
             ))
         }
         Some(version) if store::is_number(version) => {
-            store::delete_version(registry, &named.account, &named.name, version).await
+            store::delete_version(registry, &subject.account, &subject.name, version).await
         }
         Some(alias) => {
             return Err(ApiError::invalid_parameter(format!(
@@ -73,7 +74,7 @@ pub async fn delete(
             )))
         }
     };
-    let freed = deleted.map_err(|e| named.refused(e))?;
-    code::discard(&service, &named.account, freed).await;
+    let freed = deleted.map_err(|e| subject.refused(e))?;
+    code::discard(&service, &subject.account, freed).await;
     Ok(StatusCode::NO_CONTENT)
 }

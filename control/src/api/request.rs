@@ -1,5 +1,5 @@
 //! Extractors that turn every malformed request into Lambda's error shape (axum's own
-//! rejections are plain text), and the blocking-pool helper.
+//! rejections are plain text), and the helpers handlers share.
 //!
 //! Bodies may carry a whole deployment package (a 50 MiB ZIP is about 67 MiB of base64),
 //! so the body limit follows the configured package limit, and large bodies are parsed
@@ -71,18 +71,44 @@ where
     }
 }
 
-/// The `{function}` path parameter: a function's name or ARN, percent-decoded.
+/// The path parameters, percent-decoded, as `T` (a `String` for one, a tuple for more).
+pub struct PathParams<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for PathParams<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(params)| PathParams(params))
+            .map_err(|e| ApiError::invalid_parameter(e.body_text()))
+    }
+}
+
+/// The `{function}` path parameter of a route with no other: a function's name or ARN.
 pub struct FunctionName(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for FunctionName {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        Path::<String>::from_request_parts(parts, state)
-            .await
-            .map(|Path(name)| FunctionName(name))
-            .map_err(|e| ApiError::invalid_parameter(e.body_text()))
+        let PathParams(name) = PathParams::from_request_parts(parts, state).await?;
+        Ok(FunctionName(name))
     }
+}
+
+/// A required member that is missing, in Lambda's words.
+pub fn required<T>(value: Option<T>, member: &str) -> Result<T, ApiError> {
+    value.ok_or_else(|| {
+        ApiError::invalid_parameter(format!(
+            "1 validation error detected: Value null at '{member}' failed to satisfy \
+             constraint: Member must not be null"
+        ))
+    })
 }
 
 /// Runs `work` on the blocking pool: CPU-heavy checks and the synchronous artifact store.
