@@ -13,14 +13,42 @@ use guest_init::{arch, heap::GuestHeap, log};
 static HEAP: GuestHeap = GuestHeap::empty();
 
 // The header host-vmm reads at IMAGE_BASE: magic "EMBRGST1", contract version, the address
-// of the fault stubs and the end of the image.
+// of the fault stubs, the end of the image, the page-touch routine and the start of the
+// writable data.
 global_asm!(
     ".section .ember_header, \"a\"",
     ".quad 0x3154534752424d45",
-    ".long 1",
+    ".long {version}",
     ".long 0",
     ".quad ember_fault_stubs",
     ".quad __image_end",
+    ".quad ember_touch_pages",
+    ".quad __data_start",
+    version = const ember_wire::boot::BOOT_VERSION,
+);
+
+// Touches the pages [rdi, rsi): reads each one (rdx = 0) or adds 0 to its first byte
+// (rdx = 1, one write fault that leaves memory as it was), then rings the kick doorbell.
+// The VMM runs it in a spare VM so that KVM maps those pages before a function needs them
+// (under PVM each first touch costs a shadow-paging fault); it then restores the registers.
+// No stack, no other memory: a warmed VM's memory is byte for byte its template's.
+global_asm!(
+    ".section .text.ember_touch, \"ax\"",
+    ".global ember_touch_pages",
+    "ember_touch_pages:",
+    "1: cmp rdi, rsi",
+    "jae 3f",
+    "test rdx, rdx",
+    "jz 2f",
+    "add byte ptr [rdi], 0",
+    "jmp 4f",
+    "2: mov al, byte ptr [rdi]",
+    "4: add rdi, 4096",
+    "jmp 1b",
+    "3: mov dx, {port}",
+    "out dx, al",
+    "ud2",
+    port = const ember_wire::layout::DOORBELL_KICK_PORT,
 );
 
 // Ring-0 exception stubs, 16 bytes apart, one per vector 0..32. The CPU enters them on the

@@ -9,7 +9,7 @@ pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"EMBRBOOT");
 /// Magic at the start of a guest image: "EMBRGST1".
 pub const IMAGE_MAGIC: u64 = u64::from_le_bytes(*b"EMBRGST1");
 /// Version of the boot contract; bumped on any incompatible change.
-pub const BOOT_VERSION: u32 = 1;
+pub const BOOT_VERSION: u32 = 2;
 /// Number of ring-0 exception stubs an image provides (vectors 0..32).
 pub const FAULT_VECTORS: usize = 32;
 /// Distance between two exception stubs in the image.
@@ -128,17 +128,25 @@ impl BootInfo {
 }
 
 /// The header at the start of a guest image: how the VMM finds the ring-0 fault stubs it
-/// points the IDT at (the guest cannot load an IDT itself, it never runs in ring 0).
+/// points the IDT at (the guest cannot load an IDT itself, it never runs in ring 0), and
+/// what it needs to pre-warm a spare VM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ImageHeader {
     /// Address of stub 0; stub `n` is at `fault_stubs + n * FAULT_STUB_STRIDE`.
     pub fault_stubs: u64,
     /// First byte after the image including `.bss`; the heap may start here.
     pub image_end: u64,
+    /// A ring-3 routine that touches pages without changing memory: entered with `rdi` =
+    /// first page, `rsi` = end, `rdx` = 0 to read or 1 to read-modify-write each page (the
+    /// same byte is written back); it uses no stack and rings the kick doorbell when done.
+    pub touch_pages: u64,
+    /// First byte of the image's writable data (`.data`, `.bss`); below it are code and
+    /// read-only data.
+    pub data_start: u64,
 }
 
 /// Encoded size of [`ImageHeader`].
-pub const IMAGE_HEADER_SIZE: usize = 32;
+pub const IMAGE_HEADER_SIZE: usize = 48;
 
 impl ImageHeader {
     pub fn encode(&self) -> [u8; IMAGE_HEADER_SIZE] {
@@ -149,6 +157,8 @@ impl ImageHeader {
         w.u32(0);
         w.u64(self.fault_stubs);
         w.u64(self.image_end);
+        w.u64(self.touch_pages);
+        w.u64(self.data_start);
         out
     }
 
@@ -165,6 +175,8 @@ impl ImageHeader {
         Ok(ImageHeader {
             fault_stubs: r.u64(),
             image_end: r.u64(),
+            touch_pages: r.u64(),
+            data_start: r.u64(),
         })
     }
 }
@@ -251,6 +263,8 @@ mod tests {
         let h = ImageHeader {
             fault_stubs: 0x20_1000,
             image_end: 0x24_0000,
+            touch_pages: 0x20_1200,
+            data_start: 0x23_0000,
         };
         assert_eq!(ImageHeader::decode(&h.encode()), Ok(h));
         assert_eq!(

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use host_vmm::function::{
     Environment, FunctionSpec, Invocation, Isolation, LogSink, Pool, PoolConfig, SpecBuilder,
 };
-use host_vmm::vm::Snapshot;
+use host_vmm::vm::{Snapshot, SpareVm};
 use host_vmm::{floor, GuestClient, Vm, VmConfig};
 use serde_json::{json, Value};
 
@@ -36,6 +36,9 @@ struct Args {
     /// Idle environments to hold at once (0 skips the check).
     #[arg(long, default_value_t = 1000)]
     max_envs: usize,
+    /// Spare VMs held at once for the RSS measurement.
+    #[arg(long, default_value_t = 20)]
+    spares: usize,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -153,20 +156,41 @@ fn function_benchmarks(args: &Args) -> Result<Value, Box<dyn std::error::Error>>
         assert_eq!(out.output, payload, "echo returned different bytes");
     }
 
-    // Cold: a new environment from the version's post-init snapshot, one invocation.
+    // Cold: a new environment from the version's post-init snapshot, one invocation; in a
+    // spare VM warmed beforehand (the pool's steady state), and in a new VM (no spares).
     let prepared = Environment::prepare(&echo, &template, &log)?;
+    let warm_heap = PoolConfig::default().spare_warm_heap;
     let mut cold_us = Vec::with_capacity(args.invokes);
+    let mut unpooled_us = Vec::with_capacity(args.invokes);
+    let mut spare_warm_us = Vec::with_capacity(args.invokes);
     for _ in 0..args.invokes {
         let start = Instant::now();
-        let mut env = Environment::start(echo.clone(), prepared.clone(), false)?;
+        let spare = SpareVm::new(&template, warm_heap)?;
+        spare_warm_us.push(micros(start.elapsed()));
+
+        let start = Instant::now();
+        let mut env = Environment::from_spare(echo.clone(), prepared.clone(), spare)?;
         let out = env.invoke(payload, &[], &log)?;
         cold_us.push(micros(start.elapsed()));
         assert_eq!(out.output, payload, "echo returned different bytes");
+        drop(env);
+
+        let start = Instant::now();
+        let mut env = Environment::start(echo.clone(), prepared.clone(), false)?;
+        let out = env.invoke(payload, &[], &log)?;
+        unpooled_us.push(micros(start.elapsed()));
+        assert_eq!(out.output, payload, "echo returned different bytes");
     }
 
-    // Warm: the same idle environment, through the pool.
-    let pool = Pool::new(PoolConfig::default(), log.clone());
+    // Warm: the same idle environment, through the pool (once its spares are warmed, as
+    // in steady state).
+    let config = PoolConfig::default();
+    let pool = Pool::new(config.clone(), log.clone());
     checked(&pool.invoke(&echo, payload))?;
+    let deadline = Instant::now() + TIMEOUT;
+    while pool.spares(FUNCTION_MIB) < config.spare_vms && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let mut warm_us = Vec::with_capacity(args.invokes * 5);
     for _ in 0..args.invokes * 5 {
         let start = Instant::now();
@@ -196,13 +220,20 @@ fn function_benchmarks(args: &Args) -> Result<Value, Box<dyn std::error::Error>>
     }
     drop(env);
 
-    let env_rss_kib = rss_per_idle_env(&echo, &prepared, &log, args.idle_vms)?;
+    let env_rss_kib = rss_per_idle_env(&echo, &prepared, &log, args.idle_vms, None)?;
+    let spare_env_rss_kib =
+        rss_per_idle_env(&echo, &prepared, &log, args.idle_vms, Some(&template))?;
+    let spare_rss_kib = rss_per_spare(&template, warm_heap, args.spares)?;
     let per_sec = throughput(&pool, &echo, payload)?;
     let cpu_heavy_ratio = cpu_heavy_ratio(&pool)?;
     let max_envs = hold_envs(&echo, &prepared, args.max_envs)?;
     Ok(json!({
         "first_cold_invoke_us": summary(&mut first_cold_us),
         "cold_invoke_us": summary(&mut cold_us),
+        "cold_invoke_unpooled_us": summary(&mut unpooled_us),
+        "spare_warm_us": summary(&mut spare_warm_us),
+        "spare_rss_kib": spare_rss_kib,
+        "spare_env_rss_kib": spare_env_rss_kib,
         "warm_invoke_us": summary(&mut warm_us),
         "reset_us": summary(&mut reset_us),
         "env_rss_kib": env_rss_kib,
@@ -213,22 +244,52 @@ fn function_benchmarks(args: &Args) -> Result<Value, Box<dyn std::error::Error>>
     }))
 }
 
-/// Host RSS growth per idle environment that has run one invocation.
+/// Host RSS growth per idle environment that has run one invocation, started in a new VM
+/// or, with `spares_of`, in a spare VM of that template.
 fn rss_per_idle_env(
     spec: &Arc<FunctionSpec>,
     prepared: &Arc<Snapshot>,
     log: &LogSink,
     count: usize,
+    spares_of: Option<&Arc<Snapshot>>,
 ) -> Result<f64, Box<dyn std::error::Error>> {
+    let warm_heap = PoolConfig::default().spare_warm_heap;
     let before = rss_kib()?;
+    let spares = match spares_of {
+        Some(template) => (0..count)
+            .map(|_| SpareVm::new(template, warm_heap).map(Some))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => (0..count).map(|_| None).collect(),
+    };
     let mut envs = Vec::with_capacity(count);
-    for _ in 0..count {
-        let mut env = Environment::start(spec.clone(), prepared.clone(), false)?;
+    for spare in spares {
+        let mut env = match spare {
+            Some(spare) => Environment::from_spare(spec.clone(), prepared.clone(), spare)?,
+            None => Environment::start(spec.clone(), prepared.clone(), false)?,
+        };
         env.invoke(b"{}", &[], log)?;
         envs.push(env);
     }
+    // An environment started in a spare gives back its unused warmed pages once it has
+    // been idle for 10 ms after its first invocation.
+    std::thread::sleep(Duration::from_millis(100));
     let after = rss_kib()?;
     drop(envs);
+    Ok(after.saturating_sub(before) as f64 / count as f64)
+}
+
+/// Host RSS growth per spare VM waiting to be used.
+fn rss_per_spare(
+    template: &Arc<Snapshot>,
+    warm_heap: u64,
+    count: usize,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let before = rss_kib()?;
+    let spares = (0..count)
+        .map(|_| SpareVm::new(template, warm_heap))
+        .collect::<Result<Vec<_>, _>>()?;
+    let after = rss_kib()?;
+    drop(spares);
     Ok(after.saturating_sub(before) as f64 / count as f64)
 }
 
@@ -264,7 +325,15 @@ fn throughput(
 /// SHA-256 over 4 MiB in the guest's wasm engine divided by the same code run natively.
 fn cpu_heavy_ratio(pool: &Pool) -> Result<f64, Box<dyn std::error::Error>> {
     const MIB: usize = 4;
-    let spec = spec(ember_examples::SHA_HEAVY, "cpu", Isolation::Reuse)?;
+    // A generous timeout: on a loaded machine the hash alone can take several seconds.
+    let spec = SpecBuilder {
+        name: "bench".into(),
+        version: "cpu".into(),
+        memory_mib: FUNCTION_MIB,
+        timeout: Duration::from_secs(60),
+        ..SpecBuilder::default()
+    }
+    .build(ember_examples::SHA_HEAVY)?;
     let event = format!(r#"{{"mib":{MIB}}}"#);
     checked(&pool.invoke(&spec, event.as_bytes()))?;
     let inv = pool.invoke(&spec, event.as_bytes());

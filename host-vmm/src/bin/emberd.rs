@@ -201,7 +201,11 @@ fn run_function(
     let mut failed = false;
     for i in 1..=count {
         let inv = pool.invoke(&spec, payload);
-        let start = if inv.cold { "cold" } else { "warm" };
+        let start = match (inv.cold, inv.spare) {
+            (true, true) => "cold, in a spare VM",
+            (true, false) => "cold",
+            (false, _) => "warm",
+        };
         println!("invocation {i} ({start}, environment {}):", inv.environment);
         if let Some(init) = inv.init_duration {
             println!(

@@ -10,7 +10,7 @@ use ember_wire::function::{InvokeRequest, LoadRequest, Outcome, Status};
 
 use super::{Failure, FunctionSpec, Isolation, LogSink};
 use crate::client::{ClientError, GuestClient};
-use crate::vm::{Command, Pause, Snapshot, Vm, VmConfig};
+use crate::vm::{Command, Pause, Snapshot, SpareVm, Vm, VmConfig};
 
 /// Lambda's limit for the init phase.
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,6 +28,11 @@ pub struct Environment {
     /// The function version right after its init phase: where this environment started,
     /// and where a per-invocation reset returns to.
     snapshot: Arc<Snapshot>,
+    /// Started in a spare VM (see [`SpareVm`]).
+    pub spare: bool,
+    /// Started in a spare VM and not yet trimmed: after the first invocation (and its
+    /// reset, with per-invocation isolation), the warmed pages left unused are given back.
+    trim_pending: bool,
     pub created: Instant,
     pub last_used: Instant,
 }
@@ -92,13 +97,13 @@ impl Environment {
         Snapshot::of_paused(&env.vm, template, paused).map_err(|e| broken(&e))
     }
 
-    /// A new environment of a prepared function version.
+    /// A new environment of a prepared function version, in a new VM restored from its
+    /// snapshot.
     pub fn start(
         spec: Arc<FunctionSpec>,
         snapshot: Arc<Snapshot>,
         track_dirty: bool,
     ) -> Result<Environment, Failure> {
-        let crashed = |e: &dyn std::fmt::Display| Failure::Crashed(e.to_string());
         let isolated = spec.isolation == Isolation::PerInvocation;
         let vm = Vm::restore(
             &snapshot,
@@ -107,15 +112,40 @@ impl Environment {
                 ..VmConfig::default()
             },
         )
-        .map_err(|e| crashed(&e))?;
+        .map_err(|e| Failure::Crashed(e.to_string()))?;
+        Self::with_vm(spec, snapshot, vm, false)
+    }
+
+    /// A new environment of a prepared function version, in a spare VM of the template
+    /// its snapshot was taken from (see [`SpareVm`]).
+    pub fn from_spare(
+        spec: Arc<FunctionSpec>,
+        snapshot: Arc<Snapshot>,
+        spare: SpareVm,
+    ) -> Result<Environment, Failure> {
+        let isolated = spec.isolation == Isolation::PerInvocation;
+        let vm = spare
+            .into_vm(&snapshot, isolated)
+            .map_err(|e| Failure::Crashed(format!("starting from a spare VM: {e}")))?;
+        Self::with_vm(spec, snapshot, vm, true)
+    }
+
+    fn with_vm(
+        spec: Arc<FunctionSpec>,
+        snapshot: Arc<Snapshot>,
+        vm: Vm,
+        spare: bool,
+    ) -> Result<Environment, Failure> {
         // The handshake overlaps the first request.
-        let client = Some(GuestClient::open(&vm).map_err(|e| crashed(&e))?);
+        let client = Some(GuestClient::open(&vm).map_err(|e| Failure::Crashed(e.to_string()))?);
         Ok(Environment {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             vm,
             client,
             spec,
             snapshot,
+            spare,
+            trim_pending: spare,
             created: Instant::now(),
             last_used: Instant::now(),
         })
@@ -147,7 +177,19 @@ impl Environment {
             log,
         );
         self.last_used = Instant::now();
+        if self.spec.isolation == Isolation::Reuse {
+            self.trim_once();
+        }
         outcome
+    }
+
+    /// Asks for the trim of a spare's unused pages, once. It runs once the guest has been
+    /// idle a while, so it holds up neither this reply, nor a reset, nor the next requests
+    /// of a burst.
+    fn trim_once(&mut self) {
+        if std::mem::take(&mut self.trim_pending) {
+            self.vm.trim();
+        }
     }
 
     /// Returns memory, vCPU and device to the state right after init (per-invocation
@@ -164,6 +206,7 @@ impl Environment {
         self.vm.resume();
         result.map_err(|e| broken(&e))?;
         self.client = Some(GuestClient::open(&self.vm).map_err(|e| broken(&e))?);
+        self.trim_once();
         Ok(())
     }
 

@@ -203,6 +203,8 @@ pub struct Invocation {
     pub log_tail: Vec<u8>,
     /// A new environment was created for this invocation.
     pub cold: bool,
+    /// That new environment started in a spare VM (see [`PoolConfig::spare_vms`]).
+    pub spare: bool,
     /// How long creating the environment and its init phase took (cold starts only).
     pub init_duration: Option<Duration>,
     /// Host-measured time of the invocation itself.

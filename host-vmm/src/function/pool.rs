@@ -1,6 +1,6 @@
 //! The environment pool: hands out an idle environment of the right function version or
 //! creates one, runs one invocation at a time on it, reaps idle environments, retires old
-//! ones and keeps provisioned ones ready.
+//! ones, keeps provisioned ones ready and keeps spare VMs warm for new environments.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ember_wire::function::{ModuleKind, Status, PAYLOAD_MAX};
 
 use super::{EnvKey, Environment, Failure, FunctionSpec, Invocation, Isolation, LogSink};
-use crate::vm::{Snapshot, VmConfig};
+use crate::vm::{Snapshot, SpareVm, VmConfig};
 
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
@@ -20,6 +20,15 @@ pub struct PoolConfig {
     pub max_age: Duration,
     /// How often the reaper runs.
     pub reap_interval: Duration,
+    /// Spare VMs kept warm per memory size in use (0: none). A new environment of any
+    /// version of that size then starts in a spare instead of a new VM, skipping VM
+    /// creation and most first-touch page faults; each spare holds about
+    /// `spare_warm_heap` + 1.5 MiB of host memory while it waits.
+    pub spare_vms: usize,
+    /// How much of a spare's guest heap is faulted in ahead of need (the guest image and
+    /// stack always are). An environment started in a spare gives back the part its first
+    /// invocation left untouched once it is idle.
+    pub spare_warm_heap: u64,
 }
 
 impl Default for PoolConfig {
@@ -28,6 +37,8 @@ impl Default for PoolConfig {
             idle_timeout: Duration::from_secs(300),
             max_age: Duration::from_secs(2 * 3600),
             reap_interval: Duration::from_secs(1),
+            spare_vms: 2,
+            spare_warm_heap: 4 << 20,
         }
     }
 }
@@ -67,9 +78,11 @@ struct Shared {
     log: LogSink,
     /// A ready guest-init per memory size, that versions are prepared from.
     templates: Mutex<HashMap<u32, Arc<Snapshot>>>,
-    /// Each version right after its init phase, that its environments start from, and
-    /// when it was last used.
-    prepared: Mutex<HashMap<EnvKey, PreparedSlot>>,
+    /// Each version's memory size (MiB) and its post-init snapshot, that its environments
+    /// start from, with when it was last used.
+    prepared: Mutex<HashMap<EnvKey, (u32, PreparedSlot)>>,
+    /// Spare VMs per memory size (MiB): warmed, bound to no version, each handed out once.
+    spares: Mutex<HashMap<u32, Vec<SpareVm>>>,
     /// Held while creating provisioned environments, so the caller of `set_provisioned`
     /// and the reaper never both create the same missing one.
     replenishing: Mutex<()>,
@@ -89,6 +102,7 @@ impl Pool {
             log,
             templates: Mutex::default(),
             prepared: Mutex::default(),
+            spares: Mutex::default(),
             replenishing: Mutex::default(),
         });
         let reaper = {
@@ -112,6 +126,7 @@ impl Pool {
             error: Some(error),
             log_tail: Vec::new(),
             cold,
+            spare: false,
             init_duration: None,
             duration: start.elapsed(),
             memory_used: 0,
@@ -155,6 +170,7 @@ impl Pool {
             error: None,
             log_tail: Vec::new(),
             cold: init_duration.is_some(),
+            spare: init_duration.is_some() && env.spare,
             init_duration,
             duration,
             memory_used: 0,
@@ -228,6 +244,16 @@ impl Pool {
         let st = self.shared.lock();
         st.idle.values().map(Vec::len).sum::<usize>() + st.busy.values().sum::<usize>()
     }
+
+    /// Spare VMs ready for new environments of `memory_mib`.
+    pub fn spares(&self, memory_mib: u32) -> usize {
+        self.shared
+            .spares
+            .lock()
+            .unwrap()
+            .get(&memory_mib)
+            .map_or(0, Vec::len)
+    }
 }
 
 impl Drop for Pool {
@@ -242,6 +268,7 @@ impl Drop for Pool {
             let _ = reaper.join();
         }
         drop(idle);
+        drop(std::mem::take(&mut *self.shared.spares.lock().unwrap()));
     }
 }
 
@@ -252,12 +279,29 @@ impl Shared {
 
     /// A new environment for `spec` and how long preparing it took. The first one of a
     /// version runs the init phase and snapshots it (in a VM started from the template of
-    /// its memory size); later ones start from that snapshot.
+    /// its memory size); every one starts from that snapshot, in a spare VM if one is
+    /// ready, else in a new VM.
     fn create(&self, spec: &Arc<FunctionSpec>) -> Result<(Environment, Duration), Failure> {
         let start = Instant::now();
         let prepared = self.prepared(spec)?;
-        let env = Environment::start(spec.clone(), prepared, false)?;
+        let env = match self.take_spare(spec.memory_mib) {
+            Some(spare) => {
+                Environment::from_spare(spec.clone(), prepared.clone(), spare).or_else(|e| {
+                    log::warn!("a spare VM failed, starting a new one: {e}");
+                    Environment::start(spec.clone(), prepared, false)
+                })?
+            }
+            None => Environment::start(spec.clone(), prepared, false)?,
+        };
         Ok((env, start.elapsed()))
+    }
+
+    /// Takes a spare VM of `memory_mib` (each is handed out once), and has the reaper warm
+    /// a replacement.
+    fn take_spare(&self, memory_mib: u32) -> Option<SpareVm> {
+        let spare = self.spares.lock().unwrap().get_mut(&memory_mib)?.pop()?;
+        self.wake_reaper.notify_all();
+        Some(spare)
     }
 
     /// The version's post-init snapshot, prepared once: concurrent first invocations of a
@@ -269,7 +313,13 @@ impl Shared {
             .lock()
             .unwrap()
             .entry(spec.key().clone())
-            .or_insert_with(|| Arc::new(Mutex::new((None, Instant::now()))))
+            .or_insert_with(|| {
+                (
+                    spec.memory_mib,
+                    Arc::new(Mutex::new((None, Instant::now()))),
+                )
+            })
+            .1
             .clone();
         let mut slot = slot.lock().unwrap();
         slot.1 = Instant::now();
@@ -328,12 +378,47 @@ impl Shared {
             // A version with no environment left, not provisioned and unused for the idle
             // timeout gives its snapshot back.
             let idle_timeout = self.config.idle_timeout;
-            self.prepared.lock().unwrap().retain(|key, slot| {
+            self.prepared.lock().unwrap().retain(|key, (_, slot)| {
                 let in_use = st.live(key) > 0 || st.provisioned.contains_key(key);
                 in_use || slot.try_lock().is_ok_and(|s| s.1.elapsed() < idle_timeout)
             });
         }
         drop(doomed);
+    }
+
+    /// Warms spare VMs until every memory size that a prepared version uses has
+    /// `spare_vms` of them, and drops the spares of sizes no version uses any more.
+    fn replenish_spares(&self) -> Result<(), Failure> {
+        loop {
+            let in_use: Vec<u32> = {
+                let prepared = self.prepared.lock().unwrap();
+                let templates = self.templates.lock().unwrap();
+                prepared
+                    .values()
+                    .map(|(mem, _)| *mem)
+                    .filter(|mem| templates.contains_key(mem))
+                    .collect()
+            };
+            let missing = {
+                let mut spares = self.spares.lock().unwrap();
+                spares.retain(|mem, _| in_use.contains(mem));
+                in_use
+                    .into_iter()
+                    .find(|mem| spares.get(mem).map_or(0, Vec::len) < self.config.spare_vms)
+            };
+            let Some(mem) = missing.filter(|_| !self.lock().stopping) else {
+                return Ok(());
+            };
+            let template = self.template(mem)?;
+            let spare = SpareVm::new(&template, self.config.spare_warm_heap)
+                .map_err(|e| Failure::Crashed(format!("warming a spare VM: {e}")))?;
+            self.spares
+                .lock()
+                .unwrap()
+                .entry(mem)
+                .or_default()
+                .push(spare);
+        }
     }
 
     /// Creates environments until every provisioned version has its count.
@@ -381,6 +466,9 @@ fn reap_loop(shared: &Shared) {
         shared.reap();
         if let Err(e) = shared.replenish() {
             log::warn!("keeping provisioned environments ready: {e}");
+        }
+        if let Err(e) = shared.replenish_spares() {
+            log::warn!("keeping spare VMs ready: {e}");
         }
     }
 }

@@ -6,13 +6,12 @@
 //! written pages, as they are now, into a new memfd: a snapshot of this VM.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
 use kvm_ioctls::VmFd;
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
-use super::memory::{GuestMemory, PAGE_SIZE};
+use super::memory::{data_pages, host_base, is_zero, GuestMemory, PAGE_SIZE};
 
 /// Pages written since the last call, by the guest or by a device; clears both logs.
 pub fn take_dirty_pages(vm: &VmFd, mem: &GuestMemory) -> Result<Vec<usize>, String> {
@@ -38,11 +37,6 @@ pub fn take_dirty_pages(vm: &VmFd, mem: &GuestMemory) -> Result<Vec<usize>, Stri
     Ok(dirty)
 }
 
-fn host_base(mem: &GuestMemory) -> Result<*mut u8, String> {
-    mem.get_host_address(GuestAddress(0))
-        .map_err(|e| e.to_string())
-}
-
 /// Copies the snapshot's contents of `pages` (sorted) back over them. Copying keeps the
 /// VM's private pages and their mappings in place: dropping them instead would make the
 /// next invocation pay a host fault and a shadow-paging fault for each of them again.
@@ -61,15 +55,37 @@ pub fn restore_pages(mem: &GuestMemory, snapshot: &File, pages: &[usize]) -> Res
     Ok(())
 }
 
-/// Writes the current contents of every page that is data in `base` or in `written` to
-/// `out` (sized like guest memory); other pages stay holes, which read as zeros.
-pub fn export(mem: &GuestMemory, base: &File, written: &[usize], out: &File) -> Result<(), String> {
+/// Writes the current contents of every page that is data in `base` or in `written` (in
+/// ascending order) to `out` (sized like guest memory), except pages of zeros: those stay
+/// holes, which read as zeros. Returns the pages of `written` that may now differ from
+/// `base`: all but those that are zeros in both.
+pub fn export(
+    mem: &GuestMemory,
+    base: &File,
+    written: &[usize],
+    out: &File,
+) -> Result<Vec<usize>, String> {
     let host = host_base(mem)?;
     let size = mem.iter().next().ok_or("no guest memory")?.len() as usize;
+    // SAFETY: every page number below comes from guest memory's size or the dirty log.
+    let page = |p: usize| unsafe { std::slice::from_raw_parts(host.add(p * PAGE_SIZE), PAGE_SIZE) };
     let mut pages = data_pages(base, size)?;
     pages.extend_from_slice(written);
     pages.sort_unstable();
     pages.dedup();
+    pages.retain(|&p| !is_zero(page(p)));
+    let mut differ = Vec::with_capacity(written.len());
+    let mut was = vec![0u8; PAGE_SIZE];
+    for &p in written {
+        if pages.binary_search(&p).is_err() {
+            base.read_exact_at(&mut was, (p * PAGE_SIZE) as u64)
+                .map_err(|e| format!("reading the base snapshot: {e}"))?;
+            if is_zero(&was) {
+                continue;
+            }
+        }
+        differ.push(p);
+    }
     for run in runs(&pages) {
         // SAFETY: the run lies inside guest memory and the vCPU is paused.
         let bytes = unsafe {
@@ -78,30 +94,7 @@ pub fn export(mem: &GuestMemory, base: &File, written: &[usize], out: &File) -> 
         out.write_all_at(bytes, (run.start * PAGE_SIZE) as u64)
             .map_err(|e| format!("writing the snapshot: {e}"))?;
     }
-    Ok(())
-}
-
-/// The pages of `file` that hold data (not holes).
-fn data_pages(file: &File, size: usize) -> Result<Vec<usize>, String> {
-    let fd = file.as_raw_fd();
-    let mut pages = Vec::new();
-    let mut at: libc::off_t = 0;
-    while (at as usize) < size {
-        // SAFETY: lseek on a file we own; errors are checked.
-        let start = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
-        if start < 0 {
-            break; // ENXIO: no data after `at`
-        }
-        // SAFETY: as above.
-        let end = unsafe { libc::lseek(fd, start, libc::SEEK_HOLE) };
-        if end < 0 {
-            return Err(format!("SEEK_HOLE: {}", std::io::Error::last_os_error()));
-        }
-        let end = (end as usize).min(size);
-        pages.extend(start as usize / PAGE_SIZE..end.div_ceil(PAGE_SIZE));
-        at = end as libc::off_t;
-    }
-    Ok(pages)
+    Ok(differ)
 }
 
 /// Consecutive page numbers as ranges.
@@ -124,14 +117,5 @@ mod tests {
     fn runs_group_consecutive_pages() {
         assert_eq!(runs(&[1, 2, 3, 7, 9, 10]), vec![1..4, 7..8, 9..11]);
         assert!(runs(&[]).is_empty());
-    }
-
-    #[test]
-    fn data_pages_skip_holes() {
-        let file = crate::vm::memory::memfd(16 * PAGE_SIZE as u64).unwrap();
-        file.write_all_at(b"x", 3 * PAGE_SIZE as u64 + 5).unwrap();
-        file.write_all_at(&[1u8; PAGE_SIZE * 2], 10 * PAGE_SIZE as u64)
-            .unwrap();
-        assert_eq!(data_pages(&file, 16 * PAGE_SIZE).unwrap(), vec![3, 10, 11]);
     }
 }

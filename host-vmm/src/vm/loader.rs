@@ -12,9 +12,14 @@ use super::memory::GuestMemory;
 use super::VmError;
 
 /// Where the loaded image lives.
+#[derive(Clone, Copy, Debug)]
 pub struct LoadedImage {
     pub entry: u64,
     pub fault_stubs: u64,
+    /// The guest's page-touch routine (see [`ImageHeader::touch_pages`]).
+    pub touch_pages: u64,
+    /// First page of writable data; code and read-only data lie below it.
+    pub data_start: u64,
     /// First free byte after the image (page aligned).
     pub end: u64,
 }
@@ -43,6 +48,14 @@ pub fn load(mem: &GuestMemory, mem_size: u64, elf: &[u8]) -> Result<LoadedImage,
     if header.fault_stubs < IMAGE_BASE || stubs_end > end {
         return Err(bad("fault stubs lie outside the image".into()));
     }
+    let data_start = header.data_start & !4095;
+    if !(IMAGE_BASE..=end).contains(&data_start)
+        || !(IMAGE_BASE..data_start).contains(&header.touch_pages)
+    {
+        return Err(bad(
+            "touch routine or data start lie outside the image".into()
+        ));
+    }
     if end + MIN_HEAP + STACK_SIZE + STACK_GUARD > mem_size {
         return Err(VmError::Config(format!(
             "{} MiB of guest memory cannot hold the {} KiB guest image, a heap and a stack",
@@ -53,6 +66,8 @@ pub fn load(mem: &GuestMemory, mem_size: u64, elf: &[u8]) -> Result<LoadedImage,
     Ok(LoadedImage {
         entry: loaded.kernel_load.0,
         fault_stubs: header.fault_stubs,
+        touch_pages: header.touch_pages,
+        data_start,
         end,
     })
 }

@@ -1,13 +1,16 @@
 //! One micro-VM: guest memory, the guest image, one vCPU on its own thread, a serial port
 //! and a virtio-vsock device. [`Vm::boot`] builds it; dropping it stops and frees it.
 
+mod command;
 pub mod cpu;
 mod dirty;
 mod exit;
 mod loader;
 pub mod memory;
 mod snapshot;
+mod spare;
 mod vcpu;
+mod warm;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,12 +29,15 @@ use crate::devices::vsock::stream::VsockStream;
 use crate::devices::vsock::uds::UdsListener;
 use crate::devices::vsock::VsockDevice;
 use crate::{guest_image, kvm};
+pub use command::Command;
 pub use exit::{GuestFault, VmExit};
 use kvm_ioctls::{VcpuFd, VmFd};
+use loader::LoadedImage;
 use memory::GuestMemory;
 pub use snapshot::Snapshot;
+pub use spare::SpareVm;
 pub(crate) use vcpu::configure as configure_vcpu;
-pub use vcpu::{Command, Paused};
+pub use vcpu::Paused;
 use vcpu::{VcpuContext, VcpuControl};
 
 #[derive(Debug, thiserror::Error)]
@@ -92,10 +98,14 @@ pub struct Vm {
 impl Vm {
     /// Creates the VM and starts its vCPU; returns as soon as the guest is running.
     pub fn boot(config: &VmConfig) -> Result<Vm, VmError> {
-        Self::boot_backed(config, &memory::Backing::Anonymous)
+        Self::boot_backed(config, &memory::Backing::Anonymous).map(|(vm, _)| vm)
     }
 
-    fn boot_backed(config: &VmConfig, backing: &memory::Backing) -> Result<Vm, VmError> {
+    /// Boots a VM on `backing`; also says where the guest image was loaded.
+    fn boot_backed(
+        config: &VmConfig,
+        backing: &memory::Backing,
+    ) -> Result<(Vm, LoadedImage), VmError> {
         if config.guest_cid < 3 || config.guest_cid > u32::MAX as u64 {
             return Err(VmError::Config(format!(
                 "guest CID must be between 3 and {}, got {}",
@@ -140,14 +150,24 @@ impl Vm {
         };
         mem.write_slice(&boot_info.encode(), GuestAddress(BOOT_INFO))
             .map_err(|e| VmError::Setup(format!("writing boot info: {e}")))?;
-        let hub = Arc::new(Hub::default());
-        let vsock = VsockDevice::new(config.guest_cid, hub.clone());
-        Self::start(config, vm_fd, vcpu, mem, hub, vsock, None)
+        let vsock = VsockDevice::new(config.guest_cid, Arc::new(Hub::default()));
+        let vm = Self::start(config, vm_fd, vcpu, mem, vsock, None, None)?;
+        Ok((vm, image))
     }
 
     /// Starts a VM from a snapshot: its memory copy-on-write over the snapshot's, its vCPU
     /// and device exactly as captured. `config.mem_mib` and `guest_cid` are the snapshot's.
     pub fn restore(snapshot: &Snapshot, config: &VmConfig) -> Result<Vm, VmError> {
+        Self::restore_with(snapshot, config, false)
+    }
+
+    /// Like [`Vm::restore`], but the vCPU stays paused before its first instruction, taking
+    /// commands, until [`Vm::resume`].
+    fn restore_paused(snapshot: &Snapshot, config: &VmConfig) -> Result<Vm, VmError> {
+        Self::restore_with(snapshot, config, true)
+    }
+
+    fn restore_with(snapshot: &Snapshot, config: &VmConfig, paused: bool) -> Result<Vm, VmError> {
         let sys = kvm::system()?;
         let vm_fd = create_vm()?;
         let backing = memory::Backing::CopyOnWrite(snapshot.memory.clone());
@@ -155,21 +175,27 @@ impl Vm {
         let vcpu = create_vcpu(&vm_fd)?;
         vcpu::set_state(&vcpu, &sys.cpuid, &snapshot.vcpu)?;
         let hub = Arc::new(Hub::default());
-        let vsock = VsockDevice::restore(snapshot.guest_cid, hub.clone(), &snapshot.device);
+        let vsock = VsockDevice::restore(snapshot.guest_cid, hub, &snapshot.device);
         let base = Some(snapshot.memory.clone());
-        Self::start(config, vm_fd, vcpu, mem, hub, vsock, base)
+        let paused = paused.then(|| Paused {
+            vcpu: snapshot.vcpu.clone(),
+            device: snapshot.device.clone(),
+        });
+        Self::start(config, vm_fd, vcpu, mem, vsock, base, paused)
     }
 
-    /// Runs the vCPU on its own thread.
+    /// Runs the vCPU on its own thread; with `paused`, the thread first waits for commands
+    /// as if it had paused in that state.
     fn start(
         config: &VmConfig,
         vm_fd: VmFd,
         vcpu: VcpuFd,
         mem: GuestMemory,
-        hub: Arc<Hub>,
         vsock: VsockDevice,
         base: Option<Arc<std::fs::File>>,
+        paused: Option<Paused>,
     ) -> Result<Vm, VmError> {
+        let hub = vsock.hub().clone();
         let id = format!(
             "{}-{}",
             std::process::id(),
@@ -184,6 +210,9 @@ impl Vm {
             None => None,
         };
         let control = Arc::new(VcpuControl::default());
+        if let Some(paused) = paused {
+            control.publish(paused);
+        }
         let ctx = VcpuContext {
             vcpu,
             vm_fd,
@@ -226,13 +255,21 @@ impl Vm {
         self.control.resume();
     }
 
-    /// Runs `command` on a paused VM that was restored with `track_dirty`.
-    pub fn command(&self, command: Command) -> Result<(), VmError> {
+    /// Runs `command` on a paused VM; returns the guest pages it dealt with (for an
+    /// export, those where the new snapshot may differ from its base).
+    pub fn command(&self, command: Command) -> Result<Vec<usize>, VmError> {
         self.control.command(command).map_err(VmError::Setup)
     }
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Once the guest has been idle a while (10 ms), gives back the host memory of the
+    /// pages a warm made the VM's own that still hold only zeros (see [`SpareVm`]); does
+    /// not wait.
+    pub fn trim(&self) {
+        self.hub.request_trim();
     }
 
     /// Opens a stream to a vsock port in the guest.

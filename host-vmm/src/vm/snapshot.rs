@@ -6,8 +6,10 @@ use std::fs::File;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::command::Command;
+use super::loader::LoadedImage;
 use super::memory::{self, Backing};
-use super::vcpu::{Command, Paused, VcpuState};
+use super::vcpu::{Paused, VcpuState};
 use super::{Pause, Vm, VmConfig, VmError};
 use crate::devices::virtio_mmio::TransportState;
 
@@ -20,6 +22,11 @@ pub struct Snapshot {
     pub(super) guest_cid: u64,
     pub(super) vcpu: VcpuState,
     pub(super) device: TransportState,
+    /// Where guest-init's image lies, for warming spare VMs.
+    pub(super) image: LoadedImage,
+    /// The snapshot this one was taken from (restored, run, paused), and the pages where
+    /// the two may differ (written in between, and not zeros in both).
+    pub(super) base: Option<(Arc<Snapshot>, Vec<usize>)>,
 }
 
 impl Snapshot {
@@ -33,7 +40,7 @@ impl Snapshot {
             track_dirty: false,
             ..config.clone()
         };
-        let vm = Vm::boot_backed(&template, &Backing::Template(file.clone()))?;
+        let (vm, image) = Vm::boot_backed(&template, &Backing::Template(file.clone()))?;
         let paused = vm.pause(Pause::Idle, READY_TIMEOUT)?;
         vm.stop();
         Ok(Arc::new(Snapshot {
@@ -42,20 +49,28 @@ impl Snapshot {
             guest_cid: config.guest_cid,
             vcpu: paused.vcpu,
             device: paused.device,
+            image,
+            base: None,
         }))
     }
 
     /// A snapshot of `vm`, which was restored from `base` with `track_dirty` and is paused
     /// (its state is `paused`): the base's memory plus every page the VM wrote since.
-    pub fn of_paused(vm: &Vm, base: &Snapshot, paused: Paused) -> Result<Arc<Snapshot>, VmError> {
+    pub fn of_paused(
+        vm: &Vm,
+        base: &Arc<Snapshot>,
+        paused: Paused,
+    ) -> Result<Arc<Snapshot>, VmError> {
         let file = memory::memfd(base.mem_size)?;
-        vm.command(Command::Export(file.clone()))?;
+        let differ = vm.command(Command::Export(file.clone()))?;
         Ok(Arc::new(Snapshot {
             memory: file,
             mem_size: base.mem_size,
             guest_cid: base.guest_cid,
             vcpu: paused.vcpu,
             device: paused.device,
+            image: base.image,
+            base: Some((base.clone(), differ)),
         }))
     }
 }

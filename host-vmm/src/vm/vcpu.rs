@@ -16,9 +16,8 @@ use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs, CpuId};
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
-use super::dirty;
-use super::snapshot::Snapshot;
-use super::{cpu, GuestFault, VmError, VmExit};
+use super::command::{self, Command};
+use super::{cpu, warm, GuestFault, VmError, VmExit};
 use crate::devices::serial::{GuestLog, SerialDevice};
 use crate::devices::virtio_mmio::TransportState;
 use crate::devices::vsock::hub::Hub;
@@ -42,17 +41,7 @@ pub struct VcpuControl {
 struct PauseSlot {
     paused: Option<Paused>,
     command: Option<Command>,
-    result: Option<Result<(), String>>,
-}
-
-/// What the host can ask of a paused vCPU thread (which owns memory, vCPU and devices).
-#[derive(Clone)]
-pub enum Command {
-    /// Write this VM's memory into the (empty, sized) memfd: the memory of a new snapshot.
-    Export(Arc<File>),
-    /// Put memory, vCPU and device back as they are in the snapshot the VM was restored
-    /// from (only the pages written since are touched).
-    Reset(Arc<Snapshot>),
+    result: Option<Result<Vec<usize>, String>>,
 }
 
 /// A vCPU stopped between two instructions of an idle guest, and its device.
@@ -101,8 +90,9 @@ impl VcpuControl {
         guard.paused.clone()
     }
 
-    /// Runs `command` on the paused vCPU thread and waits for its result.
-    pub fn command(&self, command: Command) -> Result<(), String> {
+    /// Runs `command` on the paused vCPU thread and waits for its result (see
+    /// [`command::run`]).
+    pub fn command(&self, command: Command) -> Result<Vec<usize>, String> {
         let mut slot = self.paused.lock().unwrap();
         if slot.paused.is_none() {
             return Err("the VM is not paused".into());
@@ -122,6 +112,13 @@ impl VcpuControl {
     /// Lets a paused vCPU run again.
     pub fn resume(&self) {
         self.paused.lock().unwrap().paused.take();
+        self.pause_changed.notify_all();
+    }
+
+    /// Marks the vCPU paused in `state`: called by the vCPU thread when it pauses, or
+    /// before it starts, for a VM that should wait for commands before running.
+    pub fn publish(&self, state: Paused) {
+        self.paused.lock().unwrap().paused = Some(state);
         self.pause_changed.notify_all();
     }
 
@@ -168,30 +165,41 @@ pub fn configure(
 
 /// Loads CPUID and a register state into a fresh vCPU.
 pub fn set_state(vcpu: &VcpuFd, cpuid: &CpuId, state: &VcpuState) -> Result<(), VmError> {
-    let kvm = |what: &str, e: kvm_ioctls::Error| VmError::Kvm(format!("{what}: {e}"));
     vcpu.set_cpuid2(cpuid)
-        .map_err(|e| kvm("KVM_SET_CPUID2", e))?;
-    vcpu.set_sregs(&state.sregs)
-        .map_err(|e| kvm("KVM_SET_SREGS", e))?;
-    vcpu.set_regs(&state.regs)
-        .map_err(|e| kvm("KVM_SET_REGS", e))?;
-    vcpu.set_fpu(&state.fpu)
-        .map_err(|e| kvm("KVM_SET_FPU", e))?;
-    Ok(())
+        .map_err(|e| VmError::Kvm(format!("KVM_SET_CPUID2: {e}")))?;
+    load_registers(vcpu, state).map_err(VmError::Kvm)
 }
 
-/// Finishes the port write the guest is parked on (KVM completes it on the next entry;
-/// `immediate_exit` returns before running a single guest instruction), then reads the
-/// registers: the state of a guest between two instructions.
-fn capture(vcpu: &mut VcpuFd) -> Result<VcpuState, String> {
+/// Loads a register state (into a fresh vCPU, or one that is paused between two
+/// instructions).
+pub fn load_registers(vcpu: &VcpuFd, state: &VcpuState) -> Result<(), String> {
+    vcpu.set_sregs(&state.sregs)
+        .map_err(|e| format!("KVM_SET_SREGS: {e}"))?;
+    vcpu.set_regs(&state.regs)
+        .map_err(|e| format!("KVM_SET_REGS: {e}"))?;
+    vcpu.set_fpu(&state.fpu)
+        .map_err(|e| format!("KVM_SET_FPU: {e}"))
+}
+
+/// Finishes the port write the guest last exited on: KVM completes it on the next entry,
+/// and `immediate_exit` returns before running a single guest instruction.
+pub fn complete_exit(vcpu: &mut VcpuFd) -> Result<(), String> {
     vcpu.set_kvm_immediate_exit(1);
     let entry = vcpu.run().map(|exit| format!("{exit:?}"));
     vcpu.set_kvm_immediate_exit(0);
     match entry {
-        Err(e) if e.errno() == libc::EINTR => {}
-        Err(e) => return Err(format!("completing the parked exit: {e}")),
-        Ok(exit) => return Err(format!("unexpected exit while pausing: {exit}")),
+        Err(e) if e.errno() == libc::EINTR => Ok(()),
+        Err(e) => Err(format!("completing the last exit: {e}")),
+        Ok(exit) => Err(format!(
+            "unexpected exit while completing the last one: {exit}"
+        )),
     }
+}
+
+/// Completes the doorbell the guest is parked on, then reads the registers: the state of a
+/// guest between two instructions.
+fn capture(vcpu: &mut VcpuFd) -> Result<VcpuState, String> {
+    complete_exit(vcpu)?;
     Ok(VcpuState {
         regs: vcpu.get_regs().map_err(|e| e.to_string())?,
         sregs: vcpu.get_sregs().map_err(|e| e.to_string())?,
@@ -201,60 +209,57 @@ fn capture(vcpu: &mut VcpuFd) -> Result<VcpuState, String> {
 
 /// Captures the paused state, publishes it, runs the host's commands, and waits until
 /// resumed or stopped.
-fn pause(vcpu: &mut VcpuFd, vm: &VmState<'_>, dev: &mut Devices, control: &VcpuControl) -> Next {
+fn pause(
+    vcpu: &mut VcpuFd,
+    vm: &mut VmState<'_>,
+    dev: &mut Devices,
+    control: &VcpuControl,
+) -> Next {
     let state = match capture(vcpu) {
         Ok(state) => state,
         Err(e) => return Next::Exit(VmExit::KvmError(e)),
     };
-    let mut slot = control.paused.lock().unwrap();
-    slot.paused = Some(Paused {
+    control.publish(Paused {
         vcpu: state,
         device: dev.vsock.state(),
     });
-    control.pause_changed.notify_all();
-    while slot.paused.is_some() && !control.stop.load(Ordering::SeqCst) {
-        if let Some(command) = slot.command.take() {
-            let result = run_command(&command, vcpu, vm, dev);
-            slot.result = Some(result);
-            control.pause_changed.notify_all();
-        }
-        slot = control.pause_changed.wait(slot).unwrap();
-    }
+    hold(vcpu, vm, dev, control, false);
     Next::Continue
 }
 
-/// What the paused thread needs to export or reset the VM.
+/// While the vCPU is paused, runs the host's commands until resumed or stopped (`fresh`:
+/// the guest has not run yet). The lock is released while a command runs, so a stop
+/// request never waits for one.
+fn hold(
+    vcpu: &mut VcpuFd,
+    vm: &mut VmState<'_>,
+    dev: &mut Devices,
+    control: &VcpuControl,
+    fresh: bool,
+) {
+    let mut slot = control.paused.lock().unwrap();
+    while !control.stop.load(Ordering::SeqCst) && slot.paused.is_some() {
+        if let Some(command) = slot.command.take() {
+            let paused = slot.paused.clone().expect("checked by the loop");
+            drop(slot);
+            let result = command::run(&command, vcpu, vm, dev, &paused, fresh, &control.stop);
+            slot = control.paused.lock().unwrap();
+            slot.result = Some(result);
+            control.pause_changed.notify_all();
+        } else {
+            slot = control.pause_changed.wait(slot).unwrap();
+        }
+    }
+}
+
+/// What the vCPU thread needs to run a command or a trim on the VM.
 pub struct VmState<'a> {
     pub vm_fd: &'a VmFd,
     pub mem: &'a GuestMemory,
     /// The memfd this VM was restored from, if any.
     pub base: Option<&'a File>,
-}
-
-fn run_command(
-    command: &Command,
-    vcpu: &VcpuFd,
-    vm: &VmState<'_>,
-    dev: &mut Devices,
-) -> Result<(), String> {
-    let dirty = dirty::take_dirty_pages(vm.vm_fd, vm.mem)?;
-    match command {
-        Command::Export(out) => {
-            let base = vm
-                .base
-                .ok_or("only a VM restored from a snapshot can be exported")?;
-            dirty::export(vm.mem, base, &dirty, out)
-        }
-        Command::Reset(snapshot) => {
-            dirty::restore_pages(vm.mem, &snapshot.memory, &dirty)?;
-            let state = &snapshot.vcpu;
-            vcpu.set_regs(&state.regs).map_err(|e| e.to_string())?;
-            vcpu.set_sregs(&state.sregs).map_err(|e| e.to_string())?;
-            vcpu.set_fpu(&state.fpu).map_err(|e| e.to_string())?;
-            dev.vsock.restore_state(&snapshot.device);
-            Ok(())
-        }
-    }
+    /// Guest pages a warm made anonymous: what a trim looks at.
+    pub anonymous: Vec<std::ops::Range<usize>>,
 }
 
 /// The signal that knocks a vCPU thread out of `KVM_RUN`.
@@ -298,12 +303,13 @@ pub fn run(ctx: VcpuContext) {
         base,
     } = ctx;
     let mut devices = Devices { serial, vsock };
-    let state = VmState {
+    let mut state = VmState {
         vm_fd: &vm_fd,
         mem: &mem,
         base: base.as_deref(),
+        anonymous: Vec::new(),
     };
-    let exit = run_loop(vcpu, &state, &mut devices, &control, &log);
+    let exit = run_loop(vcpu, &mut state, &mut devices, &control, &log);
     drop(vm_fd);
     drop(mem);
     log::debug!("vm exited: {exit}");
@@ -313,9 +319,9 @@ pub fn run(ctx: VcpuContext) {
     control.wake_paused();
 }
 
-struct Devices {
+pub struct Devices {
     serial: SerialDevice,
-    vsock: VsockDevice,
+    pub vsock: VsockDevice,
 }
 
 /// What an exit asks for once the borrow of the vCPU's run structure has ended.
@@ -323,12 +329,13 @@ enum Next {
     Continue,
     Fault,
     Pause,
+    Trim,
     Exit(VmExit),
 }
 
 fn run_loop(
     mut vcpu: VcpuFd,
-    vm: &VmState<'_>,
+    vm: &mut VmState<'_>,
     dev: &mut Devices,
     control: &VcpuControl,
     log: &GuestLog,
@@ -336,6 +343,8 @@ fn run_loop(
     let serial_ports = SERIAL_PORT..SERIAL_PORT + 8;
     let mmio = VIRTIO_MMIO_BASE..VIRTIO_MMIO_BASE + VIRTIO_MMIO_SIZE;
     let mem = vm.mem;
+    // A VM restored paused takes the host's commands before its first instruction.
+    hold(&mut vcpu, vm, dev, control, true);
     loop {
         if control.stop.load(Ordering::SeqCst) {
             return VmExit::Stopped;
@@ -346,6 +355,7 @@ fn run_loop(
                     match dev.vsock.doorbell(port == DOORBELL_WAIT_PORT, mem) {
                         Ok(Doorbell::Resume) => Next::Continue,
                         Ok(Doorbell::Pause) => Next::Pause,
+                        Ok(Doorbell::Trim) => Next::Trim,
                         Err(e) => Next::Exit(VmExit::GuestError(e.to_string())),
                     }
                 }
@@ -403,6 +413,10 @@ fn run_loop(
                     return exit;
                 }
             }
+            Next::Trim => match warm::trim(vm.mem, &vm.anonymous) {
+                Ok(pages) => log::debug!("trim gave back {pages} zero pages"),
+                Err(e) => return VmExit::KvmError(format!("trimming guest memory: {e}")),
+            },
         }
     }
 }

@@ -83,6 +83,8 @@ pub enum Wake {
     Work,
     Stop,
     Pause,
+    /// The host asked for a trim of guest memory, and the guest has been idle long enough.
+    Trim,
 }
 
 /// One packet the device should write into the guest's RX queue.
@@ -117,6 +119,8 @@ struct State {
     stop: bool,
     /// Leave the park for a snapshot or reset (see [`Pause`]).
     pause: Option<Pause>,
+    /// Trim guest memory once the guest has been idle for `TRIM_WHEN_IDLE_FOR`.
+    trim: bool,
 }
 
 impl State {
@@ -152,6 +156,10 @@ pub struct Hub {
 
 /// How long a waiter polls before it sleeps. Short enough that an idle VM costs nothing.
 const SPIN: Duration = Duration::from_micros(30);
+
+/// How long a guest must have been idle before a requested trim runs: requests that come
+/// in a burst are never held up by one.
+const TRIM_WHEN_IDLE_FOR: Duration = Duration::from_millis(10);
 
 /// Polls `seq` for a change from `seen` for at most [`SPIN`].
 fn spin_for_change(seq: &AtomicU64, seen: u64) {
@@ -465,7 +473,8 @@ impl Hub {
         self.lock().has_outgoing()
     }
 
-    /// Parks the calling vCPU until there is a packet to deliver, a stop, or a pause.
+    /// Parks the calling vCPU until there is a packet to deliver, a stop, a pause, or a
+    /// requested trim is due.
     pub fn wait_for_outgoing(&self) -> Wake {
         let seen = self.guest_seq.load(Ordering::Acquire);
         spin_for_change(&self.guest_seq, seen);
@@ -486,13 +495,31 @@ impl Hub {
             if st.has_outgoing() {
                 return Wake::Work;
             }
-            st = self.guest_work.wait(st).unwrap();
+            if !st.trim {
+                st = self.guest_work.wait(st).unwrap();
+                continue;
+            }
+            let (guard, idle) = self
+                .guest_work
+                .wait_timeout(st, TRIM_WHEN_IDLE_FOR)
+                .unwrap();
+            st = guard;
+            if idle.timed_out() && !st.stop && st.pause.is_none() && !st.has_outgoing() {
+                st.trim = false;
+                return Wake::Trim;
+            }
         }
     }
 
     /// Asks the vCPU to pause at its next park, as `when` allows.
     pub fn request_pause(&self, when: Pause) {
         self.lock().pause = Some(when);
+        self.wake_guest();
+    }
+
+    /// Asks the vCPU to trim guest memory once the guest has been idle a while.
+    pub fn request_trim(&self) {
+        self.lock().trim = true;
         self.wake_guest();
     }
 

@@ -52,6 +52,9 @@ pub enum Doorbell {
     Resume,
     /// The guest is parked with no connection and a pause was requested: capture it.
     Pause,
+    /// The guest is parked and idle, and a trim was requested: trim, then run the guest
+    /// (which parks again).
+    Trim,
 }
 
 impl VsockDevice {
@@ -88,6 +91,11 @@ impl VsockDevice {
         self.transport =
             MmioTransport::restore(DEVICE_ID, self.guest_cid.to_le_bytes().to_vec(), state);
         self.delivered_since_wait = false;
+    }
+
+    /// The connection table this device moves packets for.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
     }
 
     pub fn state(&self) -> TransportState {
@@ -137,6 +145,7 @@ impl VsockDevice {
         match self.hub.wait_for_outgoing() {
             Wake::Stop => Ok(Doorbell::Resume),
             Wake::Pause => Ok(Doorbell::Pause),
+            Wake::Trim => Ok(Doorbell::Trim),
             Wake::Work if self.fill_rx(mem)? == 0 => Err(VmError::Guest(
                 "guest waits for vsock packets but offers no RX buffers".into(),
             )),
