@@ -49,33 +49,38 @@ impl KeyDir {
     /// The contents of `name`, or `None` if it does not exist. A secret that others may
     /// read or write is refused rather than used: it may already have leaked.
     pub(crate) fn read(&self, name: &str) -> io::Result<Option<Zeroizing<Vec<u8>>>> {
-        let path = self.path(name);
-        let mode = match fs::metadata(&path) {
-            Ok(meta) => meta.permissions().mode() & 0o777,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(with_path(e, &path)),
-        };
-        if mode & 0o077 != 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!(
-                    "{} is accessible to other users (mode {mode:o}); it must be 0600 \
-                     (chmod 600 it after making sure it has not leaked)",
-                    path.display()
-                ),
-            ));
-        }
-        match fs::read(&path) {
-            Ok(bytes) => Ok(Some(Zeroizing::new(bytes))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(with_path(e, &path)),
-        }
+        read_private(&self.path(name))
     }
 
     /// Atomically replaces `name` with `bytes`, mode 0600.
     pub(crate) fn write(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
         let path = self.path(name);
         atomic::write(&path, bytes, 0o600).map_err(|e| with_path(e, &path))
+    }
+}
+
+/// The contents of the secret file `path`, or `None` if it does not exist; refused when
+/// others may read or write it (see [`KeyDir::read`]).
+pub(crate) fn read_private(path: &Path) -> io::Result<Option<Zeroizing<Vec<u8>>>> {
+    let mode = match fs::metadata(path) {
+        Ok(meta) => meta.permissions().mode() & 0o777,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(with_path(e, path)),
+    };
+    if mode & 0o077 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is accessible to other users (mode {mode:o}); it must be 0600 \
+                 (chmod 600 it after making sure it has not leaked)",
+                path.display()
+            ),
+        ));
+    }
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(Zeroizing::new(bytes))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(with_path(e, path)),
     }
 }
 

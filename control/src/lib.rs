@@ -12,7 +12,8 @@
 //!
 //! The service: [`registry`] keeps accounts, functions, versions, aliases and concurrency
 //! settings in SQL; [`api`] serves Lambda's REST API over them for the [`service`]'s
-//! authenticated callers.
+//! authenticated callers; [`fleet`] keeps the workers, and [`router`] sends each
+//! invocation to one of them.
 //!
 //! `docs/artifacts.md` describes the on-disk formats, the key hierarchy and the limits.
 
@@ -21,6 +22,7 @@ pub mod api;
 pub mod artifacts;
 pub mod cli;
 pub mod clock;
+pub mod fleet;
 pub mod grants;
 pub mod keys;
 pub mod module;
@@ -28,6 +30,7 @@ pub mod names;
 pub mod package;
 pub mod registry;
 pub mod roles;
+pub mod router;
 pub mod server;
 pub mod service;
 

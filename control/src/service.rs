@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::artifacts::{ArtifactError, ArtifactStore};
+use crate::fleet::{Fleet, FleetSettings};
 use crate::grants::GrantIssuer;
 use crate::keys::{KeyError, KeySource, Keyring};
 use crate::package::Limits;
@@ -20,6 +21,8 @@ pub struct Settings {
     pub code_storage_limit: u64,
     /// Upload limits for packages.
     pub package_limits: Limits,
+    /// Heartbeats and leases of the worker fleet.
+    pub fleet: FleetSettings,
 }
 
 impl Default for Settings {
@@ -28,6 +31,7 @@ impl Default for Settings {
             region: "local".to_owned(),
             code_storage_limit: 75 * 1000 * 1000 * 1000,
             package_limits: Limits::default(),
+            fleet: FleetSettings::default(),
         }
     }
 }
@@ -55,6 +59,8 @@ pub struct Service {
     pub roles: RoleIssuer,
     /// Signs and checks the artifact-scoped grants code downloads need.
     pub grants: GrantIssuer,
+    /// The workers and the invocations running on them.
+    pub fleet: Fleet,
 }
 
 impl Service {
@@ -75,6 +81,7 @@ impl Service {
         let roles = RoleIssuer::load_or_create(data_dir)?;
         let grants = GrantIssuer::load_or_create(data_dir)?;
         Ok(Service {
+            fleet: Fleet::new(settings.fleet.clone()),
             data_dir: data_dir.to_owned(),
             registry,
             artifacts,

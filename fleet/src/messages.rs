@@ -94,9 +94,9 @@ pub struct Provisioned {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CodeRef {
     pub account: String,
+    /// What the worker's cache is keyed by: an artifact id names one module forever
+    /// (artifacts are immutable), so no digest of the module is needed to tell them apart.
     pub artifact_id: String,
-    /// SHA-256 of the module (hex): what the worker's cache is keyed by and checks.
-    pub module_sha256: String,
     /// A time-limited grant for exactly this artifact.
     pub grant: String,
 }

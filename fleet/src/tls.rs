@@ -22,6 +22,10 @@ pub enum TlsError {
     Verifier(String),
 }
 
+/// The common name of control's client certificate. Workers serve only this peer: every
+/// worker's certificate comes from the same CA, and a worker must not invoke another.
+pub const CONTROL_NAME: &str = "ember-control";
+
 /// A certificate chain and its key, PEM.
 pub struct Identity<'a> {
     pub certificate_pem: &'a str,
@@ -102,6 +106,14 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
+/// The first common name in a certificate's subject: control names workers by their id
+/// there, and itself [`CONTROL_NAME`].
+pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert).ok()?;
+    let name = cert.subject().iter_common_name().next()?;
+    name.as_str().ok().map(str::to_owned)
+}
+
 fn parse_identity(
     identity: &Identity<'_>,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
@@ -153,6 +165,14 @@ mod tests {
             certificate_pem: &leaf.pem(),
             key_pem: &key.serialize_pem(),
         };
+        let mut named = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        named.distinguished_name = rcgen::DistinguishedName::new();
+        assert_eq!(common_name(named.self_signed(&key).unwrap().der()), None);
+        named
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, CONTROL_NAME);
+        let named = named.self_signed(&key).unwrap();
+        assert_eq!(common_name(named.der()).as_deref(), Some(CONTROL_NAME));
         server_config(&ca.pem(), &identity, false).unwrap();
         server_config(&ca.pem(), &identity, true).unwrap();
         client_config(&ca.pem(), Some(&identity)).unwrap();

@@ -8,6 +8,7 @@ pub mod function;
 pub mod guest_image;
 pub mod kvm;
 pub mod vm;
+pub mod worker;
 
 pub use client::{ClientError, GuestClient};
 pub use devices::vsock::stream::VsockStream;

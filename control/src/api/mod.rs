@@ -7,6 +7,7 @@ pub mod concurrency;
 pub mod download;
 pub mod error;
 pub mod functions;
+pub mod invoke;
 pub mod paging;
 pub mod request;
 pub mod shapes;
@@ -25,4 +26,5 @@ pub fn router() -> Router<Arc<Service>> {
         .merge(aliases::routes())
         .merge(concurrency::routes())
         .merge(functions::routes())
+        .merge(invoke::routes())
 }

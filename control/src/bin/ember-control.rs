@@ -11,6 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use control::admin::account::AccountCommand;
 use control::admin::keys::KeysCommand;
 use control::admin::{DataDirArgs, DatabaseArgs, MasterKeyArgs};
+use control::fleet::listener::FleetOptions;
+use control::fleet::FleetSettings;
 use control::server::{self, ServeOptions};
 use control::service::Settings;
 
@@ -57,6 +59,22 @@ struct ServeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 3600,
           value_parser = clap::value_parser!(u64).range(900..=43_200))]
     role_credentials_ttl: u64,
+    /// Where workers register, heartbeat and fetch code (mutual TLS); port 0 picks a free
+    /// one (printed once listening).
+    #[arg(long, default_value = "127.0.0.1:9444")]
+    fleet_listen: SocketAddr,
+    /// Another host name or address workers reach the fleet listener by (its certificate
+    /// covers localhost, the loopback addresses and the listen address already).
+    #[arg(long = "fleet-name", value_name = "HOST")]
+    fleet_names: Vec<String>,
+    /// How often workers heartbeat, in milliseconds; a worker silent for 3 is dead.
+    #[arg(long, value_name = "MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    heartbeat_ms: u64,
+    /// How long a worker's lease lasts, in seconds (at most 14 hours).
+    #[arg(long, value_name = "SECONDS", default_value_t = 50_400,
+          value_parser = clap::value_parser!(u64).range(1..=50_400))]
+    lease_seconds: u64,
 }
 
 fn main() -> ExitCode {
@@ -97,9 +115,18 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         database_url: args.database.database_url,
         settings: Settings {
             region: args.region,
+            fleet: FleetSettings {
+                heartbeat: Duration::from_millis(args.heartbeat_ms),
+                lease: Duration::from_secs(args.lease_seconds),
+                ..FleetSettings::default()
+            },
             ..Settings::default()
         },
         role_lifetime: Duration::from_secs(args.role_credentials_ttl),
+        fleet: FleetOptions {
+            listen: args.fleet_listen,
+            names: args.fleet_names,
+        },
         data_dir,
     };
     runtime()?

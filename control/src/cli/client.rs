@@ -52,8 +52,10 @@ pub struct Call {
     /// Absolute path, segments already escaped with [`segment`].
     path: String,
     query: Vec<(&'static str, String)>,
-    /// A JSON body.
-    body: Option<Vec<u8>>,
+    /// Extra headers, signed with the rest.
+    headers: Vec<(&'static str, String)>,
+    /// The body and its content type.
+    body: Option<(Vec<u8>, &'static str)>,
     /// What the call is about, e.g. `function 'foo'`, for a not-found error.
     subject: String,
 }
@@ -64,6 +66,7 @@ impl Call {
             method,
             path,
             query: Vec::new(),
+            headers: Vec::new(),
             body: None,
             subject: subject.into(),
         }
@@ -83,11 +86,32 @@ impl Call {
         }
     }
 
-    /// Sends `body` as the JSON request body.
-    pub fn json(mut self, body: &impl serde::Serialize) -> Call {
-        self.body = Some(serde_json::to_vec(body).expect("request bodies serialize"));
+    /// Adds a header (signed, like every header sent).
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Call {
+        self.headers.push((name, value.into()));
         self
     }
+
+    /// Sends `body` as the JSON request body.
+    pub fn json(mut self, body: &impl serde::Serialize) -> Call {
+        let bytes = serde_json::to_vec(body).expect("request bodies serialize");
+        self.body = Some((bytes, "application/json"));
+        self
+    }
+
+    /// Sends `bytes` as they are (an invocation's event).
+    pub fn bytes(mut self, bytes: Vec<u8>) -> Call {
+        self.body = Some((bytes, "application/octet-stream"));
+        self
+    }
+}
+
+/// A successful answer.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
 }
 
 /// A signed-request client for one endpoint.
@@ -153,17 +177,31 @@ impl Client {
     /// Signs and sends `call` and returns its JSON response (`null` when empty); a
     /// non-2xx answer becomes [`CliError::Api`].
     pub fn json(&self, call: Call) -> Result<Value, CliError> {
+        let reply = self.send(call)?;
+        if reply.body.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&reply.body)
+            .map_err(|e| CliError::Protocol(format!("the body is not JSON: {e}")))
+    }
+
+    /// Signs and sends `call`; a non-2xx answer becomes [`CliError::Api`].
+    pub fn send(&self, call: Call) -> Result<Reply, CliError> {
         let url = self.url(&call)?;
-        let content_type: &[(&str, &str)] = match call.body {
-            Some(_) => &[("content-type", "application/json")],
-            None => &[],
+        let (body, content_type) = match call.body {
+            Some((body, content_type)) => (body, Some(content_type)),
+            None => (Vec::new(), None),
         };
-        let body = call.body.unwrap_or_default();
+        let mut headers: Vec<(&str, &str)> =
+            call.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        if let Some(content_type) = content_type {
+            headers.push(("content-type", content_type));
+        }
         let mut request = self.http.request(call.method.clone(), url.clone());
-        for (name, value) in self.sign(&call.method, &url, content_type, &body)? {
+        for (name, value) in self.sign(&call.method, &url, &headers, &body)? {
             request = request.header(name, value);
         }
-        for (name, value) in content_type {
+        for (name, value) in &headers {
             request = request.header(*name, *value);
         }
         let response = request
@@ -179,11 +217,11 @@ impl Client {
         if !status.is_success() {
             return Err(api_error(call.subject, status.as_u16(), &headers, &body));
         }
-        if body.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&body)
-            .map_err(|e| CliError::Protocol(format!("the body is not JSON: {e}")))
+        Ok(Reply {
+            status: status.as_u16(),
+            headers,
+            body,
+        })
     }
 
     /// The full URL: endpoint, escaped path, escaped query.

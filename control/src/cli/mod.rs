@@ -17,6 +17,7 @@ mod configure;
 mod credentials;
 mod error;
 mod function;
+mod invoke;
 mod output;
 mod progress;
 
@@ -34,6 +35,7 @@ use self::config::{ConfigFile, Overrides};
 use self::configure::ConfigureArgs;
 use self::error::CliError;
 use self::function::FunctionCommand;
+use self::invoke::InvokeArgs;
 use self::output::Format;
 
 /// ember's command-line client: manage functions, aliases and concurrency on an
@@ -64,6 +66,8 @@ enum Command {
     /// Create, inspect, update, publish and delete functions
     #[command(subcommand)]
     Function(FunctionCommand),
+    /// Invoke a function and print its response
+    Invoke(InvokeArgs),
     /// Manage aliases (named versions, with weighted routing)
     #[command(subcommand)]
     Alias(AliasCommand),
@@ -114,6 +118,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
     match command {
         Command::Configure(args) => configure::run(args, &overrides, output),
         Command::Function(command) => function::run(command, &connect(&overrides, output)?),
+        Command::Invoke(args) => {
+            let ctx = connect(&overrides, output)?;
+            invoke::run(args, &ctx.client, ctx.format)
+        }
         Command::Alias(command) => alias::run(command, &connect(&overrides, output)?),
         Command::Concurrency(command) => concurrency::run(command, &connect(&overrides, output)?),
         Command::Keys(command) => Ok(command.run(&mut std::io::stdout().lock())?),

@@ -29,11 +29,14 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use rustls_pki_types::CertificateDer;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 
 use crate::api;
 use crate::api::error::ApiError;
+use crate::fleet::{self, listener::FleetOptions};
 use crate::keys::KeySource;
 use crate::service::{OpenError, Service, Settings};
 
@@ -55,7 +58,14 @@ pub struct ServeOptions {
     pub settings: Settings,
     /// How long execution-role credentials last.
     pub role_lifetime: Duration,
+    /// The fleet listener's address and names.
+    pub fleet: FleetOptions,
 }
+
+/// The certificate the client of a connection presented, if any, in the extensions of
+/// every request on it: the fleet listener's routes know a worker by it.
+#[derive(Clone, Debug)]
+pub struct PeerCertificate(pub Option<CertificateDer<'static>>);
 
 /// Why the service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +83,8 @@ pub enum ServeError {
 }
 
 /// Runs the service until `shutdown` completes. Prints `ember-control listening on
-/// https://ADDR` on stdout once it accepts connections.
+/// https://ADDR` and then `ember-control fleet listening on https://ADDR` on stdout once
+/// both listeners accept connections.
 pub async fn run(
     options: ServeOptions,
     shutdown: impl Future<Output = ()>,
@@ -109,13 +120,37 @@ pub async fn run(
                 source,
             })?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "listening");
+    let fleet_listener = fleet::listener::bind(&service, &options.fleet).await?;
+    let fleet_addr = fleet_listener.listener.local_addr()?;
+    tracing::info!(%addr, fleet = %fleet_addr, "listening");
+    // One write, so a reader of the first line never misses the second.
     let mut stdout = io::stdout().lock();
-    writeln!(stdout, "ember-control listening on https://{addr}")?;
+    write!(
+        stdout,
+        "ember-control listening on https://{addr}\n\
+         ember-control fleet listening on https://{fleet_addr}\n"
+    )?;
     stdout.flush()?;
     drop(stdout);
 
-    serve(listener, acceptor, app(service), shutdown).await;
+    tokio::spawn(fleet::leases::watch(service.clone()));
+    let (stop, stopped) = tokio::sync::watch::channel(());
+    let stopping = |mut stopped: tokio::sync::watch::Receiver<()>| async move {
+        let _ = stopped.changed().await;
+    };
+    tokio::join!(
+        async move {
+            shutdown.await;
+            let _ = stop.send(());
+        },
+        serve(listener, acceptor, app(service), stopping(stopped.clone())),
+        serve(
+            fleet_listener.listener,
+            fleet_listener.acceptor,
+            fleet_listener.app,
+            stopping(stopped),
+        ),
+    );
     Ok(())
 }
 
@@ -185,6 +220,17 @@ pub async fn serve(
                     return;
                 }
             };
+            let certificate = PeerCertificate(
+                tls.get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|cert| cert.clone().into_owned()),
+            );
+            let app = app.map_request(move |mut request: http::Request<_>| {
+                request.extensions_mut().insert(certificate.clone());
+                request
+            });
             let connection =
                 http.serve_connection(TokioIo::new(tls), TowerToHyperService::new(app));
             if let Err(e) = watcher.watch(connection).await {

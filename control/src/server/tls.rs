@@ -90,19 +90,14 @@ pub fn from_files(cert: &Path, key: &Path) -> Result<Identity, TlsError> {
 /// CA, the certificate and `DIR/ca.pem` as needed.
 pub fn local(data_dir: &Path, listen: IpAddr) -> Result<Identity, TlsError> {
     let dir = data_dir.join(DIR);
-    atomic::private_dir(&dir).map_err(|e| with_path(e, &dir))?;
-    // Two services starting on one data directory must not make two CAs.
-    let _lock = lock::lock(&dir.join(".lock"), Mode::Exclusive)?;
-    let (ca_pem, ca_key) = load_or_create_ca(&dir)?;
+    let (ca_pem, ca_key) = local_ca(data_dir)?;
     let published = data_dir.join(CA_FILE);
-    if fs::read_to_string(&published).ok().as_deref() != Some(ca_pem.as_str()) {
-        write(&published, ca_pem.as_bytes(), 0o644)?;
-    }
     tracing::info!(
         ca = %published.display(),
         "serving a certificate from the local CA; clients trust it with AWS_CA_BUNDLE={}",
         published.display()
     );
+    let _lock = lock::lock(&dir.join(".lock"), Mode::Exclusive)?;
     let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
         .map_err(|e| TlsError::Invalid(format!("{CA_CERT}: {e}")))?;
     let names = required_names(listen);
@@ -129,6 +124,21 @@ pub fn local(data_dir: &Path, listen: IpAddr) -> Result<Identity, TlsError> {
         chain: vec![cert.der().clone()],
         key: PrivateKeyDer::Pkcs8(key.serialize_der().into()),
     })
+}
+
+/// The local CA's certificate (PEM) and key, creating them and publishing `DIR/ca.pem` as
+/// needed. The worker fleet's certificates come from it too (`crate::fleet::certs`).
+pub(crate) fn local_ca(data_dir: &Path) -> Result<(String, KeyPair), TlsError> {
+    let dir = data_dir.join(DIR);
+    atomic::private_dir(&dir).map_err(|e| with_path(e, &dir))?;
+    // Two services starting on one data directory must not make two CAs.
+    let _lock = lock::lock(&dir.join(".lock"), Mode::Exclusive)?;
+    let (ca_pem, ca_key) = load_or_create_ca(&dir)?;
+    let published = data_dir.join(CA_FILE);
+    if fs::read_to_string(&published).ok().as_deref() != Some(ca_pem.as_str()) {
+        write(&published, ca_pem.as_bytes(), 0o644)?;
+    }
+    Ok((ca_pem, ca_key))
 }
 
 /// A rustls configuration serving `identity` over TLS 1.2 or 1.3 and HTTP/1.1.
@@ -228,7 +238,7 @@ fn current_server(
 
 /// `localhost`, both loopback addresses and the address listened on (unless it is the
 /// unspecified address, which no client connects to by that name).
-fn required_names(listen: IpAddr) -> Vec<SanType> {
+pub(crate) fn required_names(listen: IpAddr) -> Vec<SanType> {
     let mut names = vec![
         SanType::DnsName("localhost".try_into().expect("an ASCII name")),
         SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
@@ -261,13 +271,13 @@ fn parse<'a>(der: &'a CertificateDer<'_>) -> Result<X509Certificate<'a>, TlsErro
         .map_err(|e| TlsError::Invalid(format!("unreadable certificate: {e}")))
 }
 
-fn name(common_name: &str) -> DistinguishedName {
+pub(crate) fn name(common_name: &str) -> DistinguishedName {
     let mut name = DistinguishedName::new();
     name.push(DnType::CommonName, common_name);
     name
 }
 
-fn timestamp(unix: i64) -> Result<time::OffsetDateTime, TlsError> {
+pub(crate) fn timestamp(unix: i64) -> Result<time::OffsetDateTime, TlsError> {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .map_err(|e| TlsError::Invalid(format!("certificate time: {e}")))
 }

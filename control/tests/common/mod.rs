@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod postgres;
+pub mod worker;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -21,6 +22,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Control {
     pub data_dir: PathBuf,
     pub endpoint: String,
+    /// The fleet listener, where workers register.
+    pub fleet_endpoint: String,
     child: Child,
 }
 
@@ -37,6 +40,7 @@ impl Control {
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])
+            .args(["--fleet-listen", "127.0.0.1:0"])
             .args(extra)
             // Requests are logged at info; tests show only what went wrong.
             .env(
@@ -51,21 +55,23 @@ impl Control {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("ember-control listening on ") {
+                let url = line
+                    .strip_prefix("ember-control listening on ")
+                    .or_else(|| line.strip_prefix("ember-control fleet listening on "));
+                if let Some(url) = url {
                     let _ = tx.send(url.to_owned());
                 }
             }
         });
-        let endpoint = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(url) => url,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("ember-control did not print its listening line within {START_TIMEOUT:?}");
-            }
+        let mut urls = (0..2).map(|_| rx.recv_timeout(START_TIMEOUT));
+        let (Some(Ok(endpoint)), Some(Ok(fleet_endpoint))) = (urls.next(), urls.next()) else {
+            let _ = child.kill();
+            panic!("ember-control did not print its listening lines within {START_TIMEOUT:?}");
         };
         Control {
             data_dir: data_dir.to_owned(),
             endpoint,
+            fleet_endpoint,
             child,
         }
     }

@@ -1,6 +1,7 @@
-//! `emberd`: ember's worker daemon. For now it runs one micro-VM by hand:
-//! `emberd vm run --mem 16 --echo hello` boots guest-init, talks to it over vsock, prints the
-//! guest's log and the round trip, and shuts it down.
+//! `emberd`: ember's worker daemon. `emberd serve` joins a control service's fleet and
+//! runs its invocations (`docs/fleet.md`). By hand, `emberd vm run --mem 16 --echo hello`
+//! boots guest-init, talks to it over vsock, prints the guest's log and the round trip,
+//! and shuts it down.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -20,6 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Join a control service's fleet and run its invocations until the lease ends.
+    Serve(host_vmm::worker::config::ServeArgs),
     /// Micro-VM tools.
     Vm {
         #[command(subcommand)]
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let Cli { command } = Cli::parse();
     let result = match command {
+        Command::Serve(args) => host_vmm::worker::run(args).map_err(|e| e.to_string()),
         Command::Vm {
             command:
                 VmCommand::Run {

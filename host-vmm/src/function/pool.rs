@@ -120,6 +120,18 @@ impl Pool {
 
     /// Runs one invocation on an idle environment of `spec`, or on a new one.
     pub fn invoke(&self, spec: &Arc<FunctionSpec>, payload: &[u8]) -> Invocation {
+        self.invoke_with_env(spec, payload, &[])
+    }
+
+    /// Like [`Pool::invoke`], adding `extra_env` to the function's environment for this
+    /// invocation only (values that change between invocations, such as role credentials,
+    /// without changing which environments the version may use).
+    pub fn invoke_with_env(
+        &self,
+        spec: &Arc<FunctionSpec>,
+        payload: &[u8],
+        extra_env: &[(String, String)],
+    ) -> Invocation {
         let start = Instant::now();
         let failed = |error: Failure, cold: bool| Invocation {
             output: Vec::new(),
@@ -163,7 +175,7 @@ impl Pool {
             },
         };
         let invoke_start = Instant::now();
-        let result = env.invoke(payload, &[], &self.shared.log);
+        let result = env.invoke(payload, extra_env, &self.shared.log);
         let duration = invoke_start.elapsed();
         let mut invocation = Invocation {
             output: Vec::new(),

@@ -1,0 +1,101 @@
+//! Reserved concurrency across the fleet: control routes every invocation, so counting
+//! the ones in flight per function here is the fleet-wide count. An invocation takes a
+//! slot before it is sent and gives it back when it ends, however it ends (the slot is
+//! released on drop, so a client that hangs up frees it too).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+type Counts = Arc<Mutex<HashMap<(String, String), u32>>>;
+
+/// Invocations in flight per (account, function).
+#[derive(Debug, Default)]
+pub struct InFlight {
+    counts: Counts,
+}
+
+impl InFlight {
+    /// A slot for one more invocation of `function`, unless `limit` (its reserved
+    /// concurrency) is reached; `None` means throttled.
+    pub fn acquire(&self, account: &str, function: &str, limit: Option<i64>) -> Option<Slot> {
+        let key = (account.to_owned(), function.to_owned());
+        let mut counts = lock(&self.counts);
+        let count = counts.entry(key.clone()).or_default();
+        if limit.is_some_and(|limit| i64::from(*count) >= limit) {
+            if *count == 0 {
+                counts.remove(&key);
+            }
+            return None;
+        }
+        *count += 1;
+        Some(Slot {
+            counts: self.counts.clone(),
+            key,
+        })
+    }
+
+    /// Invocations of `function` in flight now.
+    pub fn current(&self, account: &str, function: &str) -> u32 {
+        lock(&self.counts)
+            .get(&(account.to_owned(), function.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// One invocation's place in its function's count.
+#[derive(Debug)]
+pub struct Slot {
+    counts: Counts,
+    key: (String, String),
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = lock(&self.counts);
+        if let Some(count) = counts.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
+fn lock(counts: &Counts) -> MutexGuard<'_, HashMap<(String, String), u32>> {
+    counts.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_per_function_up_to_the_reservation() {
+        let in_flight = InFlight::default();
+        let a = in_flight.acquire("1", "f", Some(2)).unwrap();
+        let b = in_flight.acquire("1", "f", Some(2)).unwrap();
+        assert!(in_flight.acquire("1", "f", Some(2)).is_none());
+        assert!(
+            in_flight.acquire("1", "g", Some(2)).is_some(),
+            "another function"
+        );
+        assert!(
+            in_flight.acquire("2", "f", Some(2)).is_some(),
+            "another account"
+        );
+        assert_eq!(in_flight.current("1", "f"), 2);
+        drop(a);
+        let c = in_flight.acquire("1", "f", Some(2)).unwrap();
+        drop((b, c));
+        assert_eq!(in_flight.current("1", "f"), 0);
+        assert!(
+            in_flight.acquire("1", "f", Some(0)).is_none(),
+            "0 throttles all"
+        );
+        assert!(
+            in_flight.acquire("1", "f", None).is_some(),
+            "no reservation, no cap"
+        );
+    }
+}
