@@ -13,7 +13,8 @@
 //! The service: [`registry`] keeps accounts, functions, versions, aliases and concurrency
 //! settings in SQL; [`api`] serves Lambda's REST API over them for the [`service`]'s
 //! authenticated callers; [`fleet`] keeps the workers, and [`router`] sends each
-//! invocation to one of them.
+//! invocation to one of them; [`events`] queues asynchronous invocations and runs them
+//! through the router; [`metrics`] counts what happens for Prometheus.
 //!
 //! `docs/artifacts.md` describes the on-disk formats, the key hierarchy and the limits.
 
@@ -22,9 +23,13 @@ pub mod api;
 pub mod artifacts;
 pub mod cli;
 pub mod clock;
+pub mod events;
 pub mod fleet;
 pub mod grants;
 pub mod keys;
+pub mod local;
+pub mod logs;
+pub mod metrics;
 pub mod module;
 pub mod names;
 pub mod package;

@@ -3,10 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
+use tokio::sync::Notify;
+
 use crate::artifacts::{ArtifactError, ArtifactStore};
+use crate::events::EventSettings;
 use crate::fleet::{Fleet, FleetSettings};
 use crate::grants::GrantIssuer;
 use crate::keys::{KeyError, KeySource, Keyring};
+use crate::logs::{LogSettings, Logs};
+use crate::metrics::Metrics;
 use crate::package::Limits;
 use crate::registry::{Registry, RegistryError};
 use crate::roles::RoleIssuer;
@@ -23,6 +28,10 @@ pub struct Settings {
     pub package_limits: Limits,
     /// Heartbeats and leases of the worker fleet.
     pub fleet: FleetSettings,
+    /// How long function logs are kept, and how many.
+    pub logs: LogSettings,
+    /// Retries, maximum age and parallelism of asynchronous invocations.
+    pub events: EventSettings,
 }
 
 impl Default for Settings {
@@ -32,6 +41,8 @@ impl Default for Settings {
             code_storage_limit: 75 * 1000 * 1000 * 1000,
             package_limits: Limits::default(),
             fleet: FleetSettings::default(),
+            logs: LogSettings::default(),
+            events: EventSettings::default(),
         }
     }
 }
@@ -61,6 +72,12 @@ pub struct Service {
     pub grants: GrantIssuer,
     /// The workers and the invocations running on them.
     pub fleet: Fleet,
+    /// Function logs: recorded after each invocation, stored by a background writer.
+    pub logs: Logs,
+    /// What Prometheus scrapes from the metrics listener.
+    pub metrics: Metrics,
+    /// Wakes the event executor ([`crate::events`]): an event was enqueued or finished.
+    pub events_ready: Notify,
 }
 
 impl Service {
@@ -80,8 +97,13 @@ impl Service {
         let artifacts = ArtifactStore::open(data_dir, keyring)?;
         let roles = RoleIssuer::load_or_create(data_dir)?;
         let grants = GrantIssuer::load_or_create(data_dir)?;
+        let fleet = Fleet::new(settings.fleet.clone());
+        let logs = Logs::start(registry.pool().clone(), settings.logs.clone());
         Ok(Service {
-            fleet: Fleet::new(settings.fleet.clone()),
+            logs,
+            metrics: Metrics::new(fleet.workers.clone()),
+            fleet,
+            events_ready: Notify::new(),
             data_dir: data_dir.to_owned(),
             registry,
             artifacts,

@@ -126,7 +126,7 @@ fn stops_cleanly_on_sigterm() {
         Command::new(env!("CARGO_BIN_EXE_ember-control"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
-            .args(["--fleet-listen", "127.0.0.1:0"])
+            .args(["--fleet-listen", "127.0.0.1:0", "--metrics-listen", "off"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

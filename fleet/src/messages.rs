@@ -155,6 +155,14 @@ pub struct InvokeResponse {
     pub error_type: Option<String>,
     /// The last 4 KiB of the function's log (stderr).
     pub log_tail: String,
+    /// The invocation's whole log (stderr), with the init phase's on the cold start that
+    /// ran it: at most 256 KiB, beyond that its start and end around `[log truncated]`.
+    #[serde(default)]
+    pub log: String,
+    /// Which execution environment ran it (unique on its worker; 0 when none did), for
+    /// per-environment log streams.
+    #[serde(default)]
+    pub environment: u64,
     pub duration_us: u64,
     /// Set on cold starts: how long the environment took to create and initialize.
     pub init_us: Option<u64>,

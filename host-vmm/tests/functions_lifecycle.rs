@@ -247,6 +247,23 @@ fn set_provisioned_creates_exactly_the_count_while_the_reaper_runs() {
     );
 }
 
+#[test]
+fn lowering_the_provisioned_count_shuts_down_the_surplus_at_once() {
+    // The default idle timeout (5 minutes) is far off: only the lower count can do it.
+    let (pool, _logs) = pool();
+    let spec = spec("hello", ember_examples::HELLO);
+    pool.set_provisioned(&spec, 3)
+        .unwrap_or_else(|e| panic!("set_provisioned failed: {e}"));
+    pool.set_provisioned(&spec, 1).unwrap();
+    assert_eq!(pool.stats(spec.key()).idle, 1, "3 lowered to 1");
+    pool.set_provisioned(&spec, 0).unwrap();
+    assert_eq!(pool.total(), 0, "1 lowered to 0");
+    // Environments invocations created on demand are not the provisioning's to take.
+    invoke_ok(&pool, &spec, b"");
+    pool.set_provisioned(&spec, 0).unwrap();
+    assert_eq!(pool.stats(spec.key()).idle, 1);
+}
+
 /// Invokes counters `a` and `b` alternately and checks they count separately on disjoint
 /// environments.
 fn assert_separate(what: &str, a: SpecBuilder, b: SpecBuilder) {

@@ -26,6 +26,7 @@ use crate::api::shapes::FunctionsQuery;
 use crate::api::subject::Subject;
 use crate::api::target::{self, LATEST};
 use crate::clock;
+use crate::fleet::provision::ConfigId;
 use crate::registry::aliases::{self as alias_store, Alias, Routing};
 use crate::registry::concurrency::{self as store, ProvisionedConfig};
 use crate::registry::functions::is_number;
@@ -73,9 +74,10 @@ struct ProvisionedRequest {
     provisioned_concurrent_executions: Option<i64>,
 }
 
-/// One provisioned configuration as Lambda reports it. Until the worker fleet reports
-/// allocation (it will set `READY`, or `FAILED` with a `StatusReason`), every
-/// configuration is `IN_PROGRESS` with nothing available or allocated yet.
+/// One provisioned configuration as Lambda reports it, allocation included: the
+/// environments its shares hold on the workers, as their heartbeats report them
+/// ([`crate::fleet::provision`]). `READY` once all are there, `FAILED` (with a
+/// `StatusReason`) while part of it fits on no live worker, `IN_PROGRESS` otherwise.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct ProvisionedStatus {
@@ -86,17 +88,50 @@ struct ProvisionedStatus {
     available_provisioned_concurrent_executions: i64,
     allocated_provisioned_concurrent_executions: i64,
     status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_reason: Option<String>,
     last_modified: String,
 }
 
 impl ProvisionedStatus {
-    fn new(config: ProvisionedConfig, function_arn: Option<String>) -> ProvisionedStatus {
+    fn new(
+        service: &Service,
+        subject: &Subject,
+        config: ProvisionedConfig,
+        function_arn: Option<String>,
+    ) -> ProvisionedStatus {
+        let id = ConfigId {
+            account: subject.account.clone(),
+            function: subject.name.clone(),
+            qualifier: config.qualifier.clone(),
+        };
+        let allocation = service
+            .fleet
+            .provisioned
+            .allocation(&id, &service.fleet.workers)
+            .unwrap_or_default();
+        let requested = config.requested;
+        let allocated = i64::from(allocation.allocated).min(requested);
+        let available = i64::from(allocation.available).min(allocated);
+        let (status, status_reason) = if allocation.unplaced > 0 {
+            let reason = format!(
+                "Insufficient capacity: {} of {requested} provisioned environments fit on no \
+                 live worker",
+                allocation.unplaced
+            );
+            ("FAILED", Some(reason))
+        } else if allocated == requested {
+            ("READY", None)
+        } else {
+            ("IN_PROGRESS", None)
+        };
         ProvisionedStatus {
             function_arn,
-            requested_provisioned_concurrent_executions: config.requested,
-            available_provisioned_concurrent_executions: 0,
-            allocated_provisioned_concurrent_executions: 0,
-            status: "IN_PROGRESS",
+            requested_provisioned_concurrent_executions: requested,
+            available_provisioned_concurrent_executions: available,
+            allocated_provisioned_concurrent_executions: allocated,
+            status,
+            status_reason,
             last_modified: config.last_modified,
         }
     }
@@ -261,9 +296,10 @@ async fn put_provisioned(
     };
     store::put_provisioned(&mut *tx, &subject.account, &subject.name, &config).await?;
     tx.commit().await?;
+    service.fleet.provisioned.changed();
     Ok((
         StatusCode::ACCEPTED,
-        Json(ProvisionedStatus::new(config, None)),
+        Json(ProvisionedStatus::new(&service, &subject, config, None)),
     ))
 }
 
@@ -299,7 +335,7 @@ async fn get_provisioned(
                 "No Provisioned Concurrency Config found for this function",
             )
         })?;
-    Ok(Json(ProvisionedStatus::new(config, None)).into_response())
+    Ok(Json(ProvisionedStatus::new(&service, &subject, config, None)).into_response())
 }
 
 /// Like Lambda's, deleting a configuration that does not exist succeeds; the function and
@@ -314,6 +350,7 @@ async fn delete_provisioned(
     let mut conn = service.registry.pool().acquire().await?;
     existing_target(&mut conn, &subject, &qualifier).await?;
     store::delete_provisioned(&mut *conn, &subject.account, &subject.name, &qualifier).await?;
+    service.fleet.provisioned.changed();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -340,7 +377,7 @@ async fn list_provisioned(
         .into_iter()
         .map(|config| {
             let arn = subject.qualified_arn(&config.qualifier);
-            ProvisionedStatus::new(config, Some(arn))
+            ProvisionedStatus::new(service, subject, config, Some(arn))
         })
         .collect();
     Ok(Json(ListProvisionedResponse {

@@ -1,7 +1,8 @@
 //! Lambda's Invoke: `POST /2015-03-31/functions/{name}/invocations`. The HTTP side only:
 //! the invocation type (`X-Amz-Invocation-Type`), the log type (`X-Amz-Log-Type`), the
-//! payload limit, and how an invocation's outcome becomes Lambda's response; running it
-//! is [`crate::router::invoke`]'s, which an asynchronous queue calls the same way.
+//! payload limits, and how an invocation's outcome becomes Lambda's response; running it
+//! is [`crate::router::invoke`]'s, which the event queue ([`crate::events`]) calls the
+//! same way.
 //!
 //! - `RequestResponse` (the default): the function's response with
 //!   `X-Amz-Executed-Version`; a function error is still a 200, with
@@ -9,7 +10,9 @@
 //!   `X-Amz-Log-Type: Tail` adds `X-Amz-Log-Result`, the base64 of the log's last 4 KiB.
 //! - `DryRun`: 204 when the function (version, alias) exists in the caller's account,
 //!   which is all the permission an account's own keys or roles need.
-//! - `Event`: not yet; refused with 400.
+//! - `Event`: when the function (version, alias) exists, the event (at most 256 KiB) is
+//!   stored and the answer is 202 with no body; its `x-amzn-RequestId` is the event's id.
+//!   It runs later, with retries ([`crate::events`]).
 
 use std::sync::Arc;
 
@@ -29,6 +32,7 @@ use serde::Deserialize;
 use crate::api::error::ApiError;
 use crate::api::request::{FunctionName, Params};
 use crate::api::subject::Subject;
+use crate::events;
 use crate::router::{self, Invocation, InvokeError, Invoked};
 use crate::server::request_id::RequestId;
 use crate::service::{Principal, Service};
@@ -66,36 +70,42 @@ async fn invoke(
         InvokeError::NotFound => subject.not_found(),
         other => failure(other),
     };
-    match invocation_type(&headers)? {
-        InvocationType::DryRun => {
-            router::target(
-                &service,
-                &subject.account,
-                &subject.name,
-                subject.qualifier.as_deref(),
-            )
-            .await
-            .map_err(not_found)?;
+    let kind = invocation_type(&headers)?;
+    if kind != InvocationType::RequestResponse {
+        // Checked now: an event for a function that does not exist is refused, not queued.
+        router::target(
+            &service,
+            &subject.account,
+            &subject.name,
+            subject.qualifier.as_deref(),
+        )
+        .await
+        .map_err(not_found)?;
+        if kind == InvocationType::DryRun {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
-        InvocationType::Event => {
-            return Err(ApiError::invalid_parameter(
-                "Event (asynchronous) invocations are not supported yet; use RequestResponse",
-            ))
-        }
-        InvocationType::RequestResponse => {}
     }
-    let tail = headers
-        .get("x-amz-log-type")
-        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"Tail"));
-    let payload = read_payload(body).await?;
+    let limit = match kind {
+        InvocationType::Event => events::PAYLOAD_MAX,
+        _ => PAYLOAD_MAX,
+    };
     let invocation = Invocation {
         account: subject.account.clone(),
         function: subject.name.clone(),
         qualifier: subject.qualifier.clone(),
-        payload,
+        payload: read_payload(body, limit).await?,
         request_id,
     };
+    if kind == InvocationType::Event {
+        events::enqueue(&service, invocation).await.map_err(|e| {
+            tracing::error!(error = %e, "could not store an event");
+            ApiError::service("The event could not be stored; try again")
+        })?;
+        return Ok(StatusCode::ACCEPTED.into_response());
+    }
+    let tail = headers
+        .get("x-amz-log-type")
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"Tail"));
     match router::invoke(&service, invocation).await {
         Ok(invoked) => Ok(respond(invoked, tail)),
         Err(InvokeError::Throttled { reserved }) => Ok(throttled(reserved)),
@@ -119,14 +129,14 @@ fn invocation_type(headers: &HeaderMap) -> Result<InvocationType, ApiError> {
     }
 }
 
-/// The event: at most 6 MiB; none at all is `{}`, as Lambda passes it.
-async fn read_payload(body: Body) -> Result<Vec<u8>, ApiError> {
-    let bytes = match Limited::new(body, PAYLOAD_MAX).collect().await {
+/// The event: at most `limit` bytes (6 MiB, 256 KiB for `Event`); none at all is `{}`, as
+/// Lambda passes it.
+async fn read_payload(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let bytes = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<LengthLimitError>() => {
             return Err(ApiError::too_large(format!(
-                "Request must be smaller than {PAYLOAD_MAX} bytes for the InvokeFunction \
-                 operation"
+                "Request must be smaller than {limit} bytes for the InvokeFunction operation"
             )))
         }
         Err(e) => {
@@ -151,6 +161,7 @@ fn respond(invoked: Invoked, tail: bool) -> Response {
         mut payload,
         mut error_type,
         log_tail,
+        init_us: _,
     } = invoked;
     if status == Status::ServiceError {
         return failure(InvokeError::Internal(format!(
@@ -280,6 +291,7 @@ mod tests {
             payload: error_body("Runtime.Trap", "unreachable"),
             error_type: Some("Runtime.Trap".into()),
             log_tail: "x".repeat(5000),
+            init_us: None,
         };
         let response = respond(invoked, true);
         assert_eq!(response.status(), StatusCode::OK);

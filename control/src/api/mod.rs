@@ -27,4 +27,5 @@ pub fn router() -> Router<Arc<Service>> {
         .merge(concurrency::routes())
         .merge(functions::routes())
         .merge(invoke::routes())
+        .merge(crate::logs::api::routes())
 }

@@ -11,8 +11,11 @@ use clap::{Args, Parser, Subcommand};
 use control::admin::account::AccountCommand;
 use control::admin::keys::KeysCommand;
 use control::admin::{DataDirArgs, DatabaseArgs, MasterKeyArgs};
+use control::events::EventSettings;
 use control::fleet::listener::FleetOptions;
 use control::fleet::FleetSettings;
+use control::logs::LogSettings;
+use control::metrics::{self, http::MetricsListen};
 use control::server::{self, ServeOptions};
 use control::service::Settings;
 
@@ -26,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the Lambda-compatible API over HTTPS.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage the master keys that wrap stored code.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -67,6 +70,11 @@ struct ServeArgs {
     /// covers localhost, the loopback addresses and the listen address already).
     #[arg(long = "fleet-name", value_name = "HOST")]
     fleet_names: Vec<String>,
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP without
+    /// authentication: keep it on loopback or a scrape-only network); port 0 picks a free
+    /// one (printed once listening); `off` serves none.
+    #[arg(long, value_name = "ADDR|off", default_value = metrics::http::DEFAULT_LISTEN)]
+    metrics_listen: MetricsListen,
     /// How often workers heartbeat, in milliseconds; a worker silent for 3 is dead.
     #[arg(long, value_name = "MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(50..=60_000))]
@@ -75,6 +83,28 @@ struct ServeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 50_400,
           value_parser = clap::value_parser!(u64).range(1..=50_400))]
     lease_seconds: u64,
+    /// Wait before an asynchronous invocation's first retry, in milliseconds; the second
+    /// waits twice as long.
+    #[arg(long, value_name = "MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    event_retry_delay_ms: u64,
+    /// How long an asynchronous invocation may wait to run before it is discarded, in
+    /// seconds (Lambda's MaximumEventAgeInSeconds; at most 6 hours).
+    #[arg(long, value_name = "SECONDS", default_value_t = 21_600,
+          value_parser = clap::value_parser!(u64).range(1..=21_600))]
+    max_event_age_seconds: u64,
+    /// Asynchronous invocations this instance runs at once.
+    #[arg(long, value_name = "N", default_value_t = 32,
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    event_parallelism: u64,
+    /// How long function logs are kept, in days.
+    #[arg(long, value_name = "DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u64).range(1..=3653))]
+    log_retention_days: u64,
+    /// Log events kept per function at most; the oldest go first.
+    #[arg(long, value_name = "N", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    log_max_events: u64,
 }
 
 fn main() -> ExitCode {
@@ -88,7 +118,7 @@ fn main() -> ExitCode {
         )
         .init();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Keys(command) => command
             .run(&mut std::io::stdout().lock())
             .map_err(|e| e.to_string()),
@@ -120,6 +150,16 @@ fn serve(args: ServeArgs) -> Result<(), String> {
                 lease: Duration::from_secs(args.lease_seconds),
                 ..FleetSettings::default()
             },
+            events: EventSettings {
+                retry_delay: Duration::from_millis(args.event_retry_delay_ms),
+                max_age: Duration::from_secs(args.max_event_age_seconds),
+                parallelism: usize::try_from(args.event_parallelism).unwrap_or(usize::MAX),
+            },
+            logs: LogSettings {
+                retention: Duration::from_secs(args.log_retention_days * 24 * 3600),
+                max_events_per_function: args.log_max_events,
+                ..LogSettings::default()
+            },
             ..Settings::default()
         },
         role_lifetime: Duration::from_secs(args.role_credentials_ttl),
@@ -127,6 +167,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             listen: args.fleet_listen,
             names: args.fleet_names,
         },
+        metrics_listen: args.metrics_listen.0,
         data_dir,
     };
     runtime()?

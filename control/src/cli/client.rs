@@ -58,6 +58,8 @@ pub struct Call {
     body: Option<(Vec<u8>, &'static str)>,
     /// What the call is about, e.g. `function 'foo'`, for a not-found error.
     subject: String,
+    /// The service name the call is signed for.
+    service: &'static str,
 }
 
 impl Call {
@@ -69,6 +71,23 @@ impl Call {
             headers: Vec::new(),
             body: None,
             subject: subject.into(),
+            service: SERVICE,
+        }
+    }
+
+    /// A call to an AWS JSON 1.1 API such as CloudWatch Logs: `POST /` naming the operation
+    /// in `X-Amz-Target`, signed for `service`.
+    pub fn json_rpc(
+        service: &'static str,
+        target: String,
+        body: &impl serde::Serialize,
+        subject: impl Into<String>,
+    ) -> Call {
+        let bytes = serde_json::to_vec(body).expect("request bodies serialize");
+        Call {
+            body: Some((bytes, "application/x-amz-json-1.1")),
+            service,
+            ..Call::new(Method::POST, "/".into(), subject).header("x-amz-target", target)
         }
     }
 
@@ -198,7 +217,7 @@ impl Client {
             headers.push(("content-type", content_type));
         }
         let mut request = self.http.request(call.method.clone(), url.clone());
-        for (name, value) in self.sign(&call.method, &url, &headers, &body)? {
+        for (name, value) in self.sign(call.service, &call.method, &url, &headers, &body)? {
             request = request.header(name, value);
         }
         for (name, value) in &headers {
@@ -245,6 +264,7 @@ impl Client {
     /// a request with these signed `headers` and `body`.
     fn sign(
         &self,
+        service: &str,
         method: &Method,
         url: &Url,
         headers: &[(&str, &str)],
@@ -254,7 +274,7 @@ impl Client {
         let params = SigningParams::builder()
             .identity(&identity)
             .region(&self.region)
-            .name(SERVICE)
+            .name(service)
             .time(SystemTime::now())
             .settings(SigningSettings::default())
             .build()
@@ -429,6 +449,7 @@ mod tests {
         let url = Url::parse("https://127.0.0.1:9443/2015-03-31/functions").unwrap();
         let headers = c
             .sign(
+                SERVICE,
                 &Method::POST,
                 &url,
                 &[("content-type", "application/json")],

@@ -49,7 +49,7 @@ fn entry_name(path: &Path) -> String {
 
 /// A deflated ZIP holding `module` as `name`. The timestamp is fixed, so the same module
 /// always gives the same ZIP and the same `CodeSha256`.
-fn zip_module(name: &str, module: &[u8]) -> Vec<u8> {
+pub(super) fn zip_module(name: &str, module: &[u8]) -> Vec<u8> {
     let options = SimpleFileOptions::default()
         .compression_method(CompressionMethod::Deflated)
         .last_modified_time(DateTime::default())

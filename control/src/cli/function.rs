@@ -18,7 +18,7 @@ use super::Ctx;
 /// The execution role of a function created without `--role`: `ember-default` in the
 /// caller's account. Lambda requires a role, and ember accepts only one of the caller's own
 /// account, so without the account there is no default worth sending.
-fn default_role(account: Option<&str>) -> Result<String, CliError> {
+pub(super) fn default_role(account: Option<&str>) -> Result<String, CliError> {
     match account {
         Some(account) => Ok(format!("arn:aws:iam::{account}:role/ember-default")),
         None => Err(CliError::Config(

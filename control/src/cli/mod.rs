@@ -9,6 +9,7 @@
 //! does not exist.
 
 mod alias;
+mod bench;
 mod client;
 mod code;
 mod concurrency;
@@ -18,8 +19,11 @@ mod credentials;
 mod error;
 mod function;
 mod invoke;
+mod logging;
+mod logs;
 mod output;
 mod progress;
+mod up;
 
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -29,6 +33,7 @@ use clap::{Parser, Subcommand};
 use crate::admin::keys::KeysCommand;
 
 use self::alias::AliasCommand;
+use self::bench::BenchCommand;
 use self::client::Client;
 use self::concurrency::ConcurrencyCommand;
 use self::config::{ConfigFile, Overrides};
@@ -36,7 +41,9 @@ use self::configure::ConfigureArgs;
 use self::error::CliError;
 use self::function::FunctionCommand;
 use self::invoke::InvokeArgs;
+use self::logs::LogsArgs;
 use self::output::Format;
+use self::up::UpArgs;
 
 /// ember's command-line client: manage functions, aliases and concurrency on an
 /// ember-control service.
@@ -61,6 +68,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run control and a local worker on this machine, deploy and invoke an example
+    Up(UpArgs),
     /// Save the endpoint, CA, region and keys later commands use
     Configure(ConfigureArgs),
     /// Create, inspect, update, publish and delete functions
@@ -68,6 +77,8 @@ enum Command {
     Function(FunctionCommand),
     /// Invoke a function and print its response
     Invoke(InvokeArgs),
+    /// Print a function's logs (START, its lines, END, REPORT of each invocation)
+    Logs(LogsArgs),
     /// Manage aliases (named versions, with weighted routing)
     #[command(subcommand)]
     Alias(AliasCommand),
@@ -77,6 +88,9 @@ enum Command {
     /// Manage the master keys of a control data directory (on the service's machine)
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Measure the platform
+    #[command(subcommand)]
+    Bench(BenchCommand),
 }
 
 /// What API commands share: the signed client and the output format.
@@ -116,11 +130,17 @@ fn run(cli: Cli) -> Result<(), CliError> {
     } = cli;
     let overrides = overrides.without_empty();
     match command {
+        Command::Up(args) => up::run(args),
+        Command::Bench(command) => bench::run(command),
         Command::Configure(args) => configure::run(args, &overrides, output),
         Command::Function(command) => function::run(command, &connect(&overrides, output)?),
         Command::Invoke(args) => {
             let ctx = connect(&overrides, output)?;
             invoke::run(args, &ctx.client, ctx.format)
+        }
+        Command::Logs(args) => {
+            let ctx = connect(&overrides, output)?;
+            logs::run(args, &ctx.client, ctx.format)
         }
         Command::Alias(command) => alias::run(command, &connect(&overrides, output)?),
         Command::Concurrency(command) => concurrency::run(command, &connect(&overrides, output)?),

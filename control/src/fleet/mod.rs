@@ -2,14 +2,16 @@
 //! and get a certificate from the local CA ([`certs`]); from then on they heartbeat, fetch
 //! code and deregister over mutual TLS on the fleet listener ([`listener`], [`routes`]).
 //! Control keeps each worker's row in SQL ([`registry`]) so a restart forgets none, a live
-//! view of what each one holds and runs ([`state`]), the lease rules ([`leases`]), and the
-//! client it calls workers with ([`client`]). Choosing a worker for an invocation is the
+//! view of what each one holds and runs ([`state`]), the lease rules ([`leases`]), where
+//! provisioned concurrency is kept ([`provision`]), and the client it calls workers with
+//! ([`client`]). Choosing a worker for an invocation is the
 //! [`crate::router`]'s job. `docs/fleet.md` describes the protocol.
 
 pub mod certs;
 pub mod client;
 pub mod leases;
 pub mod listener;
+pub mod provision;
 pub mod registry;
 pub mod routes;
 pub mod state;
@@ -49,6 +51,8 @@ pub struct Fleet {
     pub workers: state::Workers,
     /// Invocations in flight per function, for reserved concurrency.
     pub in_flight: InFlight,
+    /// Where provisioned concurrency is kept.
+    pub provisioned: provision::Placement,
     /// Set when the fleet listener starts (it needs the CA); without it there is no worker
     /// to call anyway.
     client: OnceLock<client::WorkerClient>,
@@ -60,6 +64,7 @@ impl Fleet {
             settings,
             workers: state::Workers::default(),
             in_flight: InFlight::default(),
+            provisioned: provision::Placement::default(),
             client: OnceLock::new(),
         }
     }

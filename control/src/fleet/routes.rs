@@ -90,6 +90,7 @@ async fn register(
     };
     registry::insert(app.service.registry.pool(), &row).await?;
     fleet.workers.add(&row);
+    fleet.provisioned.changed();
     tracing::info!(
         worker = %id,
         name = %row.name,
@@ -127,10 +128,17 @@ async fn heartbeat(
             tracing::warn!(worker = %id, error = %e, "could not record a heartbeat");
         }
     }
+    let drain = heard.state == WorkerState::Draining;
+    // The worker releases whatever the list leaves out: all of it once it drains.
+    let provisioned = if drain {
+        Vec::new()
+    } else {
+        fleet.provisioned.assignments(&app.service, &id).await
+    };
     Ok(Json(HeartbeatResponse {
         lease_expires_at: heard.lease_expires_at,
-        drain: heard.state == WorkerState::Draining,
-        provisioned: Vec::new(),
+        drain,
+        provisioned,
     }))
 }
 
@@ -144,6 +152,7 @@ async fn deregister(
     }
     app.service.fleet.workers.set_state(&id, WorkerState::Gone);
     registry::set_state(app.service.registry.pool(), &id, WorkerState::Gone).await?;
+    app.service.fleet.provisioned.changed();
     tracing::info!(worker = %id, "worker deregistered");
     Ok(StatusCode::NO_CONTENT)
 }

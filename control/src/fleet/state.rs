@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use ember_fleet::messages::{Capacity, HeartbeatRequest, VersionKey};
 
 use super::registry::{WorkerRow, WorkerState, PERSIST_EVERY};
+use super::FleetSettings;
 
 /// One worker, live.
 #[derive(Clone, Debug)]
@@ -24,12 +25,24 @@ pub struct WorkerView {
     pub last_heartbeat: Instant,
     /// Idle environments per version, as far as this instance knows.
     pub idle: HashMap<VersionKey, u32>,
+    /// Environments per version (idle or busy), as its last heartbeat reported them.
+    pub held: HashMap<VersionKey, u32>,
     /// Environments alive, as far as this instance knows.
     pub environments: u32,
     /// Invocations this instance sent and that have not answered yet.
     pub routed: u32,
     /// When `last_heartbeat` was last written to SQL (Unix seconds).
     persisted_at: u64,
+}
+
+impl WorkerView {
+    /// Whether the worker may be given work at `now` (Unix seconds): active, heard from
+    /// within the silence limit, and not within the drain margin of its lease's end.
+    pub fn routable(&self, settings: &FleetSettings, now: u64) -> bool {
+        self.state == WorkerState::Active
+            && self.last_heartbeat.elapsed() <= settings.silence_limit()
+            && !settings.draining(self.lease_expires_at, now)
+    }
 }
 
 /// What a heartbeat changed.
@@ -63,6 +76,7 @@ impl Workers {
             lease_expires_at: row.lease_expires_at,
             last_heartbeat: Instant::now(),
             idle: HashMap::new(),
+            held: HashMap::new(),
             environments: 0,
             routed: 0,
             persisted_at: row.last_heartbeat,
@@ -103,6 +117,12 @@ impl Workers {
             .filter(|entry| entry.idle > 0)
             .map(|entry| (entry.key.clone(), entry.idle))
             .collect();
+        worker.held = report
+            .inventory
+            .iter()
+            .map(|entry| (entry.key.clone(), entry.idle.saturating_add(entry.busy)))
+            .filter(|(_, held)| *held > 0)
+            .collect();
         worker.environments = report.environments;
         let state = if report.draining || drain(worker.lease_expires_at) {
             WorkerState::Draining
@@ -140,10 +160,16 @@ impl Workers {
             if live && worker.last_heartbeat.elapsed() > silence {
                 worker.state = WorkerState::Dead;
                 worker.idle.clear();
+                worker.held.clear();
                 dead.push(worker.id.clone());
             }
         }
         dead
+    }
+
+    /// What `read` makes of every worker, under the lock.
+    pub fn read<R>(&self, read: impl FnOnce(&HashMap<String, WorkerView>) -> R) -> R {
+        read(&self.lock())
     }
 
     /// Sends an invocation of `key` to the worker `choose` picks among all workers, and

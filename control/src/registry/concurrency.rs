@@ -162,6 +162,34 @@ where
     Ok(rows.into_iter().map(config).collect())
 }
 
+/// One provisioned configuration with the function it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionProvisioned {
+    pub account: String,
+    pub function: String,
+    pub config: ProvisionedConfig,
+}
+
+/// Every provisioned configuration of every account: what the fleet places.
+pub async fn all_provisioned(pool: &AnyPool) -> Result<Vec<FunctionProvisioned>, sqlx::Error> {
+    let rows: Vec<(String, String, String, i64, String)> = sqlx::query_as(
+        "SELECT account_id, function_name, qualifier, requested, last_modified \
+         FROM provisioned_concurrency ORDER BY account_id, function_name, qualifier",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(account, function, qualifier, requested, last_modified)| FunctionProvisioned {
+                account,
+                function,
+                config: config((qualifier, requested, last_modified)),
+            },
+        )
+        .collect())
+}
+
 /// Creates or replaces the configuration of `config.qualifier`.
 pub async fn put_provisioned<'e, E>(
     db: E,

@@ -14,16 +14,18 @@ pub mod config;
 pub mod pick;
 pub mod throttle;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use ember_fleet::messages::{self, InvokeRequest, InvokeResponse, Status};
+use ember_wire::function::LOG_TAIL;
 
 use crate::api::target::LATEST;
 use crate::clock;
 use crate::fleet::client::CallError;
 use crate::fleet::registry::{self as worker_store, WorkerState};
+use crate::logs;
 use crate::random;
 use crate::registry::aliases::{self, Routing};
 use crate::registry::concurrency;
@@ -66,6 +68,9 @@ pub struct Invoked {
     pub error_type: Option<String>,
     /// The end of the function's log.
     pub log_tail: String,
+    /// Set when the invocation started a new environment (a cold start): how long creating
+    /// and initializing it took, in microseconds.
+    pub init_us: Option<u64>,
 }
 
 /// Why an invocation did not run to an answer.
@@ -114,6 +119,18 @@ pub async fn target(
 
 /// Runs `invocation` on a worker and returns its answer.
 pub async fn invoke(service: &Service, invocation: Invocation) -> Result<Invoked, InvokeError> {
+    let started = Instant::now();
+    let (account, function) = (invocation.account.clone(), invocation.function.clone());
+    let result = run(service, invocation).await;
+    let took = started.elapsed();
+    service
+        .metrics
+        .record_invocation(&account, &function, &result, took);
+    result
+}
+
+/// [`invoke`]'s work, without the bookkeeping around it.
+async fn run(service: &Service, invocation: Invocation) -> Result<Invoked, InvokeError> {
     let Invocation {
         account,
         function,
@@ -172,9 +189,18 @@ pub async fn invoke(service: &Service, invocation: Invocation) -> Result<Invoked
             break;
         };
         match client.invoke(&claim.address, &request, timeout).await {
-            Ok(response) => {
+            Ok(mut response) => {
                 let worker_id = claim.worker_id.clone();
                 claim.finish(response.status == Status::Success);
+                response.log_tail = record_log(
+                    service,
+                    &account,
+                    &function,
+                    &version,
+                    &request.request_id,
+                    &worker_id,
+                    &response,
+                );
                 return answer(version.version, worker_id, response);
             }
             Err(CallError::Unavailable(reason)) => {
@@ -190,6 +216,31 @@ pub async fn invoke(service: &Service, invocation: Invocation) -> Result<Invoked
         }
     }
     Err(InvokeError::NoWorker)
+}
+
+/// Stores the invocation's log (`START` … `REPORT`) and returns its last 4 KiB, which is
+/// what `LogType: Tail` shows, as Lambda's does. A service error ran no function: no log.
+fn record_log(
+    service: &Service,
+    account: &str,
+    function: &str,
+    version: &Version,
+    request_id: &str,
+    worker_id: &str,
+    response: &InvokeResponse,
+) -> String {
+    if response.status == Status::ServiceError {
+        return String::new();
+    }
+    let ran = logs::format::Ran {
+        request_id,
+        version: &version.version,
+        memory_mib: version.config.memory_size,
+        worker_id,
+        response,
+    };
+    let text = service.logs.record(account, function, &ran);
+    logs::format::tail(&text, LOG_TAIL).to_owned()
 }
 
 /// The version an alias's routing sends a draw in [0, 1) to.
@@ -233,6 +284,7 @@ fn answer(
         payload,
         error_type: response.error_type,
         log_tail: response.log_tail,
+        init_us: response.init_us,
     })
 }
 

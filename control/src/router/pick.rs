@@ -15,7 +15,6 @@ use std::collections::HashMap;
 
 use ember_fleet::messages::VersionKey;
 
-use crate::fleet::registry::WorkerState;
 use crate::fleet::state::WorkerView;
 use crate::fleet::FleetSettings;
 
@@ -42,12 +41,7 @@ pub fn choose(workers: &HashMap<String, WorkerView>, criteria: &Criteria<'_>) ->
 }
 
 fn eligible(worker: &WorkerView, criteria: &Criteria<'_>) -> bool {
-    worker.state == WorkerState::Active
-        && worker.last_heartbeat.elapsed() <= criteria.settings.silence_limit()
-        && !criteria
-            .settings
-            .draining(worker.lease_expires_at, criteria.now)
-        && !criteria.exclude.contains(&worker.id)
+    worker.routable(criteria.settings, criteria.now) && !criteria.exclude.contains(&worker.id)
 }
 
 /// Orders workers for a cold start: lower is better.
@@ -60,7 +54,7 @@ fn placement(worker: &WorkerView) -> (bool, u64, u32, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::registry::WorkerRow;
+    use crate::fleet::registry::{WorkerRow, WorkerState};
     use crate::fleet::state::Workers;
     use ember_fleet::messages::{Capacity, HeartbeatRequest, InventoryEntry};
     use std::time::Duration;

@@ -58,7 +58,14 @@ async fn verify(service: &Service, request: Request) -> Result<Request, ApiError
     let auth = AuthHeader::parse(header.to_str().unwrap_or_default()).map_err(signature_error)?;
     let time = sigv4::request_time(&parts.headers).map_err(signature_error)?;
     sigv4::check_time(time, Utc::now()).map_err(signature_error)?;
-    sigv4::check_scope(&auth, time, &service.settings.region, SERVICE).map_err(signature_error)?;
+    // CloudWatch Logs requests (function logs) are signed for their own service name.
+    let signing_name = if crate::logs::api::is_logs_request(parts.uri.path(), &parts.headers) {
+        crate::logs::api::SIGNING_NAME
+    } else {
+        SERVICE
+    };
+    sigv4::check_scope(&auth, time, &service.settings.region, signing_name)
+        .map_err(signature_error)?;
     let (principal, secret) = credentials(service, &auth, &parts.headers).await?;
 
     let body = read_body(&parts.headers, body).await?;

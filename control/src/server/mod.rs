@@ -38,6 +38,7 @@ use crate::api;
 use crate::api::error::ApiError;
 use crate::fleet::{self, listener::FleetOptions};
 use crate::keys::KeySource;
+use crate::metrics;
 use crate::service::{OpenError, Service, Settings};
 
 /// How long a client may take to complete the TLS handshake.
@@ -60,6 +61,8 @@ pub struct ServeOptions {
     pub role_lifetime: Duration,
     /// The fleet listener's address and names.
     pub fleet: FleetOptions,
+    /// Where to serve Prometheus metrics over plain HTTP; `None` serves none.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The certificate the client of a connection presented, if any, in the extensions of
@@ -84,11 +87,47 @@ pub enum ServeError {
 
 /// Runs the service until `shutdown` completes. Prints `ember-control listening on
 /// https://ADDR` and then `ember-control fleet listening on https://ADDR` on stdout once
-/// both listeners accept connections.
+/// both listeners accept connections, then `ember-control metrics on http://ADDR` when
+/// it serves metrics.
 pub async fn run(
     options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let started = start(options).await?;
+    // One write, so a reader of the first line never misses the second.
+    let mut stdout = io::stdout().lock();
+    write!(
+        stdout,
+        "ember-control listening on https://{}\n\
+         ember-control fleet listening on https://{}\n",
+        started.addr, started.fleet_addr
+    )?;
+    if let Some(metrics_addr) = started.metrics_addr {
+        writeln!(stdout, "ember-control metrics on http://{metrics_addr}")?;
+    }
+    stdout.flush()?;
+    drop(stdout);
+    started.serve(shutdown).await;
+    Ok(())
+}
+
+/// A service whose listeners are bound, not yet serving: what `ember up` embeds.
+pub struct Started {
+    /// The API's address (the real port when asked for port 0).
+    pub addr: SocketAddr,
+    /// The fleet listener's address.
+    pub fleet_addr: SocketAddr,
+    /// The metrics listener's address, when it serves metrics.
+    pub metrics_addr: Option<SocketAddr>,
+    pub service: Arc<Service>,
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    fleet_listener: fleet::listener::FleetListener,
+    metrics_listener: Option<TcpListener>,
+}
+
+/// Opens the service in `options.data_dir` and binds both listeners.
+pub async fn start(options: ServeOptions) -> Result<Started, ServeError> {
     crate::atomic::private_dir(&options.data_dir)
         .map_err(|e| crate::atomic::with_path(e, &options.data_dir))?;
     let mut service = Service::open(
@@ -123,35 +162,71 @@ pub async fn run(
     let fleet_listener = fleet::listener::bind(&service, &options.fleet).await?;
     let fleet_addr = fleet_listener.listener.local_addr()?;
     tracing::info!(%addr, fleet = %fleet_addr, "listening");
-    // One write, so a reader of the first line never misses the second.
-    let mut stdout = io::stdout().lock();
-    write!(
-        stdout,
-        "ember-control listening on https://{addr}\n\
-         ember-control fleet listening on https://{fleet_addr}\n"
-    )?;
-    stdout.flush()?;
-    drop(stdout);
-
-    tokio::spawn(fleet::leases::watch(service.clone()));
-    let (stop, stopped) = tokio::sync::watch::channel(());
-    let stopping = |mut stopped: tokio::sync::watch::Receiver<()>| async move {
-        let _ = stopped.changed().await;
+    let metrics_listener = match options.metrics_listen {
+        Some(metrics_addr) => Some(listen(metrics_addr).await?),
+        None => None,
     };
-    tokio::join!(
-        async move {
-            shutdown.await;
-            let _ = stop.send(());
-        },
-        serve(listener, acceptor, app(service), stopping(stopped.clone())),
-        serve(
-            fleet_listener.listener,
-            fleet_listener.acceptor,
-            fleet_listener.app,
-            stopping(stopped),
-        ),
-    );
-    Ok(())
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
+    if let Some(metrics_addr) = metrics_addr {
+        tracing::info!(%metrics_addr, "serving metrics over plain HTTP");
+    }
+    Ok(Started {
+        addr,
+        fleet_addr,
+        metrics_addr,
+        service,
+        listener,
+        acceptor,
+        fleet_listener,
+        metrics_listener,
+    })
+}
+
+async fn listen(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Listen { addr, source })
+}
+
+impl Started {
+    /// Serves the listeners, with the background tasks, until `shutdown` completes.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let Started {
+            service,
+            listener,
+            acceptor,
+            fleet_listener,
+            metrics_listener,
+            ..
+        } = self;
+        tokio::spawn(fleet::leases::watch(service.clone()));
+        tokio::spawn(fleet::provision::run(service.clone()));
+        tokio::spawn(crate::events::executor::run(service.clone()));
+        let (stop, stopped) = tokio::sync::watch::channel(());
+        let stopping = |mut stopped: tokio::sync::watch::Receiver<()>| async move {
+            let _ = stopped.changed().await;
+        };
+        if let Some(listener) = metrics_listener {
+            let shutdown = stopping(stopped.clone());
+            tokio::spawn(metrics::http::serve(listener, service.clone(), shutdown));
+        }
+        tokio::join!(
+            async move {
+                shutdown.await;
+                let _ = stop.send(());
+            },
+            serve(listener, acceptor, app(service), stopping(stopped.clone())),
+            serve(
+                fleet_listener.listener,
+                fleet_listener.acceptor,
+                fleet_listener.app,
+                stopping(stopped),
+            ),
+        );
+    }
 }
 
 /// The whole HTTP application: the API and a Lambda-shaped 404 for anything else, all
@@ -167,6 +242,10 @@ pub fn app(service: Arc<Service>) -> Router {
         // Code downloads carry their own credential, a grant, instead of a signature.
         .merge(api::download::routes())
         .layer(middleware::from_fn(request_id::assign))
+        .layer(middleware::from_fn_with_state(
+            service.clone(),
+            metrics::http::count_requests,
+        ))
         .with_state(service)
 }
 

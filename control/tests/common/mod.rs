@@ -24,6 +24,8 @@ pub struct Control {
     pub endpoint: String,
     /// The fleet listener, where workers register.
     pub fleet_endpoint: String,
+    /// The metrics listener, `http://127.0.0.1:PORT`.
+    pub metrics_endpoint: String,
     child: Child,
 }
 
@@ -34,13 +36,19 @@ impl Control {
         Control::start_with(data_dir, &[])
     }
 
-    /// Like [`Control::start`], with extra `serve` arguments.
+    /// Like [`Control::start`], with extra `serve` arguments (a `--fleet-listen` among
+    /// them replaces the free port).
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Control {
+        let fleet_listen = match extra.contains(&"--fleet-listen") {
+            true => &[][..],
+            false => &["--fleet-listen", "127.0.0.1:0"][..],
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_ember-control"))
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])
-            .args(["--fleet-listen", "127.0.0.1:0"])
+            .args(fleet_listen)
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .args(extra)
             // Requests are logged at info; tests show only what went wrong.
             .env(
@@ -57,14 +65,17 @@ impl Control {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let url = line
                     .strip_prefix("ember-control listening on ")
-                    .or_else(|| line.strip_prefix("ember-control fleet listening on "));
+                    .or_else(|| line.strip_prefix("ember-control fleet listening on "))
+                    .or_else(|| line.strip_prefix("ember-control metrics on "));
                 if let Some(url) = url {
                     let _ = tx.send(url.to_owned());
                 }
             }
         });
-        let mut urls = (0..2).map(|_| rx.recv_timeout(START_TIMEOUT));
-        let (Some(Ok(endpoint)), Some(Ok(fleet_endpoint))) = (urls.next(), urls.next()) else {
+        let mut urls = (0..3).map(|_| rx.recv_timeout(START_TIMEOUT));
+        let (Some(Ok(endpoint)), Some(Ok(fleet_endpoint)), Some(Ok(metrics_endpoint))) =
+            (urls.next(), urls.next(), urls.next())
+        else {
             let _ = child.kill();
             panic!("ember-control did not print its listening lines within {START_TIMEOUT:?}");
         };
@@ -72,6 +83,7 @@ impl Control {
             data_dir: data_dir.to_owned(),
             endpoint,
             fleet_endpoint,
+            metrics_endpoint,
             child,
         }
     }

@@ -25,6 +25,8 @@ pub struct Worker {
     pub id: String,
     /// Its worker API, `https://127.0.0.1:PORT`.
     pub endpoint: String,
+    /// Its metrics listener, `http://127.0.0.1:PORT`.
+    pub metrics_endpoint: String,
     pub state_dir: PathBuf,
     child: Child,
 }
@@ -42,6 +44,7 @@ impl Worker {
             .arg("--token-file")
             .arg(control.data_dir.join("worker-token"))
             .args(["--listen", "127.0.0.1:0", "--name", "test-worker"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .arg("--state-dir")
             .arg(state_dir)
             .env(
@@ -56,24 +59,41 @@ impl Worker {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("emberd worker ") {
+                if let Some(rest) = line.strip_prefix("emberd ") {
                     let _ = tx.send(rest.to_owned());
                 }
             }
         });
-        let Ok(line) = rx.recv_timeout(START_TIMEOUT) else {
+        // `worker ID serving on URL`, then `metrics on URL`.
+        let mut lines = (0..2).map(|_| rx.recv_timeout(START_TIMEOUT));
+        let (Some(Ok(serving)), Some(Ok(metrics))) = (lines.next(), lines.next()) else {
             let _ = child.kill();
             panic!("emberd did not register within {START_TIMEOUT:?}");
         };
-        let (id, endpoint) = line
-            .split_once(" serving on ")
-            .unwrap_or_else(|| panic!("unexpected emberd line: {line}"));
+        let (id, endpoint) = serving
+            .strip_prefix("worker ")
+            .and_then(|rest| rest.split_once(" serving on "))
+            .unwrap_or_else(|| panic!("unexpected emberd line: {serving}"));
+        let metrics_endpoint = metrics
+            .strip_prefix("metrics on ")
+            .unwrap_or_else(|| panic!("unexpected emberd line: {metrics}"));
         Worker {
             id: id.to_owned(),
             endpoint: endpoint.to_owned(),
+            metrics_endpoint: metrics_endpoint.to_owned(),
             state_dir: state_dir.to_owned(),
             child,
         }
+    }
+
+    /// The worker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// True while the worker has not exited.
+    pub fn try_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     /// Kills the worker at once (SIGKILL), as a crash would.

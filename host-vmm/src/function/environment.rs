@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ember_wire::frame::Kind;
 use ember_wire::function::{InvokeRequest, LoadRequest, Outcome, Status};
 
-use super::{Failure, FunctionSpec, Isolation, LogSink};
+use super::{Failure, FunctionSpec, Isolation, LogBuffer, LogSink};
 use crate::client::{ClientError, GuestClient};
 use crate::vm::{Command, Pause, Snapshot, SpareVm, Vm, VmConfig};
 
@@ -58,6 +58,17 @@ impl Environment {
         template: &Arc<Snapshot>,
         log: &LogSink,
     ) -> Result<Arc<Snapshot>, Failure> {
+        Self::prepare_logged(spec, template, log, &mut LogBuffer::default())
+    }
+
+    /// Like [`Environment::prepare`], also keeping the init phase's log in `buffer` (for the
+    /// invocation that waited for it).
+    pub fn prepare_logged(
+        spec: &Arc<FunctionSpec>,
+        template: &Arc<Snapshot>,
+        log: &LogSink,
+        buffer: &mut LogBuffer,
+    ) -> Result<Arc<Snapshot>, Failure> {
         let mut env = Environment::start(spec.clone(), template.clone(), true)?;
         let request = LoadRequest {
             handler: spec.handler.clone(),
@@ -73,6 +84,7 @@ impl Environment {
             Kind::LoadReply,
             INIT_TIMEOUT,
             log,
+            buffer,
         )?;
         match outcome.status {
             Status::Success => {}
@@ -163,6 +175,17 @@ impl Environment {
         extra_env: &[(String, String)],
         log: &LogSink,
     ) -> Result<Outcome, Failure> {
+        self.invoke_logged(payload, extra_env, log, &mut LogBuffer::default())
+    }
+
+    /// Like [`Environment::invoke`], also keeping the invocation's log in `buffer`.
+    pub fn invoke_logged(
+        &mut self,
+        payload: &[u8],
+        extra_env: &[(String, String)],
+        log: &LogSink,
+        buffer: &mut LogBuffer,
+    ) -> Result<Outcome, Failure> {
         let request = InvokeRequest {
             now_unix_ns: unix_ns(),
             seed: seed()?,
@@ -175,6 +198,7 @@ impl Environment {
             Kind::InvokeReply,
             self.spec.timeout,
             log,
+            buffer,
         );
         self.last_used = Instant::now();
         if self.spec.isolation == Isolation::Reuse {
@@ -218,6 +242,7 @@ impl Environment {
         reply: Kind,
         timeout: Duration,
         log: &LogSink,
+        buffer: &mut LogBuffer,
     ) -> Result<Outcome, Failure> {
         let deadline = Instant::now() + timeout;
         let Some(client) = self.client.as_mut() else {
@@ -241,7 +266,10 @@ impl Environment {
                 Err(e) => return Err(self.lost(e)),
             };
             match Kind::from_u8(frame.kind) {
-                Some(Kind::Log) => log(&self.spec, &frame.payload),
+                Some(Kind::Log) => {
+                    log(&self.spec, &frame.payload);
+                    buffer.push(&frame.payload);
+                }
                 Some(k) if k == reply => {
                     return Outcome::decode(&frame.payload)
                         .map_err(|e| Failure::Crashed(format!("guest sent a bad reply: {e}")));

@@ -2,6 +2,7 @@
 //! hands them out. See `docs/functions.md`.
 
 mod environment;
+mod log_buffer;
 mod pool;
 
 use std::fmt;
@@ -13,6 +14,7 @@ use ember_wire::layout::{MAX_MEMORY, MIN_MEMORY};
 use sha2::{Digest, Sha256};
 
 pub use environment::Environment;
+pub use log_buffer::{LogBuffer, LOG_MAX};
 pub use pool::{Pool, PoolConfig, PoolStats};
 
 /// Receives every chunk of a function's log (its standard error) as it arrives.
@@ -201,6 +203,9 @@ pub struct Invocation {
     pub error: Option<Failure>,
     /// The last 4 KiB of the function's log.
     pub log_tail: Vec<u8>,
+    /// The whole log of the invocation, and of the init phase it ran on a cold start, up
+    /// to [`LOG_MAX`] bytes (beyond that the start and the end, see [`LogBuffer`]).
+    pub log: Vec<u8>,
     /// A new environment was created for this invocation.
     pub cold: bool,
     /// That new environment started in a spare VM (see [`PoolConfig::spare_vms`]).

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use ember_wire::function::{ModuleKind, Status, PAYLOAD_MAX};
 
-use super::{EnvKey, Environment, Failure, FunctionSpec, Invocation, Isolation, LogSink};
+use super::{
+    EnvKey, Environment, Failure, FunctionSpec, Invocation, Isolation, LogBuffer, LogSink,
+};
 use crate::vm::{Snapshot, SpareVm, VmConfig};
 
 #[derive(Clone, Debug)]
@@ -133,10 +135,12 @@ impl Pool {
         extra_env: &[(String, String)],
     ) -> Invocation {
         let start = Instant::now();
-        let failed = |error: Failure, cold: bool| Invocation {
+        let mut log = LogBuffer::default();
+        let failed = |error: Failure, cold: bool, log: LogBuffer| Invocation {
             output: Vec::new(),
             error: Some(error),
             log_tail: Vec::new(),
+            log: log.into_bytes(),
             cold,
             spare: false,
             init_duration: None,
@@ -145,7 +149,7 @@ impl Pool {
             environment: 0,
         };
         if payload.len() > PAYLOAD_MAX {
-            return failed(Failure::PayloadTooLarge(payload.len()), false);
+            return failed(Failure::PayloadTooLarge(payload.len()), false, log);
         }
         let key = spec.key().clone();
         let (idle, too_old) = {
@@ -166,21 +170,22 @@ impl Pool {
         drop(too_old);
         let (mut env, init_duration) = match idle {
             Some(env) => (env, None),
-            None => match self.shared.create(spec) {
+            None => match self.shared.create(spec, &mut log) {
                 Ok((env, took)) => (env, Some(took)),
                 Err(e) => {
                     self.shared.lock().set_busy(&key, -1);
-                    return failed(e, true);
+                    return failed(e, true, log);
                 }
             },
         };
         let invoke_start = Instant::now();
-        let result = env.invoke(payload, extra_env, &self.shared.log);
+        let result = env.invoke_logged(payload, extra_env, &self.shared.log, &mut log);
         let duration = invoke_start.elapsed();
         let mut invocation = Invocation {
             output: Vec::new(),
             error: None,
             log_tail: Vec::new(),
+            log: log.into_bytes(),
             cold: init_duration.is_some(),
             spare: init_duration.is_some() && env.spare,
             init_duration,
@@ -229,17 +234,27 @@ impl Pool {
     }
 
     /// Keeps `count` initialised environments of `spec` at all times; creates the missing
-    /// ones before returning.
+    /// ones before returning. A lower count shuts down as many idle environments as it
+    /// gives up at once (least recently used first), rather than at the idle timeout.
     pub fn set_provisioned(&self, spec: &Arc<FunctionSpec>, count: usize) -> Result<(), Failure> {
-        {
+        let released: Vec<Environment> = {
             let mut st = self.shared.lock();
-            if count == 0 {
-                st.provisioned.remove(spec.key());
+            let before = if count == 0 {
+                st.provisioned.remove(spec.key())
             } else {
                 st.provisioned
-                    .insert(spec.key().clone(), (spec.clone(), count));
+                    .insert(spec.key().clone(), (spec.clone(), count))
             }
-        }
+            .map_or(0, |(_, n)| n);
+            match st.idle.get_mut(spec.key()) {
+                Some(idle) => {
+                    let surplus = before.saturating_sub(count).min(idle.len());
+                    idle.drain(..surplus).collect()
+                }
+                None => Vec::new(),
+            }
+        };
+        drop(released);
         self.shared.replenish()
     }
 
@@ -253,8 +268,17 @@ impl Pool {
 
     /// Environments of every version, idle or busy.
     pub fn total(&self) -> usize {
+        let totals = self.totals();
+        totals.idle + totals.busy
+    }
+
+    /// Environments of every version, by state.
+    pub fn totals(&self) -> PoolStats {
         let st = self.shared.lock();
-        st.idle.values().map(Vec::len).sum::<usize>() + st.busy.values().sum::<usize>()
+        PoolStats {
+            idle: st.idle.values().map(Vec::len).sum(),
+            busy: st.busy.values().sum(),
+        }
     }
 
     /// Spare VMs ready for new environments of `memory_mib`.
@@ -265,6 +289,12 @@ impl Pool {
             .unwrap()
             .get(&memory_mib)
             .map_or(0, Vec::len)
+    }
+
+    /// Spare VMs ready, per memory size (MiB).
+    pub fn spares_by_memory(&self) -> Vec<(u32, usize)> {
+        let spares = self.shared.spares.lock().unwrap();
+        spares.iter().map(|(mib, vms)| (*mib, vms.len())).collect()
     }
 }
 
@@ -292,10 +322,14 @@ impl Shared {
     /// A new environment for `spec` and how long preparing it took. The first one of a
     /// version runs the init phase and snapshots it (in a VM started from the template of
     /// its memory size); every one starts from that snapshot, in a spare VM if one is
-    /// ready, else in a new VM.
-    fn create(&self, spec: &Arc<FunctionSpec>) -> Result<(Environment, Duration), Failure> {
+    /// ready, else in a new VM. The init phase's log, if this ran it, goes into `log`.
+    fn create(
+        &self,
+        spec: &Arc<FunctionSpec>,
+        log: &mut LogBuffer,
+    ) -> Result<(Environment, Duration), Failure> {
         let start = Instant::now();
-        let prepared = self.prepared(spec)?;
+        let prepared = self.prepared(spec, log)?;
         let env = match self.take_spare(spec.memory_mib) {
             Some(spare) => {
                 Environment::from_spare(spec.clone(), prepared.clone(), spare).or_else(|e| {
@@ -319,7 +353,11 @@ impl Shared {
     /// The version's post-init snapshot, prepared once: concurrent first invocations of a
     /// version wait for one preparation; different versions prepare in parallel. A failed
     /// preparation is not remembered, so the next invocation tries again.
-    fn prepared(&self, spec: &Arc<FunctionSpec>) -> Result<Arc<Snapshot>, Failure> {
+    fn prepared(
+        &self,
+        spec: &Arc<FunctionSpec>,
+        log: &mut LogBuffer,
+    ) -> Result<Arc<Snapshot>, Failure> {
         let slot = self
             .prepared
             .lock()
@@ -339,7 +377,7 @@ impl Shared {
             return Ok(snapshot.clone());
         }
         let template = self.template(spec.memory_mib)?;
-        let snapshot = Environment::prepare(spec, &template, &self.log)?;
+        let snapshot = Environment::prepare_logged(spec, &template, &self.log, log)?;
         slot.0 = Some(snapshot.clone());
         Ok(snapshot)
     }
@@ -450,7 +488,8 @@ impl Shared {
             let Some(spec) = missing else {
                 return Ok(());
             };
-            let (env, _) = self.create(&spec)?;
+            // Provisioned environments' init logs reach only the pool's sink.
+            let (env, _) = self.create(&spec, &mut LogBuffer::default())?;
             self.lock()
                 .idle
                 .entry(spec.key().clone())

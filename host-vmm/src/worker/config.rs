@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use clap::Args;
 
@@ -37,4 +38,26 @@ pub struct ServeArgs {
     /// Guest memory to offer, in MiB (default: half of this machine's memory).
     #[arg(long, value_name = "MIB")]
     pub memory_mib: Option<u64>,
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP without
+    /// authentication: keep it on loopback or a scrape-only network); port 0 picks a free
+    /// one (printed once serving); `off` serves none.
+    #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:9465")]
+    pub metrics_listen: MetricsListen,
+}
+
+/// `--metrics-listen`: an address, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsListen(pub Option<SocketAddr>);
+
+impl FromStr for MetricsListen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<MetricsListen, String> {
+        if text == "off" {
+            return Ok(MetricsListen(None));
+        }
+        text.parse()
+            .map(|addr| MetricsListen(Some(addr)))
+            .map_err(|_| format!("{text:?} is neither an ADDRESS:PORT nor `off`"))
+    }
 }

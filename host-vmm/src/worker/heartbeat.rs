@@ -1,8 +1,9 @@
 //! Heartbeats: every interval the worker tells control what it holds (environments per
 //! version, idle and busy), what runs and whether it is draining; the answer says when to
-//! drain. A worker that cannot reach control keeps trying and keeps serving; it drains
-//! on its own once its lease has ended by its own clock, and when control no longer knows
-//! it (its registration was removed), since it cannot heartbeat its way back in.
+//! drain and which versions to keep initialized environments of ([`Provisioning`]). A
+//! worker that cannot reach control keeps trying and keeps serving; it drains on its own
+//! once its lease has ended by its own clock, and when control no longer knows it (its
+//! registration was removed), since it cannot heartbeat its way back in.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,6 +13,7 @@ use tokio::sync::watch;
 
 use super::control::{CallError, ControlClient};
 use super::lease::{self, DrainReason};
+use super::provisioning::Provisioning;
 use super::Worker;
 
 /// Heartbeats until the process ends.
@@ -22,6 +24,7 @@ pub async fn run(
     mut lease_expires_at: u64,
     drain: watch::Sender<Option<DrainReason>>,
 ) {
+    let provisioning = Provisioning::default();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -32,6 +35,7 @@ pub async fn run(
         match control.heartbeat(&worker.report()).await {
             Ok(answer) => {
                 lease_expires_at = answer.lease_expires_at;
+                provisioning.apply(&worker, answer.provisioned);
                 if answer.drain {
                     lease::start(&drain, DrainReason::LeaseEnding);
                 }

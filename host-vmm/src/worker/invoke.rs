@@ -27,6 +27,7 @@ use ember_fleet::messages::{
 };
 
 use super::artifacts::ArtifactCache;
+use super::metrics::InvokeMetrics;
 use crate::function::{Failure, FunctionSpec, Invocation, Isolation, Pool, SpecBuilder};
 
 /// A version's spec is forgotten once it has had no environment for this long.
@@ -44,6 +45,7 @@ pub struct Functions {
     pool: Arc<Pool>,
     artifacts: ArtifactCache,
     entries: Mutex<HashMap<VersionKey, Arc<Entry>>>,
+    metrics: InvokeMetrics,
 }
 
 impl Functions {
@@ -52,7 +54,18 @@ impl Functions {
             pool: Arc::new(pool),
             artifacts,
             entries: Mutex::default(),
+            metrics: InvokeMetrics::default(),
         }
+    }
+
+    /// What [`Functions::invoke`] counts.
+    pub fn metrics(&self) -> &InvokeMetrics {
+        &self.metrics
+    }
+
+    /// The environment pool, for its gauges.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     fn entries(&self) -> MutexGuard<'_, HashMap<VersionKey, Arc<Entry>>> {
@@ -61,6 +74,14 @@ impl Functions {
 
     /// Runs one invocation.
     pub async fn invoke(&self, request: InvokeRequest) -> InvokeResponse {
+        let started = Instant::now();
+        let response = self.run(request).await;
+        self.metrics.record(&response, started.elapsed());
+        response
+    }
+
+    /// [`Functions::invoke`]'s work, without the bookkeeping around it.
+    async fn run(&self, request: InvokeRequest) -> InvokeResponse {
         let payload = match STANDARD.decode(&request.payload) {
             Ok(payload) => payload,
             Err(e) => return service_error(format!("the payload is not base64: {e}")),
@@ -83,6 +104,18 @@ impl Functions {
         let spec = self.spec(function).await?;
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || pool.set_provisioned(&spec, count as usize))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    /// Stops keeping environments of `key` ready and shuts down the ones kept for it.
+    pub async fn release(&self, key: &VersionKey) -> Result<(), String> {
+        let spec = self.entries().get(key).and_then(|e| e.spec.get().cloned());
+        // Without a spec the version never had an environment here.
+        let Some(spec) = spec else { return Ok(()) };
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || pool.set_provisioned(&spec, 0))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())
@@ -192,6 +225,8 @@ fn response(invocation: Invocation) -> InvokeResponse {
         payload: STANDARD.encode(payload),
         error_type,
         log_tail: String::from_utf8_lossy(&invocation.log_tail).into_owned(),
+        log: String::from_utf8_lossy(&invocation.log).into_owned(),
+        environment: invocation.environment,
         duration_us: invocation.duration.as_micros() as u64,
         init_us: invocation.init_duration.map(|d| d.as_micros() as u64),
         max_memory_used_mib: invocation.memory_used.div_ceil(1 << 20),
@@ -235,6 +270,8 @@ fn service_error(message: String) -> InvokeResponse {
         payload: STANDARD.encode(error_body("ServiceException", &message)),
         error_type: None,
         log_tail: String::new(),
+        log: String::new(),
+        environment: 0,
         duration_us: 0,
         init_us: None,
         max_memory_used_mib: 0,

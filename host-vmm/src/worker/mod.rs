@@ -4,7 +4,8 @@
 //! ([`heartbeat`]) and leaves gracefully when its lease ends ([`lease`]). Its files live
 //! in the state directory ([`state_dir`]). `docs/fleet.md` describes the protocol.
 //!
-//! Once it serves, it prints `emberd worker ID serving on https://ADDRESS` on stdout.
+//! Once it serves, it prints `emberd worker ID serving on https://ADDRESS` on stdout, then
+//! `emberd metrics on http://ADDRESS` when it serves metrics ([`metrics`]).
 
 mod api;
 mod artifacts;
@@ -13,6 +14,8 @@ mod control;
 mod heartbeat;
 mod invoke;
 mod lease;
+mod metrics;
+mod provisioning;
 mod register;
 mod state_dir;
 
@@ -100,6 +103,23 @@ pub fn run(args: ServeArgs) -> Result<(), WorkerError> {
     runtime.block_on(serve(args, drain, drained))
 }
 
+/// Runs the worker on the caller's runtime until it has drained: at the end of its lease,
+/// or once `stop` completes. For embedding (`ember up`); signals are the caller's.
+pub async fn serve_until(
+    args: ServeArgs,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), WorkerError> {
+    let (drain, drained) = watch::channel(None);
+    let on_stop = drain.clone();
+    let stopper = tokio::spawn(async move {
+        stop.await;
+        lease::start(&on_stop, lease::DrainReason::Signal);
+    });
+    let result = serve(args, drain, drained).await;
+    stopper.abort();
+    result
+}
+
 async fn serve(
     args: ServeArgs,
     drain: watch::Sender<Option<lease::DrainReason>>,
@@ -122,6 +142,18 @@ async fn serve(
         }
         None => local.to_string(),
     };
+    let metrics_listener = match args.metrics_listen.0 {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| WorkerError(format!("listening on {addr} for metrics: {e}")))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
 
     let anonymous = ControlClient::new(&args.control, &ca_pem, None)?;
     let name = args.name.clone().unwrap_or_else(host_name);
@@ -159,6 +191,13 @@ async fn serve(
     });
 
     let (stop, stopped) = watch::channel(());
+    let metrics_server = metrics_listener.map(|listener| {
+        let mut stopped = stopped.clone();
+        let registry = metrics::registry(worker.clone());
+        tokio::spawn(metrics::serve(listener, registry, async move {
+            let _ = stopped.changed().await;
+        }))
+    });
     let server = tokio::spawn(api::serve(
         listener,
         TlsAcceptor::from(server_config),
@@ -180,14 +219,19 @@ async fn serve(
         response.worker_id,
         response.lease_expires_at
     );
-    let mut stdout = std::io::stdout().lock();
-    writeln!(
-        stdout,
-        "emberd worker {} serving on https://{address}",
-        response.worker_id
-    )?;
-    stdout.flush()?;
-    drop(stdout);
+    {
+        // In a block: the lock must not live across an await (the future is Send).
+        let mut stdout = std::io::stdout().lock();
+        writeln!(
+            stdout,
+            "emberd worker {} serving on https://{address}",
+            response.worker_id
+        )?;
+        if let Some(metrics_addr) = metrics_addr {
+            writeln!(stdout, "emberd metrics on http://{metrics_addr}")?;
+        }
+        stdout.flush()?;
+    }
 
     let reason = drained
         .wait_for(Option::is_some)
@@ -197,6 +241,9 @@ async fn serve(
     lease::drain(&worker, &control, reason).await;
     let _ = stop.send(());
     let _ = server.await;
+    if let Some(metrics_server) = metrics_server {
+        let _ = metrics_server.await;
+    }
     Ok(())
 }
 
