@@ -21,6 +21,9 @@ use sqlx::{AnyPool, ConnectOptions, SqliteConnection};
 /// The first retry's delay the tests run with (Lambda's is a minute).
 const RETRY_DELAY_MS: u64 = 300;
 
+/// An event that keeps sha-heavy busy long enough to be seen running.
+const SLOW_EVENT: &str = r#"{"mib":16}"#;
+
 /// How long the tests wait for events to settle.
 const SETTLE: Duration = Duration::from_secs(90);
 
@@ -146,19 +149,58 @@ impl EventTable {
 
     /// Waits until `function` has `count` events, all in `state`, and returns them.
     fn wait_for(&self, function: &str, count: usize, state: &str) -> Vec<EventRow> {
+        self.wait_until(function, state, |rows| {
+            rows.len() == count && rows.iter().all(|row| row.state == state)
+        })
+    }
+
+    /// Waits until `function`'s events are as `done` wants them (`what` says how), and
+    /// returns them.
+    fn wait_until(
+        &self,
+        function: &str,
+        what: &str,
+        done: impl Fn(&[EventRow]) -> bool,
+    ) -> Vec<EventRow> {
         let started = Instant::now();
         loop {
             let rows = self.of(function);
-            if rows.len() == count && rows.iter().all(|row| row.state == state) {
+            if done(&rows) {
                 return rows;
             }
             assert!(
                 started.elapsed() < SETTLE,
-                "{function}'s events did not all become {state} within {SETTLE:?}: {rows:#?}"
+                "{function}'s events did not become {what} within {SETTLE:?}: {rows:#?}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Queues `count` events of `function` (sha-heavy) held back by a reserved concurrency of
+/// 0, which throttles them without spending attempts, then lets them all start together.
+fn queue_together(
+    control: &Control,
+    events: &EventTable,
+    dir: &Path,
+    function: &str,
+    count: usize,
+) {
+    control.aws_json(&[
+        "put-function-concurrency",
+        "--function-name",
+        function,
+        "--reserved-concurrent-executions",
+        "0",
+    ]);
+    for _ in 0..count {
+        invoke_event(control, dir, function, SLOW_EVENT);
+    }
+    let held = events.wait_until(function, "throttled", |rows| {
+        rows.len() == count && rows.iter().all(|row| row.deferrals >= 1)
+    });
+    assert!(held.iter().all(|row| row.attempts == 0), "{held:#?}");
+    control.aws_json(&["delete-function-concurrency", "--function-name", function]);
 }
 
 #[test]
@@ -312,9 +354,7 @@ fn events_wait_for_workers_and_survive_control_crashes() {
         ember_examples::SHA_HEAVY,
         &["--timeout", "120"],
     );
-    for _ in 0..2 {
-        invoke_event(&second, dir.path(), "slow", r#"{"mib":64}"#);
-    }
+    queue_together(&second, &events, dir.path(), "slow", 2);
     events.wait_for("slow", 2, "running");
     second.kill();
     drop(worker);
@@ -339,9 +379,7 @@ fn events_on_a_killed_worker_run_again_on_another() {
         ember_examples::SHA_HEAVY,
         &["--timeout", "120"],
     );
-    for _ in 0..4 {
-        invoke_event(&control, dir.path(), "slow", r#"{"mib":64}"#);
-    }
+    queue_together(&control, &events, dir.path(), "slow", 4);
     // Four at once on two idle workers: each worker runs some.
     events.wait_for("slow", 4, "running");
     doomed.kill();

@@ -28,5 +28,3 @@ pub const ARTIFACTS: &str = "/fleet/v1/artifacts";
 pub const GRANT_HEADER: &str = "x-ember-grant";
 /// Control → worker: run one invocation.
 pub const INVOKE: &str = "/worker/v1/invoke";
-/// Control → worker: make sure N environments of a version are initialized.
-pub const PROVISION: &str = "/worker/v1/provision";

@@ -169,13 +169,6 @@ pub struct InvokeResponse {
     pub max_memory_used_mib: u64,
 }
 
-/// `POST` [`crate::PROVISION`].
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ProvisionRequest {
-    pub function: FunctionConfig,
-    pub count: u32,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

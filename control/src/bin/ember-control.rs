@@ -171,7 +171,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         data_dir,
     };
     runtime()?
-        .block_on(server::run(options, server::shutdown_signal()))
+        // The signal handlers go in inside the runtime, before the service starts.
+        .block_on(async { server::run(options, server::shutdown_signal()).await })
         .map_err(|e| e.to_string())
 }
 

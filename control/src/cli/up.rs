@@ -52,6 +52,8 @@ pub fn run(args: UpArgs) -> Result<(), CliError> {
 }
 
 async fn up(args: UpArgs) -> Result<(), CliError> {
+    // Installed first: Ctrl-C while starting still stops ember gracefully, once it is up.
+    let stop = crate::server::shutdown_signal();
     let started = Instant::now();
     let platform = local::start(LocalOptions {
         data_dir: args.data_dir.clone(),
@@ -79,7 +81,7 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
         return Err(e);
     }
     println!("{}", usage(&platform.endpoint, &data_dir));
-    crate::server::shutdown_signal().await;
+    stop.await;
     println!("stopping: the worker finishes what runs, then control stops");
     platform.shutdown().await;
     Ok(())

@@ -2,9 +2,9 @@
 //! ([`EventSettings::parallelism`]), runs each in its own task through
 //! [`router::invoke`], and records what happened. It wakes when an event is enqueued or a
 //! slot frees up (`Service::events_ready`), when the next retry is due, and at least every
-//! [`POLL`] for events another instance enqueued on a shared database.
+//! `POLL` for events another instance enqueued on a shared database.
 //!
-//! A claim lasts [`CLAIM`], longer than any attempt can take; an event still `running`
+//! A claim lasts `CLAIM`, longer than any attempt can take; an event still `running`
 //! after its claim ended lost its instance and is run again. At start, an instance on
 //! SQLite (the only one on its database) takes back every running event at once.
 
@@ -21,7 +21,7 @@ use crate::router::{self, Invocation, InvokeError, Invoked};
 use crate::service::Service;
 
 /// The longest the executor sleeps between looks at the queue.
-pub const POLL: Duration = Duration::from_secs(5);
+const POLL: Duration = Duration::from_secs(5);
 
 /// How long a claim lasts: [`router::ATTEMPTS`] workers, each for the longest timeout (15
 /// minutes) and some margin.

@@ -67,6 +67,16 @@ pub async fn enqueue(service: &Service, invocation: Invocation) -> Result<(), sq
     Ok(())
 }
 
+/// A worker joined: events that wait only for one run now rather than at their next
+/// backoff.
+pub async fn worker_joined(service: &Service) {
+    match queue::expedite_waiting(service.registry.pool(), now_ms()).await {
+        Ok(0) => {}
+        Ok(_) => service.events_ready.notify_one(),
+        Err(e) => tracing::warn!(error = %e, "could not wake the waiting events"),
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 fn now_ms() -> u64 {
     SystemTime::now()

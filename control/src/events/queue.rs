@@ -204,6 +204,20 @@ pub async fn reclaim(pool: &AnyPool, now_ms: u64, all: bool) -> Result<u64, sqlx
     Ok(done.rows_affected())
 }
 
+/// Makes pending events that never ran, and wait only because no worker could take them
+/// (or the function was throttled), due at `now_ms`. Returns how many.
+pub async fn expedite_waiting(pool: &AnyPool, now_ms: u64) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE events SET run_at_ms = $1 \
+         WHERE state = $2 AND attempts = 0 AND deferrals > 0 AND run_at_ms > $1",
+    )
+    .bind(clamp(now_ms))
+    .bind(EventState::Pending.as_str())
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Removes events that finished before `before_ms`.
 pub async fn prune(pool: &AnyPool, before_ms: u64) -> Result<u64, sqlx::Error> {
     let done =

@@ -91,6 +91,7 @@ async fn register(
     registry::insert(app.service.registry.pool(), &row).await?;
     fleet.workers.add(&row);
     fleet.provisioned.changed();
+    crate::events::worker_joined(&app.service).await;
     tracing::info!(
         worker = %id,
         name = %row.name,

@@ -327,22 +327,33 @@ pub async fn serve(
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// Completes on SIGTERM or SIGINT. The handlers are installed when this is called (inside
+/// the runtime), not when it is first polled: a signal that comes as soon as the service
+/// says it listens must already stop it gracefully.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot watch SIGTERM; SIGINT still stops the service");
-                std::future::pending::<()>().await;
+    let watch = |kind: SignalKind, name: &'static str| {
+        let stream = signal(kind)
+            .inspect_err(|e| tracing::error!(error = %e, "cannot watch {name}"))
+            .ok();
+        async move {
+            match stream {
+                Some(mut stream) => {
+                    stream.recv().await;
+                    tracing::info!("{name}");
+                }
+                None => std::future::pending().await,
             }
         }
     };
-    tokio::select! {
-        () = term => tracing::info!("SIGTERM"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+    let (term, int) = (
+        watch(SignalKind::terminate(), "SIGTERM"),
+        watch(SignalKind::interrupt(), "SIGINT"),
+    );
+    async move {
+        tokio::select! {
+            () = term => {}
+            () = int => {}
+        }
     }
 }

@@ -1,11 +1,10 @@
-//! The worker API that control calls: `POST` [`ember_fleet::INVOKE`] and
-//! [`ember_fleet::PROVISION`], over TLS 1.3 with AES-GCM only, serving the worker's
+//! The worker API that control calls: `POST` [`ember_fleet::INVOKE`] (provisioned
+//! environments come with the heartbeat answers instead), over TLS 1.3 with AES-GCM only, serving the worker's
 //! certificate and requiring a client certificate from control's CA whose common name is
 //! [`ember_fleet::tls::CONTROL_NAME`]: other workers hold certificates from the same CA,
 //! and they must not run invocations here. A connection that is not control's is closed
 //! right after the handshake.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use ember_fleet::messages::{InvokeRequest, ProvisionRequest};
+use ember_fleet::messages::InvokeRequest;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -33,7 +32,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 fn router(worker: Arc<Worker>) -> Router {
     Router::new()
         .route(ember_fleet::INVOKE, post(invoke))
-        .route(ember_fleet::PROVISION, post(provision))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(worker)
 }
@@ -102,23 +100,6 @@ async fn invoke(State(worker): State<Arc<Worker>>, Json(request): Json<InvokeReq
         return draining();
     };
     Json(worker.functions.invoke(request).await).into_response()
-}
-
-async fn provision(
-    State(worker): State<Arc<Worker>>,
-    Json(request): Json<ProvisionRequest>,
-) -> Response {
-    if worker.draining.load(Ordering::SeqCst) {
-        return draining();
-    }
-    match worker
-        .functions
-        .provision(&request.function, request.count)
-        .await
-    {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
-    }
 }
 
 /// 503: control takes it as "nothing ran, try another worker".

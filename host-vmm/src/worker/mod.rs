@@ -100,11 +100,12 @@ pub fn run(args: ServeArgs) -> Result<(), WorkerError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(args, drain, drained))
+    runtime.block_on(serve(args, Announce::Stdout, drain, drained))
 }
 
 /// Runs the worker on the caller's runtime until it has drained: at the end of its lease,
-/// or once `stop` completes. For embedding (`ember up`); signals are the caller's.
+/// or once `stop` completes. For embedding (`ember up`): signals and stdout are the
+/// caller's.
 pub async fn serve_until(
     args: ServeArgs,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
@@ -115,13 +116,22 @@ pub async fn serve_until(
         stop.await;
         lease::start(&on_stop, lease::DrainReason::Signal);
     });
-    let result = serve(args, drain, drained).await;
+    let result = serve(args, Announce::Log, drain, drained).await;
     stopper.abort();
     result
 }
 
+/// Where the worker says that it serves: stdout for `emberd serve` (scripts and tests
+/// read it), only the log when embedded.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Announce {
+    Stdout,
+    Log,
+}
+
 async fn serve(
     args: ServeArgs,
+    announce: Announce,
     drain: watch::Sender<Option<lease::DrainReason>>,
     mut drained: watch::Receiver<Option<lease::DrainReason>>,
 ) -> Result<(), WorkerError> {
@@ -219,7 +229,10 @@ async fn serve(
         response.worker_id,
         response.lease_expires_at
     );
-    {
+    if let Some(metrics_addr) = metrics_addr {
+        log::info!("serving metrics over plain HTTP on {metrics_addr}");
+    }
+    if announce == Announce::Stdout {
         // In a block: the lock must not live across an await (the future is Send).
         let mut stdout = std::io::stdout().lock();
         writeln!(
