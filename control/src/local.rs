@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use host_vmm::worker::config::{MetricsListen, ServeArgs};
+use host_vmm::worker::config::ServeArgs;
+use host_vmm::worker::exposition::MetricsListen;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 

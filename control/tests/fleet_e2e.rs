@@ -21,31 +21,10 @@ fn control(data: &Path, extra: &[&str]) -> Control {
     Control::start_with(data, &args)
 }
 
-fn role(control: &Control) -> String {
-    let credentials = std::fs::read_to_string(control.credentials()).unwrap();
-    let account = credentials
-        .lines()
-        .find_map(|line| line.strip_prefix("aws_account_id = "))
-        .expect("the credentials name the account");
-    format!("arn:aws:iam::{account}:role/fleet")
-}
-
 fn create(control: &Control, dir: &Path, name: &str, module: &[u8], timeout: &str) {
     let package = dir.join(format!("{name}.zip"));
     std::fs::write(&package, zip(&[("f.wasm", module)])).unwrap();
-    control.aws_json(&[
-        "create-function",
-        "--function-name",
-        name,
-        "--runtime",
-        "wasm32-wasip1",
-        "--role",
-        &role(control),
-        "--timeout",
-        timeout,
-        "--zip-file",
-        &format!("fileb://{}", package.display()),
-    ]);
+    control.create_function(name, &package, &["--timeout", timeout]);
 }
 
 /// A boto3 load (`py/fleet_load_boto3.py`), started now, finished by [`Load::results`].

@@ -22,28 +22,8 @@ fn control(dir: &Path, extra: &[&str]) -> Control {
     Control::start_with(&dir.join("data"), &args)
 }
 
-fn role(control: &Control) -> String {
-    let credentials = std::fs::read_to_string(control.credentials()).unwrap();
-    let account = credentials
-        .lines()
-        .find_map(|line| line.strip_prefix("aws_account_id = "))
-        .expect("the credentials name the account");
-    format!("arn:aws:iam::{account}:role/e2e")
-}
-
 fn create(control: &Control, dir: &Path, name: &str, package: &str) {
-    let zip = format!("fileb://{}", dir.join(package).display());
-    control.aws_json(&[
-        "create-function",
-        "--function-name",
-        name,
-        "--runtime",
-        "wasm32-wasip1",
-        "--role",
-        &role(control),
-        "--zip-file",
-        &zip,
-    ]);
+    control.create_function(name, &dir.join(package), &[]);
 }
 
 /// `aws lambda invoke`: the CLI's output and the response body.
@@ -153,11 +133,7 @@ fn boto3_routes_versions_and_aliases_and_reports_errors() {
         let package = zip(&[(&format!("{name}.wasm"), module)]);
         std::fs::write(dir.path().join(format!("{name}.zip")), package).unwrap();
     }
-    let account = role(&control)
-        .split(':')
-        .nth(4)
-        .expect("an account in the role")
-        .to_owned();
+    let account = control.account();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/invoke_boto3.py");
     let mut python = common::python();
     python

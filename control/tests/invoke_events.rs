@@ -40,34 +40,11 @@ fn control(data_dir: &Path, extra: &[&str]) -> Control {
     Control::start_with(data_dir, &args)
 }
 
-fn account(control: &Control) -> String {
-    let credentials = std::fs::read_to_string(control.credentials()).unwrap();
-    credentials
-        .lines()
-        .find_map(|line| line.strip_prefix("aws_account_id = "))
-        .expect("the credentials name the account")
-        .to_owned()
-}
-
 /// Creates function `name` from `module`, with `extra` create-function arguments.
 fn create(control: &Control, dir: &Path, name: &str, module: &[u8], extra: &[&str]) {
     let package = dir.join(format!("{name}.zip"));
     std::fs::write(&package, zip(&[(&format!("{name}.wasm"), module)])).unwrap();
-    let role = format!("arn:aws:iam::{}:role/events", account(control));
-    let zip_file = format!("fileb://{}", package.display());
-    let mut args = vec![
-        "create-function",
-        "--function-name",
-        name,
-        "--runtime",
-        "wasm32-wasip1",
-        "--role",
-        &role,
-        "--zip-file",
-        &zip_file,
-    ];
-    args.extend_from_slice(extra);
-    control.aws_json(&args);
+    control.create_function(name, &package, extra);
 }
 
 /// `aws lambda invoke --invocation-type Event`: requires the CLI's 202 and an empty body.

@@ -19,15 +19,6 @@ use serde_json::Value;
 /// How long stored logs may take to become readable.
 const VISIBLE_WITHIN: Duration = Duration::from_secs(20);
 
-fn role(control: &Control) -> String {
-    let credentials = std::fs::read_to_string(control.credentials()).unwrap();
-    let account = credentials
-        .lines()
-        .find_map(|line| line.strip_prefix("aws_account_id = "))
-        .expect("the credentials name the account");
-    format!("arn:aws:iam::{account}:role/logs")
-}
-
 /// `aws logs ARGS…` as `profile` from `credentials`.
 fn aws_logs(control: &Control, credentials: &Path, profile: &str, args: &[&str]) -> Output {
     let mut command = aws_cli();
@@ -185,7 +176,7 @@ fn logs_are_kept_and_read_with_ember_and_the_aws_cli() {
         "--runtime",
         "wasm32-wasip1",
         "--role",
-        &role(&control),
+        &control.role(),
         "--zip-file",
         &zip,
     ]);

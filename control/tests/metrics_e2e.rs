@@ -169,23 +169,7 @@ fn invoke(control: &Control, dir: &Path, function: &str) -> Output {
 }
 
 fn create(control: &Control, dir: &Path, name: &str, package: &str) {
-    let credentials = std::fs::read_to_string(control.credentials()).unwrap();
-    let account = credentials
-        .lines()
-        .find_map(|line| line.strip_prefix("aws_account_id = "))
-        .expect("the credentials name the account");
-    let zip = format!("fileb://{}", dir.join(package).display());
-    control.aws_json(&[
-        "create-function",
-        "--function-name",
-        name,
-        "--runtime",
-        "wasm32-wasip1",
-        "--role",
-        &format!("arn:aws:iam::{account}:role/metrics"),
-        "--zip-file",
-        &zip,
-    ]);
+    control.create_function(name, &dir.join(package), &[]);
 }
 
 /// Scrapes until `done` holds, for up to 20 s.

@@ -22,29 +22,9 @@ fn control(dir: &Path) -> Control {
     Control::start_with(&dir.join("data"), &["--heartbeat-ms", "200"])
 }
 
-fn role(control: &Control) -> String {
-    let credentials = std::fs::read_to_string(control.credentials()).unwrap();
-    let account = credentials
-        .lines()
-        .find_map(|line| line.strip_prefix("aws_account_id = "))
-        .expect("the credentials name the account");
-    format!("arn:aws:iam::{account}:role/e2e")
-}
-
 /// Creates `name` from `package` and publishes version 1.
 fn create_and_publish(control: &Control, dir: &Path, name: &str, package: &str) {
-    let zip = format!("fileb://{}", dir.join(package).display());
-    control.aws_json(&[
-        "create-function",
-        "--function-name",
-        name,
-        "--runtime",
-        "wasm32-wasip1",
-        "--role",
-        &role(control),
-        "--zip-file",
-        &zip,
-    ]);
+    control.create_function(name, &dir.join(package), &[]);
     let published = control.aws_json(&["publish-version", "--function-name", name]);
     assert_eq!(published["Version"], "1");
 }

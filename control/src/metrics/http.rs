@@ -6,8 +6,6 @@
 //! scraper reaches.
 
 use std::future::Future;
-use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -23,61 +21,7 @@ use crate::service::Service;
 /// Where the metrics listener binds by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 
-/// `--metrics-listen`: an address (port 0 picks a free one), or `off`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MetricsListen(pub Option<SocketAddr>);
-
-impl FromStr for MetricsListen {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<MetricsListen, String> {
-        if text == "off" {
-            return Ok(MetricsListen(None));
-        }
-        text.parse()
-            .map(|addr| MetricsListen(Some(addr)))
-            .map_err(|_| format!("{text:?} is neither an ADDRESS:PORT nor `off`"))
-    }
-}
-
-/// The two text formats prometheus-client writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// OpenMetrics 1.0, which Prometheus asks for first.
-    OpenMetrics,
-    /// Prometheus' classic text format 0.0.4, which every scraper reads.
-    Prometheus,
-}
-
-impl Format {
-    /// OpenMetrics when the `Accept` header lists it (with a non-zero quality), else the
-    /// classic format.
-    pub fn negotiate(accept: Option<&str>) -> Format {
-        let asks_for_openmetrics = accept.unwrap_or_default().split(',').any(|range| {
-            let mut parts = range.split(';').map(str::trim);
-            let media_type = parts.next().unwrap_or_default();
-            media_type.eq_ignore_ascii_case("application/openmetrics-text")
-                && !parts.any(|param| {
-                    param
-                        .strip_prefix("q=")
-                        .and_then(|q| q.parse::<f32>().ok())
-                        .is_some_and(|q| q <= 0.0)
-                })
-        });
-        if asks_for_openmetrics {
-            Format::OpenMetrics
-        } else {
-            Format::Prometheus
-        }
-    }
-
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            Format::Prometheus => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
-        }
-    }
-}
+pub use host_vmm::worker::exposition::{Format, MetricsListen};
 
 /// Serves `GET /metrics` on `listener` until `shutdown` completes.
 pub async fn serve(
@@ -128,25 +72,9 @@ pub async fn count_requests(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::net::SocketAddr;
 
-    #[test]
-    fn openmetrics_only_when_asked_for() {
-        let prometheus = "application/openmetrics-text;version=1.0.0,\
-                          application/openmetrics-text;version=0.0.1;q=0.75,\
-                          text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-        assert_eq!(Format::negotiate(Some(prometheus)), Format::OpenMetrics);
-        assert_eq!(Format::negotiate(None), Format::Prometheus);
-        assert_eq!(Format::negotiate(Some("*/*")), Format::Prometheus);
-        assert_eq!(
-            Format::negotiate(Some("text/plain; version=0.0.4")),
-            Format::Prometheus
-        );
-        assert_eq!(
-            Format::negotiate(Some("application/openmetrics-text; q=0, text/plain")),
-            Format::Prometheus
-        );
-    }
+    use super::*;
 
     #[test]
     fn listen_is_an_address_or_off() {

@@ -104,6 +104,41 @@ impl Control {
         self.data_dir.join("credentials")
     }
 
+    /// The admin's account, from `DIR/credentials`.
+    pub fn account(&self) -> String {
+        let credentials = std::fs::read_to_string(self.credentials()).unwrap();
+        credentials
+            .lines()
+            .find_map(|line| line.strip_prefix("aws_account_id = "))
+            .expect("the credentials name the account")
+            .to_owned()
+    }
+
+    /// An execution role in the admin's account.
+    pub fn role(&self) -> String {
+        format!("arn:aws:iam::{}:role/tests", self.account())
+    }
+
+    /// `aws lambda create-function` of the ZIP file `package` as `name`, with `extra`
+    /// arguments; returns the CLI's output.
+    pub fn create_function(&self, name: &str, package: &Path, extra: &[&str]) -> serde_json::Value {
+        let role = self.role();
+        let zip_file = format!("fileb://{}", package.display());
+        let mut args = vec![
+            "create-function",
+            "--function-name",
+            name,
+            "--runtime",
+            "wasm32-wasip1",
+            "--role",
+            &role,
+            "--zip-file",
+            &zip_file,
+        ];
+        args.extend_from_slice(extra);
+        self.aws_json(&args)
+    }
+
     /// Runs `aws --profile ember lambda ARGS…` against the service.
     pub fn aws(&self, args: &[&str]) -> Output {
         self.aws_with(&self.credentials(), "ember", args)

@@ -2,9 +2,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 
 use clap::Args;
+
+use super::exposition::MetricsListen;
 
 /// How a worker joins the fleet and what it offers.
 #[derive(Args, Clone, Debug)]
@@ -43,21 +44,4 @@ pub struct ServeArgs {
     /// one (printed once serving); `off` serves none.
     #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:9465")]
     pub metrics_listen: MetricsListen,
-}
-
-/// `--metrics-listen`: an address, or `off`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MetricsListen(pub Option<SocketAddr>);
-
-impl FromStr for MetricsListen {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<MetricsListen, String> {
-        if text == "off" {
-            return Ok(MetricsListen(None));
-        }
-        text.parse()
-            .map(|addr| MetricsListen(Some(addr)))
-            .map_err(|_| format!("{text:?} is neither an ADDRESS:PORT nor `off`"))
-    }
 }

@@ -25,6 +25,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::net::TcpListener;
 
+use super::exposition::Format;
 use super::Worker;
 
 /// Upper bounds (seconds) of the duration buckets: 100 µs to 15 minutes (the longest
@@ -211,42 +212,15 @@ pub async fn serve(
 /// OpenMetrics when the scraper lists it in `Accept` (Prometheus does), else Prometheus'
 /// classic text format, which every scraper reads.
 async fn scrape(State(registry): State<Arc<Registry>>, headers: HeaderMap) -> Response {
-    let openmetrics = headers
+    let accept = headers
         .get(header::ACCEPT)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(asks_for_openmetrics);
-    let mut text = String::new();
-    let (encoded, content_type) = if openmetrics {
-        (
-            prometheus_client::encoding::text::encode(&mut text, &registry),
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )
-    } else {
-        (
-            prometheus_client::encoding::prometheus_text::encode(&mut text, &registry),
-            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
-        )
-    };
-    if let Err(e) = encoded {
+        .and_then(|value| value.to_str().ok());
+    let format = Format::negotiate(accept);
+    let text = format.encode(&registry).unwrap_or_else(|e| {
         log::error!("encoding the metrics failed: {e}");
-        text.clear();
-    }
-    ([(header::CONTENT_TYPE, content_type)], text).into_response()
-}
-
-/// Whether an `Accept` header lists OpenMetrics with a non-zero quality.
-fn asks_for_openmetrics(accept: &str) -> bool {
-    accept.split(',').any(|range| {
-        let mut parts = range.split(';').map(str::trim);
-        let media_type = parts.next().unwrap_or_default();
-        media_type.eq_ignore_ascii_case("application/openmetrics-text")
-            && !parts.any(|param| {
-                param
-                    .strip_prefix("q=")
-                    .and_then(|q| q.parse::<f32>().ok())
-                    .is_some_and(|q| q <= 0.0)
-            })
-    })
+        String::new()
+    });
+    ([(header::CONTENT_TYPE, format.content_type())], text).into_response()
 }
 
 #[cfg(test)]
@@ -307,19 +281,6 @@ mod tests {
         assert!(has(r#"emberd_init_duration_seconds_bucket{le="0.0005"} 1"#));
         assert!(has(
             r#"emberd_init_duration_seconds_bucket{le="0.00025"} 0"#
-        ));
-    }
-
-    #[test]
-    fn openmetrics_only_when_asked_for() {
-        let prometheus = "application/openmetrics-text;version=1.0.0,\
-                          application/openmetrics-text;version=0.0.1;q=0.75,\
-                          text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-        assert!(asks_for_openmetrics(prometheus));
-        assert!(!asks_for_openmetrics("*/*"));
-        assert!(!asks_for_openmetrics("text/plain; version=0.0.4"));
-        assert!(!asks_for_openmetrics(
-            "application/openmetrics-text; q=0, text/plain"
         ));
     }
 }

@@ -11,6 +11,7 @@ mod api;
 mod artifacts;
 pub mod config;
 mod control;
+pub mod exposition;
 mod heartbeat;
 mod invoke;
 mod lease;
