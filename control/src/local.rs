@@ -38,6 +38,9 @@ pub struct LocalOptions {
     pub fleet_listen: SocketAddr,
     /// The local worker's API (mutual TLS).
     pub worker_listen: SocketAddr,
+    /// Control's and the worker's Prometheus listeners (plain HTTP), if any.
+    pub metrics_listen: Option<SocketAddr>,
+    pub worker_metrics_listen: Option<SocketAddr>,
 }
 
 /// Why the platform could not start.
@@ -53,6 +56,8 @@ pub enum LocalError {
 pub struct Platform {
     /// `https://ADDR` of the Lambda API.
     pub endpoint: String,
+    /// Where control serves `/metrics`, if it does.
+    pub metrics_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub service: Arc<Service>,
     stop_worker: watch::Sender<bool>,
@@ -75,11 +80,12 @@ pub async fn start(options: LocalOptions) -> Result<Platform, LocalError> {
             listen: options.fleet_listen,
             names: Vec::new(),
         },
-        metrics_listen: None,
+        metrics_listen: options.metrics_listen,
     })
     .await?;
     let endpoint = format!("https://{}", started.addr);
     let fleet_addr = started.fleet_addr;
+    let metrics_addr = started.metrics_addr;
     let service = started.service.clone();
     let (stop_control, control_stopped) = watch::channel(false);
     let control = tokio::spawn(started.serve(stopped(control_stopped)));
@@ -94,12 +100,13 @@ pub async fn start(options: LocalOptions) -> Result<Platform, LocalError> {
         name: Some("local".to_owned()),
         max_envs: 256,
         memory_mib: None,
-        metrics_listen: MetricsListen(None),
+        metrics_listen: MetricsListen(options.worker_metrics_listen),
     };
     let (stop_worker, worker_stopped) = watch::channel(false);
     let worker = tokio::spawn(run_worker(args, worker_stopped));
     let platform = Platform {
         endpoint,
+        metrics_addr,
         data_dir: options.data_dir,
         service,
         stop_worker,

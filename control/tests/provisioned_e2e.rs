@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::worker::Worker;
-use common::{aws_env, write_packages, Control};
+use common::{aws_env, write_packages, zip, Control};
 use serde_json::Value;
 
 /// How long a configuration may take to become READY.
@@ -41,21 +41,33 @@ fn put(control: &Control, name: &str, count: u32) -> Value {
     ])
 }
 
-fn get(control: &Control, name: &str) -> Value {
+fn get(control: &Control, name: &str, qualifier: &str) -> Value {
     control.aws_json(&[
         "get-provisioned-concurrency-config",
         "--function-name",
         name,
         "--qualifier",
-        "1",
+        qualifier,
     ])
 }
 
 /// Polls the configuration of `name:1` until `done` holds; fails after [`READY_TIMEOUT`].
 fn wait_for(control: &Control, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    wait_for_qualified(control, name, "1", what, done)
+}
+
+/// Polls the configuration of `name:qualifier` until `done` holds; fails after
+/// [`READY_TIMEOUT`].
+fn wait_for_qualified(
+    control: &Control,
+    name: &str,
+    qualifier: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let started = Instant::now();
     loop {
-        let got = get(control, name);
+        let got = get(control, name, qualifier);
         if done(&got) {
             return got;
         }
@@ -218,4 +230,95 @@ fn shares_spread_over_workers_and_move_off_a_dead_one() {
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["count"], 1, "a used environment: {body}");
     assert!(!cold(&report), "{report}");
+}
+
+/// Whether a configuration is `FAILED` because its version's init phase fails.
+fn init_failed(got: &Value) -> bool {
+    got["Status"] == "FAILED"
+        && got["StatusReason"]
+            .as_str()
+            .is_some_and(|reason| reason.starts_with("FUNCTION_ERROR_INIT_FAILED"))
+}
+
+#[test]
+fn a_version_whose_init_fails_reports_failed_until_the_alias_moves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = control(dir.path());
+    write_packages(dir.path());
+    let package = dir.path().join("init-trap.zip");
+    std::fs::write(&package, zip(&[("f.wasm", ember_examples::INIT_TRAP)])).unwrap();
+    let _worker = Worker::start(&control, &dir.path().join("worker"));
+    create_and_publish(&control, dir.path(), "init-trap", "init-trap.zip");
+
+    // The worker that holds the share cannot initialize the version: FAILED, with the
+    // init phase's error (its `_initialize` traps), not IN_PROGRESS forever.
+    put(&control, "init-trap", 1);
+    let failed = wait_for(&control, "init-trap", "FAILED", init_failed);
+    assert_eq!(failed["AllocatedProvisionedConcurrentExecutions"], 0);
+    assert_eq!(failed["AvailableProvisionedConcurrentExecutions"], 0);
+    let reason = failed["StatusReason"].as_str().unwrap();
+    assert!(
+        reason.contains("init error") && reason.contains("unreachable"),
+        "{reason}"
+    );
+    let listed = control.aws_json(&[
+        "list-provisioned-concurrency-configs",
+        "--function-name",
+        "init-trap",
+    ]);
+    let configs = listed["ProvisionedConcurrencyConfigs"].as_array().unwrap();
+    assert!(init_failed(&configs[0]), "{listed}");
+    control.aws_json(&[
+        "delete-provisioned-concurrency-config",
+        "--function-name",
+        "init-trap",
+        "--qualifier",
+        "1",
+    ]);
+
+    // Through an alias: FAILED while it routes to the failing version, READY once it
+    // routes to a version that initializes.
+    control.aws_json(&[
+        "create-alias",
+        "--function-name",
+        "init-trap",
+        "--name",
+        "live",
+        "--function-version",
+        "1",
+    ]);
+    control.aws_json(&[
+        "put-provisioned-concurrency-config",
+        "--function-name",
+        "init-trap",
+        "--qualifier",
+        "live",
+        "--provisioned-concurrent-executions",
+        "1",
+    ]);
+    wait_for_qualified(&control, "init-trap", "live", "FAILED", init_failed);
+    let hello = format!("fileb://{}", dir.path().join("hello.zip").display());
+    control.aws_json(&[
+        "update-function-code",
+        "--function-name",
+        "init-trap",
+        "--zip-file",
+        &hello,
+    ]);
+    let published = control.aws_json(&["publish-version", "--function-name", "init-trap"]);
+    assert_eq!(published["Version"], "2");
+    control.aws_json(&[
+        "update-alias",
+        "--function-name",
+        "init-trap",
+        "--name",
+        "live",
+        "--function-version",
+        "2",
+    ]);
+    let got = wait_for_qualified(&control, "init-trap", "live", "READY", |got| {
+        got["Status"] == "READY"
+    });
+    assert_eq!(got["AllocatedProvisionedConcurrentExecutions"], 1);
+    assert!(got.get("StatusReason").is_none(), "{got}");
 }

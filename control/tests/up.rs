@@ -20,6 +20,8 @@ struct Up {
     /// Everything printed up to and including the usage lines.
     printed: String,
     endpoint: String,
+    /// Control's `/metrics`.
+    metrics: String,
 }
 
 fn up(dir: &Path) -> Up {
@@ -27,6 +29,12 @@ fn up(dir: &Path) -> Up {
         .args(["up", "--data-dir"])
         .arg(dir.join("data"))
         .args(["--listen", "127.0.0.1:0", "--fleet-listen", "127.0.0.1:0"])
+        .args([
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--worker-metrics-listen",
+            "off",
+        ])
         .env("EMBER_CONFIG", dir.join("config.json"))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -42,6 +50,7 @@ fn up(dir: &Path) -> Up {
     let deadline = Instant::now() + UP_TIMEOUT;
     let mut printed = String::new();
     let mut endpoint = None;
+    let mut metrics = None;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let Ok(line) = rx.recv_timeout(left) else {
@@ -53,6 +62,9 @@ fn up(dir: &Path) -> Up {
         if let Some(rest) = line.split_once("control on ").map(|(_, rest)| rest) {
             endpoint = rest.split(',').next().map(str::to_owned);
         }
+        if let Some(url) = line.strip_prefix("metrics on ") {
+            metrics = Some(url.to_owned());
+        }
         if line.contains("lambda list-functions") {
             break;
         }
@@ -61,6 +73,7 @@ fn up(dir: &Path) -> Up {
         child,
         printed,
         endpoint: endpoint.expect("ember up names its endpoint"),
+        metrics: metrics.expect("ember up names its metrics endpoint"),
     }
 }
 
@@ -144,6 +157,20 @@ fn ember_up_runs_the_platform_and_the_example_and_restarts_on_its_data() {
         std::fs::read_to_string(dir.path().join("response.json")).unwrap(),
         r#"{"message":"Hello, aws!"}"#
     );
+    // Control's metrics counted the example's invocations (cold and warm, the CLI's, the
+    // AWS CLI's).
+    let scraped = reqwest::blocking::get(&first.metrics)
+        .and_then(|response| response.text())
+        .expect("scrape /metrics");
+    let hello_successes = scraped
+        .lines()
+        .find(|line| {
+            line.starts_with("ember_control_invocations_total{")
+                && line.contains(r#"function="hello""#)
+                && line.contains(r#"outcome="success""#)
+        })
+        .unwrap_or_else(|| panic!("no invocations of hello in:\n{scraped}"));
+    assert!(hello_successes.ends_with(" 4"), "{hello_successes}");
     interrupt(first);
 
     // A second run reuses everything: no new deployment, same function, same keys.

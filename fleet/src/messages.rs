@@ -71,6 +71,19 @@ pub struct HeartbeatRequest {
     pub environments: u32,
     /// True once the worker stopped taking invocations (its lease is ending).
     pub draining: bool,
+    /// Provisioned versions whose environments cannot be created here, while that lasts
+    /// (absent from workers that predate it).
+    #[serde(default)]
+    pub provision_failures: Vec<ProvisionFailure>,
+}
+
+/// A provisioned version this worker cannot create environments of: control reports its
+/// configuration `FAILED` with `reason` rather than in progress forever.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionFailure {
+    pub key: VersionKey,
+    /// Why: the init phase's error, or why the code could not be fetched.
+    pub reason: String,
 }
 
 /// The answer to a heartbeat.

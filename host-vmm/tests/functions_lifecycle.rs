@@ -248,6 +248,20 @@ fn set_provisioned_creates_exactly_the_count_while_the_reaper_runs() {
 }
 
 #[test]
+fn a_provisioned_version_that_cannot_initialize_holds_up_no_other() {
+    let (pool, _logs) = pool();
+    let init_trap = spec("init-trap", ember_examples::INIT_TRAP);
+    let failure = pool.set_provisioned(&init_trap, 1).unwrap_err();
+    assert!(matches!(failure, Failure::Init(_)), "{failure:?}");
+    // Each version's own failure only: the worker reports it as that version's.
+    let hello = spec("hello", ember_examples::HELLO);
+    pool.set_provisioned(&hello, 2)
+        .unwrap_or_else(|e| panic!("set_provisioned(hello) failed: {e}"));
+    assert_eq!(pool.stats(hello.key()).idle, 2);
+    assert_eq!(pool.stats(init_trap.key()).idle, 0);
+}
+
+#[test]
 fn lowering_the_provisioned_count_shuts_down_the_surplus_at_once() {
     // The default idle timeout (5 minutes) is far off: only the lower count can do it.
     let (pool, _logs) = pool();

@@ -77,7 +77,8 @@ struct ProvisionedRequest {
 /// One provisioned configuration as Lambda reports it, allocation included: the
 /// environments its shares hold on the workers, as their heartbeats report them
 /// ([`crate::fleet::provision`]). `READY` once all are there, `FAILED` (with a
-/// `StatusReason`) while part of it fits on no live worker, `IN_PROGRESS` otherwise.
+/// `StatusReason`) while part of it fits on no live worker or a worker holding part of it
+/// cannot initialize its environments, `IN_PROGRESS` otherwise.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct ProvisionedStatus {
@@ -122,6 +123,12 @@ impl ProvisionedStatus {
             ("FAILED", Some(reason))
         } else if allocated == requested {
             ("READY", None)
+        } else if let Some(failure) = allocation.failure {
+            let reason = format!(
+                "FUNCTION_ERROR_INIT_FAILED: the function's environments could not be \
+                 initialized: {failure}"
+            );
+            ("FAILED", Some(reason))
         } else {
             ("IN_PROGRESS", None)
         };

@@ -91,6 +91,8 @@ fn e2e(args: &E2eArgs, data_dir: &Path) -> Result<Value, CliError> {
             listen: any,
             fleet_listen: any,
             worker_listen: any,
+            metrics_listen: None,
+            worker_metrics_listen: None,
         }))
         .map_err(|e| CliError::Config(e.to_string()))?;
     let settings = || -> Result<Settings, CliError> {

@@ -16,6 +16,7 @@ use super::error::CliError;
 use super::invoke::{invoke, Invoked};
 use super::{code, credentials, function};
 use crate::local::{self, LocalOptions};
+use crate::metrics::http::MetricsListen;
 
 /// The profile ember-control writes the admin's keys under.
 const PROFILE: &str = "ember";
@@ -42,6 +43,12 @@ pub struct UpArgs {
     /// Where the local worker serves control (mutual TLS); port 0 picks a free one
     #[arg(long, default_value = "127.0.0.1:0")]
     worker_listen: SocketAddr,
+    /// Where control serves Prometheus metrics (plain HTTP), or `off`
+    #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:9464")]
+    metrics_listen: MetricsListen,
+    /// Where the local worker serves Prometheus metrics (plain HTTP), or `off`
+    #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:9465")]
+    worker_metrics_listen: MetricsListen,
 }
 
 pub fn run(args: UpArgs) -> Result<(), CliError> {
@@ -60,6 +67,8 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
         listen: args.listen,
         fleet_listen: args.fleet_listen,
         worker_listen: args.worker_listen,
+        metrics_listen: args.metrics_listen.0,
+        worker_metrics_listen: args.worker_metrics_listen.0,
     })
     .await
     .map_err(|e| CliError::Config(e.to_string()))?;
@@ -70,6 +79,12 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
         started.elapsed(),
         platform.endpoint
     );
+    if let Some(addr) = platform.metrics_addr {
+        println!("metrics on http://{addr}/metrics");
+    }
+    if let Some(addr) = args.worker_metrics_listen.0.filter(|a| a.port() != 0) {
+        println!("the worker's metrics on http://{addr}/metrics");
+    }
 
     let endpoint = platform.endpoint.clone();
     let dir = data_dir.clone();

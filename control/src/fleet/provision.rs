@@ -16,7 +16,8 @@
 //! leave on that time scale) and at once when a configuration changes
 //! ([`Placement::changed`]). Each heartbeat answer lists the worker's shares
 //! ([`Placement::assignments`]); a version left out of the list is released there.
-//! Allocation is read back from the workers' heartbeat inventories ([`Allocation`]).
+//! Allocation is read back from the workers' heartbeat inventories ([`Allocation`]), along
+//! with the versions a worker holding a share reports it cannot initialize.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -59,7 +60,7 @@ pub struct Room {
 }
 
 /// A configuration's environments as the workers' heartbeats report them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Allocation {
     /// Initialized environments on the workers holding its shares.
     pub allocated: u32,
@@ -67,6 +68,9 @@ pub struct Allocation {
     pub available: u32,
     /// Environments no live worker has room for.
     pub unplaced: u32,
+    /// Why a worker holding a share cannot create its environments (its init phase
+    /// failed, its code could not be fetched), while it says so.
+    pub failure: Option<String>,
 }
 
 /// The last placement.
@@ -152,6 +156,9 @@ impl Placement {
                         let idle = worker.idle.get(key).copied().unwrap_or(0);
                         sums.0 += held.min(*share);
                         sums.1 += idle.min(*share);
+                        if total.failure.is_none() {
+                            total.failure = worker.provision_failures.get(key).cloned();
+                        }
                     }
                 }
                 sums
@@ -456,10 +463,11 @@ mod tests {
     #[test]
     fn allocation_counts_what_heartbeats_report_up_to_each_share() {
         use crate::fleet::registry::{WorkerRow, WorkerState};
-        use ember_fleet::messages::{Capacity, HeartbeatRequest, InventoryEntry};
+        use ember_fleet::messages::{Capacity, HeartbeatRequest, InventoryEntry, ProvisionFailure};
 
         let workers = Workers::default();
-        for id in ["w-a", "w-b"] {
+        // w-c holds no share.
+        for id in ["w-a", "w-b", "w-c"] {
             workers.add(&WorkerRow {
                 id: id.into(),
                 name: id.into(),
@@ -514,6 +522,27 @@ mod tests {
             .unwrap();
         let got = placement.allocation(&id, &workers).unwrap();
         assert_eq!((got.allocated, got.available), (3, 2));
+        assert_eq!(got.failure, None);
+
+        // A worker that cannot initialize the version says why; only one holding a share
+        // of it counts.
+        let failing = HeartbeatRequest {
+            provision_failures: vec![ProvisionFailure {
+                key: key("1"),
+                reason: "init error: unreachable".into(),
+            }],
+            ..report(0, 0)
+        };
+        workers.heartbeat("w-c", &failing, 0, |_| false).unwrap();
+        assert_eq!(placement.allocation(&id, &workers).unwrap().failure, None);
+        workers.heartbeat("w-b", &failing, 0, |_| false).unwrap();
+        let got = placement.allocation(&id, &workers).unwrap();
+        assert_eq!(got.failure.as_deref(), Some("init error: unreachable"));
+        assert_eq!(got.allocated, 2);
+        workers
+            .heartbeat("w-b", &report(1, 0), 0, |_| false)
+            .unwrap();
+        assert_eq!(placement.allocation(&id, &workers).unwrap().failure, None);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The live view of the fleet: each worker's state, what its last heartbeat reported
 //! (idle environments per version, environments in all), and what this control instance
 //! learnt since: the invocations it sent there and not yet answered, and the environments
-//! those left idle. A heartbeat replaces the reported part; the rest keeps the view
+//! those left idle. The provisioned versions a worker cannot initialize, and why, come
+//! with each heartbeat too. A heartbeat replaces the reported part; the rest keeps the view
 //! current between heartbeats, so that a burst of invocations of one version finds the
 //! environments its first invocations just created.
 
@@ -13,6 +14,10 @@ use ember_fleet::messages::{Capacity, HeartbeatRequest, VersionKey};
 
 use super::registry::{WorkerRow, WorkerState, PERSIST_EVERY};
 use super::FleetSettings;
+
+/// Longest provisioning failure reason kept (bytes): the worker is untrusted, and the
+/// reason reaches API clients as a `StatusReason`.
+const MAX_FAILURE_REASON: usize = 1024;
 
 /// One worker, live.
 #[derive(Clone, Debug)]
@@ -27,6 +32,9 @@ pub struct WorkerView {
     pub idle: HashMap<VersionKey, u32>,
     /// Environments per version (idle or busy), as its last heartbeat reported them.
     pub held: HashMap<VersionKey, u32>,
+    /// Provisioned versions it cannot create environments of, and why, as its last
+    /// heartbeat reported them.
+    pub provision_failures: HashMap<VersionKey, String>,
     /// Environments alive, as far as this instance knows.
     pub environments: u32,
     /// Invocations this instance sent and that have not answered yet.
@@ -77,6 +85,7 @@ impl Workers {
             last_heartbeat: Instant::now(),
             idle: HashMap::new(),
             held: HashMap::new(),
+            provision_failures: HashMap::new(),
             environments: 0,
             routed: 0,
             persisted_at: row.last_heartbeat,
@@ -123,6 +132,11 @@ impl Workers {
             .map(|entry| (entry.key.clone(), entry.idle.saturating_add(entry.busy)))
             .filter(|(_, held)| *held > 0)
             .collect();
+        worker.provision_failures = report
+            .provision_failures
+            .iter()
+            .map(|failure| (failure.key.clone(), bounded(&failure.reason)))
+            .collect();
         worker.environments = report.environments;
         let state = if report.draining || drain(worker.lease_expires_at) {
             WorkerState::Draining
@@ -161,6 +175,7 @@ impl Workers {
                 worker.state = WorkerState::Dead;
                 worker.idle.clear();
                 worker.held.clear();
+                worker.provision_failures.clear();
                 dead.push(worker.id.clone());
             }
         }
@@ -206,6 +221,11 @@ impl Workers {
     }
 }
 
+/// `reason` cut to [`MAX_FAILURE_REASON`] bytes, on a character boundary.
+fn bounded(reason: &str) -> String {
+    reason[..reason.floor_char_boundary(MAX_FAILURE_REASON)].to_owned()
+}
+
 /// One invocation sent to one worker.
 #[derive(Debug)]
 pub struct Claim {
@@ -242,7 +262,7 @@ impl Drop for Claim {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ember_fleet::messages::InventoryEntry;
+    use ember_fleet::messages::{InventoryEntry, ProvisionFailure};
 
     fn row(id: &str) -> WorkerRow {
         WorkerRow {
@@ -294,6 +314,7 @@ mod tests {
             in_flight: 0,
             environments: 2,
             draining: false,
+            provision_failures: Vec::new(),
         };
         let heard = workers.heartbeat("w-1", &report, 10, |_| false).unwrap();
         assert_eq!(heard.state, WorkerState::Active);
@@ -329,5 +350,41 @@ mod tests {
         assert!(workers
             .heartbeat("w-1", &HeartbeatRequest::default(), 2, |_| false)
             .is_none());
+    }
+
+    #[test]
+    fn heartbeats_replace_provisioning_failures_with_bounded_reasons() {
+        let workers = Workers::default();
+        workers.add(&row("w-1"));
+        let failing = |reason: String| HeartbeatRequest {
+            provision_failures: vec![ProvisionFailure { key: key(), reason }],
+            ..HeartbeatRequest::default()
+        };
+        workers
+            .heartbeat("w-1", &failing("init error: unreachable".into()), 0, |_| {
+                false
+            })
+            .unwrap();
+        assert_eq!(
+            workers.lock()["w-1"].provision_failures[&key()],
+            "init error: unreachable"
+        );
+        // A guest's message cannot grow control's memory or the API's answers.
+        let long = format!("x{}", "é".repeat(MAX_FAILURE_REASON));
+        workers
+            .heartbeat("w-1", &failing(long.clone()), 0, |_| false)
+            .unwrap();
+        let kept = workers.lock()["w-1"].provision_failures[&key()].clone();
+        assert_eq!(
+            kept.len(),
+            MAX_FAILURE_REASON - 1,
+            "cut before a split character"
+        );
+        assert!(long.starts_with(&kept));
+        // The failure cleared: the next heartbeat leaves it out.
+        workers
+            .heartbeat("w-1", &HeartbeatRequest::default(), 0, |_| false)
+            .unwrap();
+        assert!(workers.lock()["w-1"].provision_failures.is_empty());
     }
 }

@@ -128,6 +128,7 @@ mod tests {
             in_flight: 0,
             environments: 1,
             draining: false,
+            provision_failures: Vec::new(),
         };
         workers.heartbeat("w-b", &report, 0, |_| false).unwrap();
         assert_eq!(pick(&workers, &key("3"), 0, &[]).as_deref(), Some("w-b"));

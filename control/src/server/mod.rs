@@ -94,21 +94,29 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let started = start(options).await?;
-    // One write, so a reader of the first line never misses the second.
-    let mut stdout = io::stdout().lock();
-    write!(
-        stdout,
+    let mut lines = format!(
         "ember-control listening on https://{}\n\
          ember-control fleet listening on https://{}\n",
         started.addr, started.fleet_addr
-    )?;
+    );
     if let Some(metrics_addr) = started.metrics_addr {
-        writeln!(stdout, "ember-control metrics on http://{metrics_addr}")?;
+        lines.push_str(&format!("ember-control metrics on http://{metrics_addr}\n"));
     }
-    stdout.flush()?;
-    drop(stdout);
+    announce(&lines);
     started.serve(shutdown).await;
     Ok(())
+}
+
+/// Writes `lines` to stdout in one write, so a reader of the first line never misses the
+/// others. A reader that has gone away (a closed pipe) does not stop the service.
+fn announce(lines: &str) {
+    let mut stdout = io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(lines.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        tracing::warn!(error = %e, "could not print the listening addresses");
+    }
 }
 
 /// A service whose listeners are bound, not yet serving: what `ember up` embeds.

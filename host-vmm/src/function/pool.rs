@@ -2,7 +2,7 @@
 //! creates one, runs one invocation at a time on it, reaps idle environments, retires old
 //! ones, keeps provisioned ones ready and keeps spare VMs warm for new environments.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -255,7 +255,7 @@ impl Pool {
             }
         };
         drop(released);
-        self.shared.replenish()
+        self.shared.replenish(Some(spec.key()))
     }
 
     pub fn stats(&self, key: &EnvKey) -> PoolStats {
@@ -471,31 +471,44 @@ impl Shared {
         }
     }
 
-    /// Creates environments until every provisioned version has its count.
-    fn replenish(&self) -> Result<(), Failure> {
+    /// Creates environments until every provisioned version (or just `only`) has its
+    /// count. A version whose environments cannot be created is left for the next call,
+    /// so that it holds up no other; the first such failure is returned.
+    fn replenish(&self, only: Option<&EnvKey>) -> Result<(), Failure> {
         let _one_at_a_time = self.replenishing.lock().unwrap();
+        let mut failed = HashSet::new();
+        let mut first_failure = None;
         loop {
             let missing = {
                 let st = self.lock();
                 if st.stopping {
-                    return Ok(());
+                    break;
                 }
                 st.provisioned
                     .values()
+                    .filter(|(spec, _)| only.is_none_or(|key| key == spec.key()))
+                    .filter(|(spec, _)| !failed.contains(spec.key()))
                     .find(|(spec, n)| st.live(spec.key()) < *n)
                     .map(|(spec, _)| spec.clone())
             };
             let Some(spec) = missing else {
-                return Ok(());
+                break;
             };
             // Provisioned environments' init logs reach only the pool's sink.
-            let (env, _) = self.create(&spec, &mut LogBuffer::default())?;
-            self.lock()
-                .idle
-                .entry(spec.key().clone())
-                .or_default()
-                .push(env);
+            match self.create(&spec, &mut LogBuffer::default()) {
+                Ok((env, _)) => self
+                    .lock()
+                    .idle
+                    .entry(spec.key().clone())
+                    .or_default()
+                    .push(env),
+                Err(e) => {
+                    failed.insert(spec.key().clone());
+                    first_failure.get_or_insert(e);
+                }
+            }
         }
+        first_failure.map_or(Ok(()), Err)
     }
 }
 
@@ -515,7 +528,7 @@ fn reap_loop(shared: &Shared) {
             }
         }
         shared.reap();
-        if let Err(e) = shared.replenish() {
+        if let Err(e) = shared.replenish(None) {
             log::warn!("keeping provisioned environments ready: {e}");
         }
         if let Err(e) = shared.replenish_spares() {

@@ -1,6 +1,7 @@
 //! Heartbeats: every interval the worker tells control what it holds (environments per
 //! version, idle and busy), what runs and whether it is draining; the answer says when to
-//! drain and which versions to keep initialized environments of ([`Provisioning`]). A
+//! drain and which versions to keep initialized environments of ([`Provisioning`]), and
+//! the next heartbeat says which of those it could not create, and why. A
 //! worker that cannot reach control keeps trying and keeps serving; it drains on its own
 //! once its lease has ended by its own clock, and when control no longer knows it (its
 //! registration was removed), since it cannot heartbeat its way back in.
@@ -32,7 +33,8 @@ pub async fn run(
         if now_unix() >= lease_expires_at {
             lease::start(&drain, DrainReason::LeaseEnded);
         }
-        match control.heartbeat(&worker.report()).await {
+        let report = worker.report(provisioning.failures());
+        match control.heartbeat(&report).await {
             Ok(answer) => {
                 lease_expires_at = answer.lease_expires_at;
                 provisioning.apply(&worker, answer.provisioned);

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ember_fleet::messages::{Capacity, HeartbeatRequest};
+use ember_fleet::messages::{Capacity, HeartbeatRequest, ProvisionFailure};
 use ember_fleet::tls::Identity;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
@@ -71,13 +71,14 @@ impl Worker {
         self.in_flight.load(Ordering::SeqCst)
     }
 
-    /// The heartbeat's report.
-    fn report(&self) -> HeartbeatRequest {
+    /// The heartbeat's report, with the provisioning failures that still stand.
+    fn report(&self, provision_failures: Vec<ProvisionFailure>) -> HeartbeatRequest {
         HeartbeatRequest {
             inventory: self.functions.inventory(),
             in_flight: self.in_flight(),
             environments: self.functions.environments() as u32,
             draining: self.draining.load(Ordering::SeqCst),
+            provision_failures,
         }
     }
 }
@@ -234,17 +235,22 @@ async fn serve(
         log::info!("serving metrics over plain HTTP on {metrics_addr}");
     }
     if announce == Announce::Stdout {
-        // In a block: the lock must not live across an await (the future is Send).
-        let mut stdout = std::io::stdout().lock();
-        writeln!(
-            stdout,
-            "emberd worker {} serving on https://{address}",
+        let mut lines = format!(
+            "emberd worker {} serving on https://{address}\n",
             response.worker_id
-        )?;
+        );
         if let Some(metrics_addr) = metrics_addr {
-            writeln!(stdout, "emberd metrics on http://{metrics_addr}")?;
+            lines.push_str(&format!("emberd metrics on http://{metrics_addr}\n"));
         }
-        stdout.flush()?;
+        // One write, so a reader of the first line never misses the second; a reader
+        // that has gone away does not stop the worker.
+        let mut stdout = std::io::stdout().lock();
+        if let Err(e) = stdout
+            .write_all(lines.as_bytes())
+            .and_then(|()| stdout.flush())
+        {
+            log::warn!("could not print the serving addresses: {e}");
+        }
     }
 
     let reason = drained

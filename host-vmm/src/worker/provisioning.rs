@@ -3,13 +3,14 @@
 //! released. Creating environments takes a while (code fetch, init phase), so each change
 //! runs in its own task, off the heartbeat loop, and a version never has two changes under
 //! way at once: the next heartbeat after one ends brings the list it is compared with
-//! again. A failed change is retried after [`RETRY_AFTER`].
+//! again. A failed change is retried after [`RETRY_AFTER`]; until it succeeds, or control
+//! stops asking for the version, the heartbeat reports why ([`Provisioning::failures`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use ember_fleet::messages::{Provisioned, VersionKey};
+use ember_fleet::messages::{ProvisionFailure, Provisioned, VersionKey};
 
 use super::Worker;
 
@@ -20,8 +21,29 @@ const RETRY_AFTER: Duration = Duration::from_secs(10);
 struct Kept {
     /// The count it was last set to (or, after a failure, the count tried).
     count: u32,
-    /// After a failure: not before then again.
-    retry_at: Option<Instant>,
+    failed: Option<Failed>,
+}
+
+/// Why the last change of a version failed.
+struct Failed {
+    reason: String,
+    /// Not tried again before then (unless to release it).
+    retry_at: Instant,
+}
+
+impl Kept {
+    /// Whether the pool should be set to `count` at `now`.
+    fn due(kept: Option<&Kept>, count: u32, now: Instant) -> bool {
+        match kept {
+            // A release is cheap and ends the failure: never held back.
+            Some(Kept {
+                failed: Some(failed),
+                ..
+            }) => count == 0 || failed.retry_at <= now,
+            Some(kept) => kept.count != count,
+            None => count > 0,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -59,14 +81,7 @@ impl Provisioning {
         let mut started = Vec::new();
         for (key, change) in wanted {
             let count = change.as_ref().map_or(0, |p| p.count);
-            let due = match state.kept.get(&key) {
-                Some(kept) => match kept.retry_at {
-                    Some(at) => at <= now,
-                    None => kept.count != count,
-                },
-                None => count > 0,
-            };
-            if due && state.running.insert(key.clone()) {
+            if Kept::due(state.kept.get(&key), count, now) && state.running.insert(key.clone()) {
                 started.push((key, change));
             }
         }
@@ -90,21 +105,100 @@ impl Provisioning {
     fn done(&self, key: VersionKey, count: u32, result: Result<(), String>) {
         let mut state = self.lock();
         state.running.remove(&key);
-        let retry_at = match result {
+        let failed = match result {
             Ok(()) if count == 0 => {
                 state.kept.remove(&key);
                 return;
             }
             Ok(()) => None,
-            Err(e) => {
+            Err(reason) => {
                 log::warn!(
-                    "keeping {count} environments of {}:{} ready: {e}",
+                    "keeping {count} environments of {}:{} ready: {reason}",
                     key.function,
                     key.version
                 );
-                Some(Instant::now() + RETRY_AFTER)
+                Some(Failed {
+                    reason,
+                    retry_at: Instant::now() + RETRY_AFTER,
+                })
             }
         };
-        state.kept.insert(key, Kept { count, retry_at });
+        state.kept.insert(key, Kept { count, failed });
+    }
+
+    /// The versions still asked for whose environments could not be created, and why.
+    pub fn failures(&self) -> Vec<ProvisionFailure> {
+        self.lock()
+            .kept
+            .iter()
+            .filter(|(_, kept)| kept.count > 0)
+            .filter_map(|(key, kept)| {
+                Some(ProvisionFailure {
+                    key: key.clone(),
+                    reason: kept.failed.as_ref()?.reason.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> VersionKey {
+        VersionKey {
+            account: "a".into(),
+            function: "f".into(),
+            version: "1".into(),
+            config_digest: "d".into(),
+        }
+    }
+
+    #[test]
+    fn a_failure_is_reported_until_it_succeeds_or_is_released() {
+        let provisioning = Provisioning::default();
+        provisioning.done(key(), 2, Err("init error: unreachable".into()));
+        assert_eq!(
+            provisioning.failures(),
+            [ProvisionFailure {
+                key: key(),
+                reason: "init error: unreachable".into(),
+            }]
+        );
+        provisioning.done(key(), 2, Ok(()));
+        assert!(provisioning.failures().is_empty(), "it succeeded");
+
+        provisioning.done(key(), 2, Err("init error: unreachable".into()));
+        // A failed release is no provisioning failure: the version is no longer asked for.
+        provisioning.done(key(), 0, Err("the pool is stopping".into()));
+        assert!(provisioning.failures().is_empty());
+        provisioning.done(key(), 0, Ok(()));
+        assert!(provisioning.lock().kept.is_empty());
+    }
+
+    #[test]
+    fn a_failed_version_waits_to_retry_but_not_to_be_released() {
+        let now = Instant::now();
+        let failed = Kept {
+            count: 2,
+            failed: Some(Failed {
+                reason: "init error".into(),
+                retry_at: now + RETRY_AFTER,
+            }),
+        };
+        assert!(!Kept::due(Some(&failed), 2, now));
+        assert!(!Kept::due(Some(&failed), 3, now), "a new count waits too");
+        assert!(Kept::due(Some(&failed), 0, now), "released at once");
+        assert!(Kept::due(Some(&failed), 2, now + RETRY_AFTER));
+
+        let kept = Kept {
+            count: 2,
+            failed: None,
+        };
+        assert!(!Kept::due(Some(&kept), 2, now));
+        assert!(Kept::due(Some(&kept), 1, now));
+        assert!(Kept::due(None, 1, now));
+        assert!(!Kept::due(None, 0, now));
     }
 }
