@@ -75,12 +75,36 @@ fn count(results: &Value, key: &str) -> u64 {
     results[key].as_u64().unwrap_or(0)
 }
 
+/// Waits until `worker` runs at least one invocation, by its `emberd_in_flight` metric.
+fn wait_in_flight(worker: &Worker) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let url = format!("{}/metrics", worker.metrics_endpoint);
+    loop {
+        let text = reqwest::blocking::get(&url)
+            .and_then(|response| response.text())
+            .unwrap_or_default();
+        let in_flight = text
+            .lines()
+            .find_map(|line| line.strip_prefix("emberd_in_flight "))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if in_flight >= 1.0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker {} ran nothing within 60 s",
+            worker.id
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn two_workers_share_the_load_and_a_killed_one_fails_only_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let control = control(&dir.path().join("data"), &[]);
-    // SHA-256 of 12 MiB in the guest's interpreter: ≈ 7 s alone, longer with six at once
-    // on this machine's cores, so the kill lands mid-run.
+    // SHA-256 of 6 MiB in the guest's interpreter: seconds, so the kill lands mid-run.
     create(
         &control,
         dir.path(),
@@ -89,11 +113,13 @@ fn two_workers_share_the_load_and_a_killed_one_fails_only_its_own() {
         "120",
     );
     let mut doomed = Worker::start(&control, &dir.path().join("doomed"));
-    let _survivor = Worker::start(&control, &dir.path().join("survivor"));
+    let survivor = Worker::start(&control, &dir.path().join("survivor"));
 
-    let load = Load::start(&control, "sha", r#"{"mib":12}"#, 6, 6);
-    // Python's start, the cold starts, then well inside the hashing.
-    std::thread::sleep(Duration::from_secs(6));
+    let load = Load::start(&control, "sha", r#"{"mib":6}"#, 6, 6);
+    // Kill only once both workers are running some of them.
+    for worker in [&doomed, &survivor] {
+        wait_in_flight(worker);
+    }
     doomed.kill();
     let results = load.results();
     let failed = &results["errors"];
