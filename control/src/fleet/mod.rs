@@ -9,6 +9,8 @@
 
 pub mod certs;
 pub mod client;
+#[cfg(test)]
+pub mod fixtures;
 pub mod leases;
 pub mod listener;
 pub mod provision;

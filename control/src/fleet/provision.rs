@@ -369,15 +369,7 @@ pub fn place(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn key(version: &str) -> VersionKey {
-        VersionKey {
-            account: "a".into(),
-            function: "f".into(),
-            version: version.into(),
-            config_digest: "d".into(),
-        }
-    }
+    use crate::fleet::fixtures::{version_key as key, worker_row};
 
     fn room(id: &str, environments: u32, memory_mib: u64) -> Room {
         Room {
@@ -462,26 +454,12 @@ mod tests {
 
     #[test]
     fn allocation_counts_what_heartbeats_report_up_to_each_share() {
-        use crate::fleet::registry::{WorkerRow, WorkerState};
-        use ember_fleet::messages::{Capacity, HeartbeatRequest, InventoryEntry, ProvisionFailure};
+        use ember_fleet::messages::{HeartbeatRequest, InventoryEntry, ProvisionFailure};
 
         let workers = Workers::default();
         // w-c holds no share.
         for id in ["w-a", "w-b", "w-c"] {
-            workers.add(&WorkerRow {
-                id: id.into(),
-                name: id.into(),
-                address: format!("{id}:1"),
-                capacity: Capacity {
-                    vcpus: 2,
-                    memory_mib: 1024,
-                    max_environments: 8,
-                },
-                registered_at: 0,
-                last_heartbeat: 0,
-                lease_expires_at: 1000,
-                state: WorkerState::Active,
-            });
+            workers.add(&worker_row(id, 8, 1000));
         }
         let id = ConfigId {
             account: "a".into(),

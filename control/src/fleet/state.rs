@@ -262,52 +262,31 @@ impl Drop for Claim {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::fixtures::{version_key, worker_row};
     use ember_fleet::messages::{InventoryEntry, ProvisionFailure};
-
-    fn row(id: &str) -> WorkerRow {
-        WorkerRow {
-            id: id.into(),
-            name: id.into(),
-            address: format!("{id}:1"),
-            capacity: Capacity {
-                vcpus: 2,
-                memory_mib: 1024,
-                max_environments: 8,
-            },
-            registered_at: 0,
-            last_heartbeat: 0,
-            lease_expires_at: 1000,
-            state: WorkerState::Active,
-        }
-    }
-
-    fn key() -> VersionKey {
-        VersionKey {
-            account: "a".into(),
-            function: "f".into(),
-            version: "1".into(),
-            config_digest: "d".into(),
-        }
-    }
 
     #[test]
     fn tracks_idle_environments_between_heartbeats() {
         let workers = Workers::default();
-        workers.add(&row("w-1"));
-        let first = workers.claim(&key(), |_| Some("w-1".into())).unwrap();
+        workers.add(&worker_row("w-1", 8, 1000));
+        let first = workers
+            .claim(&version_key("1"), |_| Some("w-1".into()))
+            .unwrap();
         assert!(!first.warm);
         first.finish(true);
-        let second = workers.claim(&key(), |_| Some("w-1".into())).unwrap();
+        let second = workers
+            .claim(&version_key("1"), |_| Some("w-1".into()))
+            .unwrap();
         assert!(second.warm, "the environment the first left idle");
         let routed = |w: &Workers| w.lock()["w-1"].routed;
         assert_eq!(routed(&workers), 1);
         drop(second);
         assert_eq!(routed(&workers), 0);
-        assert!(!workers.lock()["w-1"].idle.contains_key(&key()));
+        assert!(!workers.lock()["w-1"].idle.contains_key(&version_key("1")));
 
         let report = HeartbeatRequest {
             inventory: vec![InventoryEntry {
-                key: key(),
+                key: version_key("1"),
                 idle: 2,
                 busy: 0,
             }],
@@ -325,7 +304,7 @@ mod tests {
                 .unwrap()
                 .persist
         );
-        assert_eq!(workers.lock()["w-1"].idle[&key()], 2);
+        assert_eq!(workers.lock()["w-1"].idle[&version_key("1")], 2);
         let drained = workers
             .heartbeat("w-1", &report, 12, |lease| lease == 1000)
             .unwrap();
@@ -337,7 +316,7 @@ mod tests {
     #[test]
     fn silent_workers_die_and_come_back_with_a_heartbeat() {
         let workers = Workers::default();
-        workers.add(&row("w-1"));
+        workers.add(&worker_row("w-1", 8, 1000));
         assert!(workers.mark_silent_dead(Duration::from_secs(60)).is_empty());
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(workers.mark_silent_dead(Duration::ZERO), ["w-1"]);
@@ -355,9 +334,12 @@ mod tests {
     #[test]
     fn heartbeats_replace_provisioning_failures_with_bounded_reasons() {
         let workers = Workers::default();
-        workers.add(&row("w-1"));
+        workers.add(&worker_row("w-1", 8, 1000));
         let failing = |reason: String| HeartbeatRequest {
-            provision_failures: vec![ProvisionFailure { key: key(), reason }],
+            provision_failures: vec![ProvisionFailure {
+                key: version_key("1"),
+                reason,
+            }],
             ..HeartbeatRequest::default()
         };
         workers
@@ -366,7 +348,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(
-            workers.lock()["w-1"].provision_failures[&key()],
+            workers.lock()["w-1"].provision_failures[&version_key("1")],
             "init error: unreachable"
         );
         // A guest's message cannot grow control's memory or the API's answers.
@@ -374,7 +356,7 @@ mod tests {
         workers
             .heartbeat("w-1", &failing(long.clone()), 0, |_| false)
             .unwrap();
-        let kept = workers.lock()["w-1"].provision_failures[&key()].clone();
+        let kept = workers.lock()["w-1"].provision_failures[&version_key("1")].clone();
         assert_eq!(
             kept.len(),
             MAX_FAILURE_REASON - 1,

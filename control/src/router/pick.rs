@@ -54,37 +54,16 @@ fn placement(worker: &WorkerView) -> (bool, u64, u32, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::registry::{WorkerRow, WorkerState};
+    use crate::fleet::fixtures::{version_key as key, worker_row};
+    use crate::fleet::registry::WorkerState;
     use crate::fleet::state::Workers;
-    use ember_fleet::messages::{Capacity, HeartbeatRequest, InventoryEntry};
+    use ember_fleet::messages::{HeartbeatRequest, InventoryEntry};
     use std::time::Duration;
-
-    fn key(version: &str) -> VersionKey {
-        VersionKey {
-            account: "a".into(),
-            function: "f".into(),
-            version: version.into(),
-            config_digest: "d".into(),
-        }
-    }
 
     fn fleet(ids: &[&str], lease: u64) -> Workers {
         let workers = Workers::default();
         for id in ids {
-            workers.add(&WorkerRow {
-                id: (*id).into(),
-                name: (*id).into(),
-                address: format!("{id}:1"),
-                capacity: Capacity {
-                    vcpus: 2,
-                    memory_mib: 1024,
-                    max_environments: 2,
-                },
-                registered_at: 0,
-                last_heartbeat: 0,
-                lease_expires_at: lease,
-                state: WorkerState::Active,
-            });
+            workers.add(&worker_row(id, 2, lease));
         }
         workers
     }
