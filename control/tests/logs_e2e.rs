@@ -5,15 +5,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::worker::Worker;
-use common::{aws_cli, aws_env, aws_error, write_packages, Control};
+use common::{aws_error, stdout_lines, write_packages, Control};
 use serde_json::Value;
 
 /// How long stored logs may take to become readable.
@@ -21,20 +19,7 @@ const VISIBLE_WITHIN: Duration = Duration::from_secs(20);
 
 /// `aws logs ARGS…` as `profile` from `credentials`.
 fn aws_logs(control: &Control, credentials: &Path, profile: &str, args: &[&str]) -> Output {
-    let mut command = aws_cli();
-    command
-        .args([
-            "--profile",
-            profile,
-            "--region",
-            "local",
-            "--output",
-            "json",
-        ])
-        .args(["--endpoint-url", &control.endpoint, "logs"])
-        .args(args);
-    aws_env(&mut command, credentials, &control.ca());
-    command.output().expect("run aws")
+    control.aws_service("logs", credentials, profile, args)
 }
 
 fn aws_logs_json(control: &Control, args: &[&str]) -> Value {
@@ -333,13 +318,7 @@ fn logs_are_kept_and_read_with_ember_and_the_aws_cli() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let stdout = follow.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = stdout_lines(&mut follow);
     // It first prints what is there already, up to the warm invocation's REPORT.
     let warm_report = format!("REPORT RequestId: {warm_id}");
     loop {

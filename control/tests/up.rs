@@ -4,13 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{aws_cli, aws_env};
+use common::{aws_cli, aws_env, stdout_lines};
 
 /// `ember up` to its "Try it" line: the whole platform up and the example run.
 const UP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -40,13 +38,7 @@ fn up(dir: &Path) -> Up {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start ember up");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = stdout_lines(&mut child);
     let deadline = Instant::now() + UP_TIMEOUT;
     let mut printed = String::new();
     let mut endpoint = None;

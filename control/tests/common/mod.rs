@@ -59,21 +59,18 @@ impl Control {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start ember-control");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let url = line
-                    .strip_prefix("ember-control listening on ")
-                    .or_else(|| line.strip_prefix("ember-control fleet listening on "))
-                    .or_else(|| line.strip_prefix("ember-control metrics on "));
-                if let Some(url) = url {
-                    let _ = tx.send(url.to_owned());
-                }
-            }
-        });
-        let mut urls = (0..3).map(|_| rx.recv_timeout(START_TIMEOUT));
-        let (Some(Ok(endpoint)), Some(Ok(fleet_endpoint)), Some(Ok(metrics_endpoint))) =
+        let lines = stdout_lines(&mut child);
+        let mut urls =
+            std::iter::from_fn(|| lines.recv_timeout(START_TIMEOUT).ok()).filter_map(|line| {
+                [
+                    "ember-control listening on ",
+                    "ember-control fleet listening on ",
+                    "ember-control metrics on ",
+                ]
+                .iter()
+                .find_map(|prefix| line.strip_prefix(prefix).map(str::to_owned))
+            });
+        let (Some(endpoint), Some(fleet_endpoint), Some(metrics_endpoint)) =
             (urls.next(), urls.next(), urls.next())
         else {
             let _ = child.kill();
@@ -146,6 +143,17 @@ impl Control {
 
     /// Runs `aws lambda ARGS…` with another credentials file and profile.
     pub fn aws_with(&self, credentials: &Path, profile: &str, args: &[&str]) -> Output {
+        self.aws_service("lambda", credentials, profile, args)
+    }
+
+    /// Runs `aws SERVICE ARGS…` (`lambda`, `logs`) with a credentials file and profile.
+    pub fn aws_service(
+        &self,
+        service: &str,
+        credentials: &Path,
+        profile: &str,
+        args: &[&str],
+    ) -> Output {
         let mut command = aws_cli();
         command
             .args([
@@ -156,7 +164,7 @@ impl Control {
                 "--output",
                 "json",
             ])
-            .args(["--endpoint-url", &self.endpoint, "lambda"])
+            .args(["--endpoint-url", &self.endpoint, service])
             .args(args);
         aws_env(&mut command, credentials, &self.ca());
         command
@@ -206,6 +214,21 @@ impl Drop for Control {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Every line `child` prints on stdout (which must be piped), read by a thread of its own
+/// so the child never blocks on a full pipe.
+pub fn stdout_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            // Read to the end even when nobody listens any more: a closed pipe would fail
+            // the child's next write.
+            let _ = tx.send(line);
+        }
+    });
+    rx
 }
 
 /// The AWS CLI and boto3 as `.ci/run` pins them.

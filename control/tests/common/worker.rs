@@ -8,13 +8,12 @@
 //! it is up to date; `cargo test --workspace` has built it already), and runs it from
 //! there. `EMBERD=/path/to/emberd` skips the build.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::Control;
+use super::{stdout_lines, Control};
 
 /// How long a worker may take to register.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -55,18 +54,11 @@ impl Worker {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start emberd serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("emberd ") {
-                    let _ = tx.send(rest.to_owned());
-                }
-            }
-        });
+        let stdout = stdout_lines(&mut child);
         // `worker ID serving on URL`, then `metrics on URL`.
-        let mut lines = (0..2).map(|_| rx.recv_timeout(START_TIMEOUT));
-        let (Some(Ok(serving)), Some(Ok(metrics))) = (lines.next(), lines.next()) else {
+        let mut lines = std::iter::from_fn(|| stdout.recv_timeout(START_TIMEOUT).ok())
+            .filter_map(|line| line.strip_prefix("emberd ").map(str::to_owned));
+        let (Some(serving), Some(metrics)) = (lines.next(), lines.next()) else {
             let _ = child.kill();
             panic!("emberd did not register within {START_TIMEOUT:?}");
         };
