@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use host_vmm::worker::config::ServeArgs;
-use host_vmm::worker::exposition::MetricsListen;
+use emberd::config::ServeArgs;
+use emberd::exposition::MetricsListen;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -148,7 +148,7 @@ impl Platform {
 /// Runs the worker, and again with a new lease each time one ends, until stopped.
 async fn run_worker(args: ServeArgs, stop: watch::Receiver<bool>) {
     loop {
-        if let Err(e) = host_vmm::worker::serve_until(args.clone(), stopped(stop.clone())).await {
+        if let Err(e) = emberd::serve_until(args.clone(), stopped(stop.clone())).await {
             tracing::error!(error = %e, "the local worker failed");
             // Not in a tight loop: the cause (a port in use, say) may pass.
             tokio::time::sleep(Duration::from_secs(1)).await;

@@ -214,7 +214,7 @@ fn throughput(
 /// The raw KVM floor: create a VM, take one exit, destroy it.
 fn floor(samples: usize) -> Result<Value, CliError> {
     let measure =
-        || host_vmm::floor::kvm_floor().map_err(|e| CliError::Config(format!("KVM floor: {e}")));
+        || ember_vmm::floor::kvm_floor().map_err(|e| CliError::Config(format!("KVM floor: {e}")));
     measure()?; // warms KVM's caches
     let mut floor = Vec::with_capacity(samples);
     for _ in 0..samples.max(1) {

@@ -21,7 +21,7 @@ use crate::service::Service;
 /// Where the metrics listener binds by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 
-pub use host_vmm::worker::exposition::{Format, MetricsListen};
+pub use emberd::exposition::{Format, MetricsListen};
 
 /// Serves `GET /metrics` on `listener` until `shutdown` completes.
 pub async fn serve(

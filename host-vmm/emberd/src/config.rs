@@ -1,0 +1,47 @@
+//! `emberd serve`'s options.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::exposition::MetricsListen;
+
+/// How a worker joins the fleet and what it offers.
+#[derive(Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// Control's fleet listener, `https://HOST:PORT`.
+    #[arg(long, value_name = "URL")]
+    pub control: String,
+    /// Control's CA certificate (`DIR/ca.pem` of ember-control's data directory): the only
+    /// issuer trusted on either side.
+    #[arg(long, value_name = "PEM")]
+    pub ca: PathBuf,
+    /// The file holding control's bootstrap token (`DIR/worker-token`).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: PathBuf,
+    /// Where to serve the worker API (mutual TLS); port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:9445")]
+    pub listen: SocketAddr,
+    /// The `HOST:PORT` control reaches the worker API by, when not the listen address
+    /// (required when listening on 0.0.0.0 or ::).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// Where the worker keeps its key, certificate and encrypted code cache.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// The worker's name in control's logs (default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Most execution environments to hold at once (reported to control for placement).
+    #[arg(long, default_value_t = 64)]
+    pub max_envs: u32,
+    /// Guest memory to offer, in MiB (default: half of this machine's memory).
+    #[arg(long, value_name = "MIB")]
+    pub memory_mib: Option<u64>,
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP without
+    /// authentication: keep it on loopback or a scrape-only network); port 0 picks a free
+    /// one (printed once serving); `off` serves none.
+    #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:9465")]
+    pub metrics_listen: MetricsListen,
+}

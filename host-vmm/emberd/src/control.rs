@@ -1,0 +1,152 @@
+//! The worker's client for control's fleet listener: HTTPS trusting only control's CA,
+//! TLS 1.3 with AES-GCM only ([`ember_fleet::tls::client_config`]), with the worker's
+//! certificate once it has one (registration is the only call without).
+
+use std::time::Duration;
+
+use ember_fleet::messages::{
+    HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse,
+};
+use ember_fleet::tls::Identity;
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::WorkerError;
+
+/// How long one call to control may take (code downloads excepted).
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a code download may take.
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Why a call to control failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No answer: control is down or unreachable; worth trying again.
+    #[error("control unreachable: {0}")]
+    Unreachable(String),
+    /// Control answered with an error.
+    #[error("control refused ({status}): {message}")]
+    Refused { status: StatusCode, message: String },
+}
+
+/// A client for control's fleet listener at one base URL.
+#[derive(Debug)]
+pub struct ControlClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl ControlClient {
+    /// A client for `base` (`https://HOST:PORT`) trusting `ca_pem`, presenting `identity`
+    /// when given.
+    pub fn new(
+        base: &str,
+        ca_pem: &str,
+        identity: Option<&Identity<'_>>,
+    ) -> Result<ControlClient, WorkerError> {
+        let tls = ember_fleet::tls::client_config(ca_pem, identity)
+            .map_err(|e| WorkerError(format!("TLS for control: {e}")))?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls((*tls).clone())
+            .connect_timeout(CALL_TIMEOUT)
+            .no_proxy()
+            .build()
+            .map_err(|e| WorkerError(format!("building the control client: {e}")))?;
+        Ok(ControlClient {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    pub async fn register(&self, request: &RegisterRequest) -> Result<RegisterResponse, CallError> {
+        self.post(ember_fleet::REGISTER, request).await
+    }
+
+    pub async fn heartbeat(
+        &self,
+        request: &HeartbeatRequest,
+    ) -> Result<HeartbeatResponse, CallError> {
+        self.post(ember_fleet::HEARTBEAT, request).await
+    }
+
+    pub async fn deregister(&self) -> Result<(), CallError> {
+        let response = self
+            .http
+            .post(format!("{}{}", self.base, ember_fleet::DEREGISTER))
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        checked(response).await.map(drop)
+    }
+
+    /// The module of `account`'s `artifact_id`, with `grant`.
+    pub async fn artifact(
+        &self,
+        account: &str,
+        artifact_id: &str,
+        grant: &str,
+    ) -> Result<Vec<u8>, CallError> {
+        let response = self
+            .http
+            .get(format!(
+                "{}{}/{account}/{artifact_id}",
+                self.base,
+                ember_fleet::ARTIFACTS
+            ))
+            .header(ember_fleet::GRANT_HEADER, grant)
+            .timeout(DOWNLOAD_TIMEOUT)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let bytes = checked(response)
+            .await?
+            .bytes()
+            .await
+            .map_err(unreachable)?;
+        Ok(bytes.to_vec())
+    }
+
+    async fn post<Q: Serialize, A: DeserializeOwned>(
+        &self,
+        path: &str,
+        request: &Q,
+    ) -> Result<A, CallError> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(request)
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        checked(response).await?.json().await.map_err(unreachable)
+    }
+}
+
+/// The response if it is a success, else control's refusal with its message.
+async fn checked(response: reqwest::Response) -> Result<reqwest::Response, CallError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = response.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_owned))
+        .unwrap_or(body);
+    Err(CallError::Refused { status, message })
+}
+
+fn unreachable(e: reqwest::Error) -> CallError {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    CallError::Unreachable(text)
+}

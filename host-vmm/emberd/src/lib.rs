@@ -1,0 +1,298 @@
+//! The worker daemon, `emberd serve`: joins control's fleet ([`register`]), serves the
+//! worker API over mutual TLS ([`api`]), runs invocations on the environment pool
+//! ([`invoke`]) with code from an encrypted cache ([`artifacts`]), heartbeats
+//! ([`heartbeat`]) and leaves gracefully when its lease ends ([`lease`]). Its files live
+//! in the state directory ([`state_dir`]). `docs/fleet.md` describes the protocol.
+//!
+//! Once it serves, it prints `emberd worker ID serving on https://ADDRESS` on stdout, then
+//! `emberd metrics on http://ADDRESS` when it serves metrics ([`metrics`]).
+
+mod api;
+mod artifacts;
+pub mod config;
+mod control;
+pub mod exposition;
+mod heartbeat;
+mod invoke;
+mod lease;
+mod metrics;
+mod provisioning;
+mod register;
+mod state_dir;
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ember_fleet::messages::{Capacity, HeartbeatRequest, ProvisionFailure};
+use ember_fleet::tls::Identity;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tokio_rustls::TlsAcceptor;
+
+use ember_vmm::function::{FunctionSpec, Pool, PoolConfig};
+use config::ServeArgs;
+use control::ControlClient;
+use invoke::Functions;
+
+/// Why the worker could not run.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct WorkerError(String);
+
+impl From<std::io::Error> for WorkerError {
+    fn from(e: std::io::Error) -> WorkerError {
+        WorkerError(e.to_string())
+    }
+}
+
+/// What the worker API and the heartbeats share.
+pub struct Worker {
+    functions: Functions,
+    in_flight: AtomicU32,
+    /// Set once the worker takes no more invocations.
+    draining: AtomicBool,
+    /// Woken when the last invocation in progress ends.
+    idle: Notify,
+}
+
+impl Worker {
+    /// Counts an invocation in, unless the worker is draining.
+    fn begin(&self) -> Option<Running<'_>> {
+        // Counted before the check: a drain that starts meanwhile waits for it.
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let running = Running(self);
+        (!self.draining.load(Ordering::SeqCst)).then_some(running)
+    }
+
+    fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The heartbeat's report, with the provisioning failures that still stand.
+    fn report(&self, provision_failures: Vec<ProvisionFailure>) -> HeartbeatRequest {
+        HeartbeatRequest {
+            inventory: self.functions.inventory(),
+            in_flight: self.in_flight(),
+            environments: self.functions.environments() as u32,
+            draining: self.draining.load(Ordering::SeqCst),
+            provision_failures,
+        }
+    }
+}
+
+/// One invocation in progress; counted out when dropped.
+struct Running<'a>(&'a Worker);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Runs the worker until it has drained (lease end or SIGTERM/SIGINT).
+pub fn run(args: ServeArgs) -> Result<(), WorkerError> {
+    let (drain, drained) = watch::channel(None);
+    // Before the runtime starts threads, so all of them leave the signals to one thread.
+    lease::on_termination_signal(drain.clone())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(args, Announce::Stdout, drain, drained))
+}
+
+/// Runs the worker on the caller's runtime until it has drained: at the end of its lease,
+/// or once `stop` completes. For embedding (`ember up`): signals and stdout are the
+/// caller's.
+pub async fn serve_until(
+    args: ServeArgs,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), WorkerError> {
+    let (drain, drained) = watch::channel(None);
+    let on_stop = drain.clone();
+    let stopper = tokio::spawn(async move {
+        stop.await;
+        lease::start(&on_stop, lease::DrainReason::Signal);
+    });
+    let result = serve(args, Announce::Log, drain, drained).await;
+    stopper.abort();
+    result
+}
+
+/// Where the worker says that it serves: stdout for `emberd serve` (scripts and tests
+/// read it), only the log when embedded.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Announce {
+    Stdout,
+    Log,
+}
+
+async fn serve(
+    args: ServeArgs,
+    announce: Announce,
+    drain: watch::Sender<Option<lease::DrainReason>>,
+    mut drained: watch::Receiver<Option<lease::DrainReason>>,
+) -> Result<(), WorkerError> {
+    state_dir::private_dir(&args.state_dir)?;
+    let ca_pem = read(&args.ca)?;
+    let token = read(&args.token_file)?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| WorkerError(format!("listening on {}: {e}", args.listen)))?;
+    let local = listener.local_addr()?;
+    let address = match &args.advertise {
+        Some(address) => address.clone(),
+        None if local.ip().is_unspecified() => {
+            return Err(WorkerError(format!(
+                "listening on {local}: give --advertise HOST:PORT, the address control \
+                 reaches this worker by"
+            )))
+        }
+        None => local.to_string(),
+    };
+    let metrics_listener = match args.metrics_listen.0 {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| WorkerError(format!("listening on {addr} for metrics: {e}")))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
+
+    let anonymous = ControlClient::new(&args.control, &ca_pem, None)?;
+    let name = args.name.clone().unwrap_or_else(host_name);
+    let registration = register::register(
+        &anonymous,
+        &args.state_dir,
+        token.trim(),
+        &name,
+        &address,
+        capacity(&args),
+    )
+    .await?;
+    let response = &registration.response;
+    let identity = Identity {
+        certificate_pem: &response.certificate_pem,
+        key_pem: &registration.key_pem,
+    };
+    let control = Arc::new(ControlClient::new(&args.control, &ca_pem, Some(&identity))?);
+    let server_config = ember_fleet::tls::server_config(&ca_pem, &identity, false)
+        .map_err(|e| WorkerError(format!("TLS for the worker API: {e}")))?;
+
+    let log_sink = Arc::new(|spec: &FunctionSpec, chunk: &[u8]| {
+        for line in String::from_utf8_lossy(chunk).lines() {
+            log::info!(target: "function", "[{}:{}] {line}", spec.name, spec.version);
+        }
+    });
+    let worker = Arc::new(Worker {
+        functions: Functions::new(
+            Pool::new(PoolConfig::default(), log_sink),
+            artifacts::ArtifactCache::open(&args.state_dir, control.clone())?,
+        ),
+        in_flight: AtomicU32::new(0),
+        draining: AtomicBool::new(false),
+        idle: Notify::new(),
+    });
+
+    let (stop, stopped) = watch::channel(());
+    let metrics_server = metrics_listener.map(|listener| {
+        let mut stopped = stopped.clone();
+        let registry = metrics::registry(worker.clone());
+        tokio::spawn(metrics::serve(listener, registry, async move {
+            let _ = stopped.changed().await;
+        }))
+    });
+    let server = tokio::spawn(api::serve(
+        listener,
+        TlsAcceptor::from(server_config),
+        worker.clone(),
+        async move {
+            let mut stopped = stopped;
+            let _ = stopped.changed().await;
+        },
+    ));
+    tokio::spawn(heartbeat::run(
+        worker.clone(),
+        control.clone(),
+        Duration::from_millis(response.heartbeat_interval_ms.max(1)),
+        response.lease_expires_at,
+        drain,
+    ));
+    log::info!(
+        "registered as {} (lease until {}); serving on {address}",
+        response.worker_id,
+        response.lease_expires_at
+    );
+    if let Some(metrics_addr) = metrics_addr {
+        log::info!("serving metrics over plain HTTP on {metrics_addr}");
+    }
+    if announce == Announce::Stdout {
+        let mut lines = format!(
+            "emberd worker {} serving on https://{address}\n",
+            response.worker_id
+        );
+        if let Some(metrics_addr) = metrics_addr {
+            lines.push_str(&format!("emberd metrics on http://{metrics_addr}\n"));
+        }
+        // One write, so a reader of the first line never misses the second; a reader
+        // that has gone away does not stop the worker.
+        let mut stdout = std::io::stdout().lock();
+        if let Err(e) = stdout
+            .write_all(lines.as_bytes())
+            .and_then(|()| stdout.flush())
+        {
+            log::warn!("could not print the serving addresses: {e}");
+        }
+    }
+
+    let reason = drained
+        .wait_for(Option::is_some)
+        .await
+        .map_err(|_| WorkerError("the drain signal went away".into()))?
+        .expect("waited for Some");
+    lease::drain(&worker, &control, reason).await;
+    let _ = stop.send(());
+    let _ = server.await;
+    if let Some(metrics_server) = metrics_server {
+        let _ = metrics_server.await;
+    }
+    Ok(())
+}
+
+/// What this worker offers.
+fn capacity(args: &ServeArgs) -> Capacity {
+    let vcpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    // SAFETY: sysconf only reads system configuration.
+    let (pages, page_size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let physical_mib = (pages.max(0) as u64 * page_size.max(0) as u64) >> 20;
+    Capacity {
+        vcpus,
+        memory_mib: args.memory_mib.unwrap_or(physical_mib / 2).max(1),
+        max_environments: args.max_envs.max(1),
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "emberd".to_owned())
+}
+
+fn read(path: &Path) -> Result<String, WorkerError> {
+    std::fs::read_to_string(path).map_err(|e| WorkerError(format!("{}: {e}", path.display())))
+}
