@@ -17,10 +17,13 @@ impl GuestHeap {
     /// # Safety
     /// `[start, start + size)` must be unused, writable memory owned by this heap from now on.
     pub unsafe fn init(&self, start: usize, size: usize) {
+        // SAFETY: the caller hands over `[start, start + size)`, as `Heap::init` requires.
         unsafe { self.0.lock().init(start as *mut u8, size) };
     }
 }
 
+// SAFETY: `Heap` hands out each block of the region at most once, aligned and sized as the
+// layout asks, until it is deallocated; the lock makes every call exclusive.
 unsafe impl GlobalAlloc for GuestHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         self.0

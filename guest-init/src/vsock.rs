@@ -1,5 +1,6 @@
 //! The virtio-vsock device from the guest's side: packet headers, RX buffers and TX
-//! submission. Connection state and the frame protocol live in [`crate::server`].
+//! submission. Connection state and the frame protocol belong to the frame server, which
+//! drives this device.
 
 use alloc::boxed::Box;
 use alloc::rc::Rc;

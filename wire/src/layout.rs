@@ -12,7 +12,8 @@ pub const FAULT_STACK: u64 = 0x3000;
 /// Page tables: PML4, PDPT, four PDs and two PTs, for the first and the last 2 MiB of RAM
 /// (supervisor-only).
 pub const PAGE_TABLES: u64 = 0x4000;
-/// Where the guest image is linked and loaded; it begins with a [`crate::boot::ImageHeader`].
+/// Where the guest image is linked and loaded; it begins with the image header (see the
+/// `boot` module).
 pub const IMAGE_BASE: u64 = 0x20_0000;
 /// Size of the ring-3 stack at the top of guest memory. The page below it is left
 /// unmapped, so an overflow faults instead of overwriting the heap.
@@ -36,7 +37,8 @@ pub const DOORBELL_KICK_PORT: u16 = 0x510;
 /// `out` here: the VMM processes the TX queue, then parks the vCPU until it has put at least
 /// one packet in the RX queue (notify and wait in one exit).
 pub const DOORBELL_WAIT_PORT: u16 = 0x511;
-/// `out` here ends the VM; the value written is the guest's exit code (see [`crate::boot::exit_code`]).
+/// `out` here ends the VM; the value written is the guest's exit code (see the `boot`
+/// module).
 pub const POWER_OFF_PORT: u16 = 0x512;
 /// Written by the ring-0 fault handler: `rdi` = vector, `rsi` = error code, `r8` = faulting RIP,
 /// `r9` = RSP at the fault.
