@@ -14,9 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use ember_fleet::messages::InvokeRequest;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use ember_net::tls_serve::{self, PeerCertificate};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -25,8 +23,9 @@ use crate::Worker;
 /// A request carries at most a 6 MiB event in base64 and the function's settings.
 const MAX_BODY: usize = 16 << 20;
 
-/// How long a client may take to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long stopping waits for invocations in progress: the longest function timeout
+/// (900 s) and a margin.
+const DRAIN: Duration = Duration::from_secs(960);
 
 /// The worker API's routes.
 fn router(worker: Arc<Worker>) -> Router {
@@ -44,55 +43,16 @@ pub async fn serve(
     worker: Arc<Worker>,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let app = router(worker);
-    let graceful = GracefulShutdown::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new());
-    let http = Arc::new(http);
-    tokio::pin!(stop);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = &mut stop => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    log::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let (acceptor, app, http) = (acceptor.clone(), app.clone(), http.clone());
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    log::info!("{peer}: TLS handshake failed: {e}");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let name = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(ember_fleet::tls::common_name);
-            if name.as_deref() != Some(ember_fleet::tls::CONTROL_NAME) {
-                log::warn!("{peer}: refused a client that is not control ({name:?})");
-                return;
-            }
-            let connection =
-                http.serve_connection(TokioIo::new(tls), TowerToHyperService::new(app));
-            if let Err(e) = watcher.watch(connection).await {
-                log::debug!("{peer}: connection ended with an error: {e}");
-            }
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
+    tls_serve::serve(listener, acceptor, router(worker), is_control, DRAIN, stop).await;
+}
+
+/// Only control may call: other workers hold certificates from the same CA.
+fn is_control(peer: &PeerCertificate) -> bool {
+    peer.0
+        .as_ref()
+        .and_then(ember_fleet::tls::common_name)
+        .as_deref()
+        == Some(ember_fleet::tls::CONTROL_NAME)
 }
 
 async fn invoke(State(worker): State<Arc<Worker>>, Json(request): Json<InvokeRequest>) -> Response {

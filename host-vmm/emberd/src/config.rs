@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::exposition::MetricsListen;
+use ember_net::exposition::MetricsListen;
 
 /// How a worker joins the fleet and what it offers.
 #[derive(Args, Clone, Debug)]

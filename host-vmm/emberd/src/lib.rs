@@ -11,7 +11,6 @@ mod api;
 mod artifacts;
 pub mod config;
 mod control;
-pub mod exposition;
 mod heartbeat;
 mod invoke;
 mod lease;
@@ -206,7 +205,7 @@ async fn serve(
     let metrics_server = metrics_listener.map(|listener| {
         let mut stopped = stopped.clone();
         let registry = metrics::registry(worker.clone());
-        tokio::spawn(metrics::serve(listener, registry, async move {
+        tokio::spawn(ember_net::exposition::serve(listener, Arc::new(registry), async move {
             let _ = stopped.changed().await;
         }))
     });

@@ -5,16 +5,10 @@
 //! nothing here is secret. `docs/metrics.md` lists every metric.
 
 use std::fmt;
-use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{header, HeaderMap};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use ember_fleet::messages::{InvokeResponse, Status};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -23,9 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
-use tokio::net::TcpListener;
 
-use crate::exposition::Format;
 use crate::Worker;
 
 /// Upper bounds (seconds) of the duration buckets: 100 µs to 15 minutes (the longest
@@ -190,37 +182,6 @@ pub fn registry(worker: Arc<Worker>) -> Registry {
     worker.functions.metrics().register(&mut registry);
     registry.register_collector(Box::new(WorkerGauges(worker)));
     registry
-}
-
-/// Serves `GET /metrics` on `listener` until `shutdown` completes.
-pub async fn serve(
-    listener: TcpListener,
-    registry: Registry,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    let app = Router::new()
-        .route("/metrics", get(scrape))
-        .with_state(Arc::new(registry));
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        log::error!("the metrics listener failed: {e}");
-    }
-}
-
-/// OpenMetrics when the scraper lists it in `Accept` (Prometheus does), else Prometheus'
-/// classic text format, which every scraper reads.
-async fn scrape(State(registry): State<Arc<Registry>>, headers: HeaderMap) -> Response {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|value| value.to_str().ok());
-    let format = Format::negotiate(accept);
-    let text = format.encode(&registry).unwrap_or_else(|e| {
-        log::error!("encoding the metrics failed: {e}");
-        String::new()
-    });
-    ([(header::CONTENT_TYPE, format.content_type())], text).into_response()
 }
 
 #[cfg(test)]

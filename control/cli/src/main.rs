@@ -1,0 +1,5 @@
+//! `ember`: the command-line client of ember-control (see [`ember_cli`]).
+
+fn main() -> std::process::ExitCode {
+    ember_cli::main()
+}

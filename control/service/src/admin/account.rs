@@ -1,0 +1,111 @@
+//! `account create NAME`: a new account with one access key, printed as a
+//! shared-credentials profile named after the account, ready to append to
+//! `~/.aws/credentials`. Works beside a running service.
+
+use std::io::Write;
+
+use clap::Subcommand;
+
+use crate::admin::{require, AdminError, DataDirArgs, DatabaseArgs};
+use ember_store::accounts::{self, AccessKey, Account};
+use ember_store::{Registry, DB_FILE};
+
+/// The `account` subcommands.
+#[derive(Subcommand, Clone, Debug)]
+pub enum AccountCommand {
+    /// Create account NAME with an access key; print them as a credentials profile NAME.
+    Create {
+        /// Letters, digits, '-' and '_'; unique.
+        name: String,
+        #[command(flatten)]
+        dir: DataDirArgs,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+impl AccountCommand {
+    /// Runs the command, printing its result on `out`.
+    pub async fn run(&self, out: &mut dyn Write) -> Result<(), AdminError> {
+        match self {
+            AccountCommand::Create {
+                name,
+                dir,
+                database,
+            } => {
+                let registry = match &database.database_url {
+                    Some(url) => Registry::open(url).await?,
+                    None => {
+                        require(&dir.data_dir, DB_FILE)?;
+                        Registry::open_sqlite(&dir.data_dir).await?
+                    }
+                };
+                let account = accounts::create(registry.pool(), name).await?;
+                let key = accounts::create_key(registry.pool(), &account.id).await?;
+                out.write_all(credentials_profile(name, &account, &key).as_bytes())?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `key` as a profile of an AWS shared-credentials file, with a comment naming the
+/// account.
+pub fn credentials_profile(profile: &str, account: &Account, key: &AccessKey) -> String {
+    format!(
+        "# ember account {}\n[{profile}]\naws_account_id = {}\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+        account.name, account.id, key.key_id, key.secret
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn create(data: &std::path::Path, name: &str) -> (Result<(), AdminError>, String) {
+        let command = AccountCommand::Create {
+            name: name.to_owned(),
+            dir: DataDirArgs {
+                data_dir: data.to_owned(),
+            },
+            database: DatabaseArgs::default(),
+        };
+        let mut out = Vec::new();
+        let result = command.run(&mut out).await;
+        (result, String::from_utf8(out).unwrap())
+    }
+
+    #[tokio::test]
+    async fn creates_accounts_and_prints_their_profile() {
+        let data = tempfile::tempdir().unwrap();
+        // Not before the service made the registry.
+        let (result, _) = create(data.path(), "team").await;
+        assert!(matches!(result, Err(AdminError::NotADataDir { .. })));
+        let registry = Registry::open_sqlite(data.path()).await.unwrap();
+
+        let (result, out) = create(data.path(), "team").await;
+        result.unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 5, "{out}");
+        assert_eq!(lines[0], "# ember account team", "{out}");
+        assert_eq!(lines[1], "[team]");
+        let account_id = lines[2].strip_prefix("aws_account_id = ").unwrap();
+        assert!(account_id.len() == 12 && account_id.bytes().all(|b| b.is_ascii_digit()));
+        let key_id = lines[3].strip_prefix("aws_access_key_id = ").unwrap();
+        let secret = lines[4].strip_prefix("aws_secret_access_key = ").unwrap();
+        let key = accounts::find_key(registry.pool(), key_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(key.secret, secret);
+        let account = accounts::by_name(registry.pool(), "team").await.unwrap();
+        assert_eq!(account.unwrap().id, key.account_id);
+
+        let (result, out) = create(data.path(), "team").await;
+        assert_eq!(
+            result.unwrap_err().to_string(),
+            "an account named \"team\" exists already"
+        );
+        assert!(out.is_empty());
+    }
+}

@@ -1,0 +1,181 @@
+//! `ember-control`: the control service (`serve`) and the operator commands that work on
+//! its data directory (`keys`, `account`).
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use ember_control::admin::account::AccountCommand;
+use ember_control::admin::keys::KeysCommand;
+use ember_control::admin::{DataDirArgs, DatabaseArgs, MasterKeyArgs};
+use ember_control::events::EventSettings;
+use ember_control::fleet::listener::FleetOptions;
+use ember_control::fleet::FleetSettings;
+use ember_control::logs::LogSettings;
+use ember_control::metrics::{self, http::MetricsListen};
+use ember_control::server::{self, ServeOptions};
+use ember_control::service::Settings;
+
+#[derive(Parser)]
+#[command(name = "ember-control", version, about = "ember's control service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the Lambda-compatible API over HTTPS.
+    Serve(Box<ServeArgs>),
+    /// Manage the master keys that wrap stored code.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage accounts.
+    #[command(subcommand)]
+    Account(AccountCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    dir: DataDirArgs,
+    /// Address to listen on; port 0 picks a free one (printed once listening).
+    #[arg(long, default_value = "127.0.0.1:9443")]
+    listen: SocketAddr,
+    /// The server certificate chain (PEM); without it a local CA in DIR/tls issues one.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The server certificate's private key (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    keys: MasterKeyArgs,
+    /// The region clients sign for and ARNs name.
+    #[arg(long, default_value = "local")]
+    region: String,
+    /// How long execution-role credentials last, in seconds (as STS: 15 min to 12 h).
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(900..=43_200))]
+    role_credentials_ttl: u64,
+    /// Where workers register, heartbeat and fetch code (mutual TLS); port 0 picks a free
+    /// one (printed once listening).
+    #[arg(long, default_value = "127.0.0.1:9444")]
+    fleet_listen: SocketAddr,
+    /// Another host name or address workers reach the fleet listener by (its certificate
+    /// covers localhost, the loopback addresses and the listen address already).
+    #[arg(long = "fleet-name", value_name = "HOST")]
+    fleet_names: Vec<String>,
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP without
+    /// authentication: keep it on loopback or a scrape-only network); port 0 picks a free
+    /// one (printed once listening); `off` serves none.
+    #[arg(long, value_name = "ADDR|off", default_value = metrics::http::DEFAULT_LISTEN)]
+    metrics_listen: MetricsListen,
+    /// How often workers heartbeat, in milliseconds; a worker silent for 3 is dead.
+    #[arg(long, value_name = "MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    heartbeat_ms: u64,
+    /// How long a worker's lease lasts, in seconds (at most 14 hours).
+    #[arg(long, value_name = "SECONDS", default_value_t = 50_400,
+          value_parser = clap::value_parser!(u64).range(1..=50_400))]
+    lease_seconds: u64,
+    /// Wait before an asynchronous invocation's first retry, in milliseconds; the second
+    /// waits twice as long.
+    #[arg(long, value_name = "MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    event_retry_delay_ms: u64,
+    /// How long an asynchronous invocation may wait to run before it is discarded, in
+    /// seconds (Lambda's MaximumEventAgeInSeconds; at most 6 hours).
+    #[arg(long, value_name = "SECONDS", default_value_t = 21_600,
+          value_parser = clap::value_parser!(u64).range(1..=21_600))]
+    max_event_age_seconds: u64,
+    /// Asynchronous invocations this instance runs at once.
+    #[arg(long, value_name = "N", default_value_t = 32,
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    event_parallelism: u64,
+    /// How long function logs are kept, in days.
+    #[arg(long, value_name = "DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u64).range(1..=3653))]
+    log_retention_days: u64,
+    /// Log events kept per function at most; the oldest go first.
+    #[arg(long, value_name = "N", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    log_max_events: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let result = match cli.command {
+        Command::Serve(args) => serve(*args),
+        Command::Keys(command) => command
+            .run(&mut std::io::stdout().lock())
+            .map_err(|e| e.to_string()),
+        Command::Account(command) => runtime().and_then(|rt| {
+            rt.block_on(command.run(&mut std::io::stdout()))
+                .map_err(|e| e.to_string())
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ember-control: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    let data_dir = args.dir.data_dir;
+    let options = ServeOptions {
+        keys: args.keys.source(&data_dir),
+        listen: args.listen,
+        tls_files: args.tls_cert.zip(args.tls_key),
+        database_url: args.database.database_url,
+        settings: Settings {
+            region: args.region,
+            fleet: FleetSettings {
+                heartbeat: Duration::from_millis(args.heartbeat_ms),
+                lease: Duration::from_secs(args.lease_seconds),
+                ..FleetSettings::default()
+            },
+            events: EventSettings {
+                retry_delay: Duration::from_millis(args.event_retry_delay_ms),
+                max_age: Duration::from_secs(args.max_event_age_seconds),
+                parallelism: usize::try_from(args.event_parallelism).unwrap_or(usize::MAX),
+            },
+            logs: LogSettings {
+                retention: Duration::from_secs(args.log_retention_days * 24 * 3600),
+                max_events_per_function: args.log_max_events,
+                ..LogSettings::default()
+            },
+            ..Settings::default()
+        },
+        role_lifetime: Duration::from_secs(args.role_credentials_ttl),
+        fleet: FleetOptions {
+            listen: args.fleet_listen,
+            names: args.fleet_names,
+        },
+        metrics_listen: args.metrics_listen.0,
+        data_dir,
+    };
+    runtime()?
+        // The signal handlers go in inside the runtime, before the service starts.
+        .block_on(async { server::run(options, server::shutdown_signal()).await })
+        .map_err(|e| e.to_string())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Runtime::new().map_err(|e| format!("starting the async runtime: {e}"))
+}

@@ -1,0 +1,372 @@
+//! The live view of the fleet: each worker's state, what its last heartbeat reported
+//! (idle environments per version, environments in all), and what this control instance
+//! learnt since: the invocations it sent there and not yet answered, and the environments
+//! those left idle. The provisioned versions a worker cannot initialize, and why, come
+//! with each heartbeat too. A heartbeat replaces the reported part; the rest keeps the view
+//! current between heartbeats, so that a burst of invocations of one version finds the
+//! environments its first invocations just created.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use ember_fleet::messages::{Capacity, HeartbeatRequest, VersionKey};
+
+use super::FleetSettings;
+use ember_store::workers::{WorkerRow, WorkerState, PERSIST_EVERY};
+
+/// Longest provisioning failure reason kept (bytes): the worker is untrusted, and the
+/// reason reaches API clients as a `StatusReason`.
+const MAX_FAILURE_REASON: usize = 1024;
+
+/// One worker, live.
+#[derive(Clone, Debug)]
+pub struct WorkerView {
+    pub id: String,
+    pub address: String,
+    pub capacity: Capacity,
+    pub state: WorkerState,
+    pub lease_expires_at: u64,
+    pub last_heartbeat: Instant,
+    /// Idle environments per version, as far as this instance knows.
+    pub idle: HashMap<VersionKey, u32>,
+    /// Environments per version (idle or busy), as its last heartbeat reported them.
+    pub held: HashMap<VersionKey, u32>,
+    /// Provisioned versions it cannot create environments of, and why, as its last
+    /// heartbeat reported them.
+    pub provision_failures: HashMap<VersionKey, String>,
+    /// Environments alive, as far as this instance knows.
+    pub environments: u32,
+    /// Invocations this instance sent and that have not answered yet.
+    pub routed: u32,
+    /// When `last_heartbeat` was last written to SQL (Unix seconds).
+    persisted_at: u64,
+}
+
+impl WorkerView {
+    /// Whether the worker may be given work at `now` (Unix seconds): active, heard from
+    /// within the silence limit, and not within the drain margin of its lease's end.
+    pub fn routable(&self, settings: &FleetSettings, now: u64) -> bool {
+        self.state == WorkerState::Active
+            && self.last_heartbeat.elapsed() <= settings.silence_limit()
+            && !settings.draining(self.lease_expires_at, now)
+    }
+}
+
+/// What a heartbeat changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heard {
+    pub lease_expires_at: u64,
+    pub state: WorkerState,
+    /// The row needs writing (state changed, or stored heartbeat too old).
+    pub persist: bool,
+}
+
+/// Every known worker, shared by the fleet listener, the router and the lease watcher.
+#[derive(Clone, Debug, Default)]
+pub struct Workers {
+    inner: Arc<Mutex<HashMap<String, WorkerView>>>,
+}
+
+impl Workers {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, WorkerView>> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds (or replaces) a worker from its row, as just heard of: a restarted control
+    /// gives every stored worker a full dead-detection window to heartbeat.
+    pub fn add(&self, row: &WorkerRow) {
+        let view = WorkerView {
+            id: row.id.clone(),
+            address: row.address.clone(),
+            capacity: row.capacity.clone(),
+            state: row.state,
+            lease_expires_at: row.lease_expires_at,
+            last_heartbeat: Instant::now(),
+            idle: HashMap::new(),
+            held: HashMap::new(),
+            provision_failures: HashMap::new(),
+            environments: 0,
+            routed: 0,
+            persisted_at: row.last_heartbeat,
+        };
+        self.lock().insert(row.id.clone(), view);
+    }
+
+    /// A worker's state, if known.
+    pub fn state(&self, id: &str) -> Option<WorkerState> {
+        self.lock().get(id).map(|w| w.state)
+    }
+
+    /// Workers in each state (for logs and tests).
+    pub fn count(&self, state: WorkerState) -> usize {
+        self.lock().values().filter(|w| w.state == state).count()
+    }
+
+    /// Takes a heartbeat from worker `id` at `now` (Unix seconds): replaces what it reported
+    /// and moves it to `Draining` when it says so or `drain(lease_expires_at)`, else back to
+    /// `Active` (a dead worker that heartbeats again is alive). `None` for an unknown or
+    /// departed worker.
+    pub fn heartbeat(
+        &self,
+        id: &str,
+        report: &HeartbeatRequest,
+        now: u64,
+        drain: impl FnOnce(u64) -> bool,
+    ) -> Option<Heard> {
+        let mut workers = self.lock();
+        let worker = workers.get_mut(id)?;
+        if worker.state == WorkerState::Gone {
+            return None;
+        }
+        worker.last_heartbeat = Instant::now();
+        worker.idle = report
+            .inventory
+            .iter()
+            .filter(|entry| entry.idle > 0)
+            .map(|entry| (entry.key.clone(), entry.idle))
+            .collect();
+        worker.held = report
+            .inventory
+            .iter()
+            .map(|entry| (entry.key.clone(), entry.idle.saturating_add(entry.busy)))
+            .filter(|(_, held)| *held > 0)
+            .collect();
+        worker.provision_failures = report
+            .provision_failures
+            .iter()
+            .map(|failure| (failure.key.clone(), bounded(&failure.reason)))
+            .collect();
+        worker.environments = report.environments;
+        let state = if report.draining || drain(worker.lease_expires_at) {
+            WorkerState::Draining
+        } else {
+            WorkerState::Active
+        };
+        let persist = state != worker.state || now >= worker.persisted_at + PERSIST_EVERY;
+        worker.state = state;
+        if persist {
+            worker.persisted_at = now;
+        }
+        Some(Heard {
+            lease_expires_at: worker.lease_expires_at,
+            state,
+            persist,
+        })
+    }
+
+    /// Moves worker `id` to `state`; whether it changed.
+    pub fn set_state(&self, id: &str, state: WorkerState) -> bool {
+        match self.lock().get_mut(id) {
+            Some(worker) if worker.state != state => {
+                worker.state = state;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Marks dead every active or draining worker silent for `silence`; returns them.
+    pub fn mark_silent_dead(&self, silence: Duration) -> Vec<String> {
+        let mut dead = Vec::new();
+        for worker in self.lock().values_mut() {
+            let live = matches!(worker.state, WorkerState::Active | WorkerState::Draining);
+            if live && worker.last_heartbeat.elapsed() > silence {
+                worker.state = WorkerState::Dead;
+                worker.idle.clear();
+                worker.held.clear();
+                worker.provision_failures.clear();
+                dead.push(worker.id.clone());
+            }
+        }
+        dead
+    }
+
+    /// What `read` makes of every worker, under the lock.
+    pub fn read<R>(&self, read: impl FnOnce(&HashMap<String, WorkerView>) -> R) -> R {
+        read(&self.lock())
+    }
+
+    /// Sends an invocation of `key` to the worker `choose` picks among all workers, and
+    /// counts it there until the returned claim is finished or dropped.
+    pub fn claim(
+        &self,
+        key: &VersionKey,
+        choose: impl FnOnce(&HashMap<String, WorkerView>) -> Option<String>,
+    ) -> Option<Claim> {
+        let mut workers = self.lock();
+        let id = choose(&workers)?;
+        let worker = workers.get_mut(&id)?;
+        worker.routed += 1;
+        let warm = match worker.idle.get_mut(key) {
+            Some(idle) => {
+                *idle -= 1;
+                if *idle == 0 {
+                    worker.idle.remove(key);
+                }
+                true
+            }
+            None => {
+                worker.environments += 1;
+                false
+            }
+        };
+        Some(Claim {
+            workers: self.clone(),
+            worker_id: id,
+            address: worker.address.clone(),
+            key: key.clone(),
+            warm,
+        })
+    }
+}
+
+/// `reason` cut to [`MAX_FAILURE_REASON`] bytes, on a character boundary.
+fn bounded(reason: &str) -> String {
+    reason[..reason.floor_char_boundary(MAX_FAILURE_REASON)].to_owned()
+}
+
+/// One invocation sent to one worker.
+#[derive(Debug)]
+pub struct Claim {
+    workers: Workers,
+    pub worker_id: String,
+    pub address: String,
+    key: VersionKey,
+    /// It was meant for an idle environment there.
+    pub warm: bool,
+}
+
+impl Claim {
+    /// The invocation answered; `kept` when its environment stays for the next one.
+    pub fn finish(self, kept: bool) {
+        let mut workers = self.workers.lock();
+        if let Some(worker) = workers.get_mut(&self.worker_id) {
+            if kept {
+                *worker.idle.entry(self.key.clone()).or_default() += 1;
+            } else {
+                worker.environments = worker.environments.saturating_sub(1);
+            }
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(worker) = self.workers.lock().get_mut(&self.worker_id) {
+            worker.routed = worker.routed.saturating_sub(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::fixtures::{version_key, worker_row};
+    use ember_fleet::messages::{InventoryEntry, ProvisionFailure};
+
+    #[test]
+    fn tracks_idle_environments_between_heartbeats() {
+        let workers = Workers::default();
+        workers.add(&worker_row("w-1", 8, 1000));
+        let first = workers
+            .claim(&version_key("1"), |_| Some("w-1".into()))
+            .unwrap();
+        assert!(!first.warm);
+        first.finish(true);
+        let second = workers
+            .claim(&version_key("1"), |_| Some("w-1".into()))
+            .unwrap();
+        assert!(second.warm, "the environment the first left idle");
+        let routed = |w: &Workers| w.lock()["w-1"].routed;
+        assert_eq!(routed(&workers), 1);
+        drop(second);
+        assert_eq!(routed(&workers), 0);
+        assert!(!workers.lock()["w-1"].idle.contains_key(&version_key("1")));
+
+        let report = HeartbeatRequest {
+            inventory: vec![InventoryEntry {
+                key: version_key("1"),
+                idle: 2,
+                busy: 0,
+            }],
+            in_flight: 0,
+            environments: 2,
+            draining: false,
+            provision_failures: Vec::new(),
+        };
+        let heard = workers.heartbeat("w-1", &report, 10, |_| false).unwrap();
+        assert_eq!(heard.state, WorkerState::Active);
+        assert!(heard.persist, "not written for 10 s");
+        assert!(
+            !workers
+                .heartbeat("w-1", &report, 11, |_| false)
+                .unwrap()
+                .persist
+        );
+        assert_eq!(workers.lock()["w-1"].idle[&version_key("1")], 2);
+        let drained = workers
+            .heartbeat("w-1", &report, 12, |lease| lease == 1000)
+            .unwrap();
+        assert_eq!(drained.state, WorkerState::Draining);
+        assert!(drained.persist);
+        assert!(workers.heartbeat("w-2", &report, 7, |_| false).is_none());
+    }
+
+    #[test]
+    fn silent_workers_die_and_come_back_with_a_heartbeat() {
+        let workers = Workers::default();
+        workers.add(&worker_row("w-1", 8, 1000));
+        assert!(workers.mark_silent_dead(Duration::from_secs(60)).is_empty());
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(workers.mark_silent_dead(Duration::ZERO), ["w-1"]);
+        assert_eq!(workers.state("w-1"), Some(WorkerState::Dead));
+        let heard = workers
+            .heartbeat("w-1", &HeartbeatRequest::default(), 1, |_| false)
+            .unwrap();
+        assert_eq!(heard.state, WorkerState::Active);
+        assert!(workers.set_state("w-1", WorkerState::Gone));
+        assert!(workers
+            .heartbeat("w-1", &HeartbeatRequest::default(), 2, |_| false)
+            .is_none());
+    }
+
+    #[test]
+    fn heartbeats_replace_provisioning_failures_with_bounded_reasons() {
+        let workers = Workers::default();
+        workers.add(&worker_row("w-1", 8, 1000));
+        let failing = |reason: String| HeartbeatRequest {
+            provision_failures: vec![ProvisionFailure {
+                key: version_key("1"),
+                reason,
+            }],
+            ..HeartbeatRequest::default()
+        };
+        workers
+            .heartbeat("w-1", &failing("init error: unreachable".into()), 0, |_| {
+                false
+            })
+            .unwrap();
+        assert_eq!(
+            workers.lock()["w-1"].provision_failures[&version_key("1")],
+            "init error: unreachable"
+        );
+        // A guest's message cannot grow control's memory or the API's answers.
+        let long = format!("x{}", "é".repeat(MAX_FAILURE_REASON));
+        workers
+            .heartbeat("w-1", &failing(long.clone()), 0, |_| false)
+            .unwrap();
+        let kept = workers.lock()["w-1"].provision_failures[&version_key("1")].clone();
+        assert_eq!(
+            kept.len(),
+            MAX_FAILURE_REASON - 1,
+            "cut before a split character"
+        );
+        assert!(long.starts_with(&kept));
+        // The failure cleared: the next heartbeat leaves it out.
+        workers
+            .heartbeat("w-1", &HeartbeatRequest::default(), 0, |_| false)
+            .unwrap();
+        assert!(workers.lock()["w-1"].provision_failures.is_empty());
+    }
+}

@@ -1,0 +1,314 @@
+//! The invoke path inside control, shared by every way of invoking (the synchronous API
+//! now, the asynchronous queue next): resolve the qualifier to a version (an alias's
+//! weights by a random draw), take a slot under the function's reserved concurrency
+//! ([`throttle`]), describe the version to a worker ([`config`]) with a grant for its
+//! code and its role's credentials, pick a worker ([`pick`]) and run it there.
+//!
+//! A worker that cannot be reached, or turns the invocation away before running it, costs
+//! nothing: the next best worker gets it (up to [`ATTEMPTS`] workers). A worker that fails
+//! after the request went out may have run it: that invocation fails with
+//! [`InvokeError::WorkerFailed`] (nothing else is affected) and the worker is marked dead
+//! until its next heartbeat.
+
+pub mod config;
+pub mod pick;
+pub mod throttle;
+
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use ember_fleet::messages::{self, InvokeRequest, InvokeResponse, Status};
+use ember_wire::function::LOG_TAIL;
+
+use crate::api::target::LATEST;
+use crate::fleet::client::CallError;
+use crate::logs;
+use crate::service::Service;
+use ember_core::clock;
+use ember_core::random;
+use ember_store::aliases::{self, Routing};
+use ember_store::concurrency;
+use ember_store::functions::{self, Version};
+use ember_store::workers::{self as worker_store, WorkerState};
+
+/// How long a worker's code grant lasts: enough to fetch the code at the start of the
+/// invocation it came with.
+pub const GRANT_LIFETIME: u64 = 300;
+
+/// Time allowed beyond the function's timeout for fetching code, creating the environment
+/// and the round trip.
+const CALL_MARGIN: Duration = Duration::from_secs(30);
+
+/// Workers tried for one invocation when the first ones cannot take it.
+pub const ATTEMPTS: usize = 3;
+
+/// One invocation to run.
+#[derive(Clone, Debug)]
+pub struct Invocation {
+    pub account: String,
+    pub function: String,
+    /// A version, an alias, or `None` for `$LATEST`.
+    pub qualifier: Option<String>,
+    /// The event.
+    pub payload: Vec<u8>,
+    pub request_id: String,
+}
+
+/// How an invocation ended, on a worker.
+#[derive(Clone, Debug)]
+pub struct Invoked {
+    /// The version that ran (an alias resolves to one).
+    pub version: String,
+    pub worker_id: String,
+    pub status: Status,
+    /// The response, or Lambda's error object for function errors.
+    pub payload: Vec<u8>,
+    /// Lambda's error type for function errors.
+    pub error_type: Option<String>,
+    /// The end of the function's log.
+    pub log_tail: String,
+    /// Set when the invocation started a new environment (a cold start): how long creating
+    /// and initializing it took, in microseconds.
+    pub init_us: Option<u64>,
+}
+
+/// Why an invocation did not run to an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("the function, version or alias does not exist")]
+    NotFound,
+    #[error("the function's reserved concurrency ({reserved}) is used up")]
+    Throttled { reserved: i64 },
+    #[error("no worker is available to run the function")]
+    NoWorker,
+    #[error("the worker running the invocation failed: {0}")]
+    WorkerFailed(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<sqlx::Error> for InvokeError {
+    fn from(e: sqlx::Error) -> InvokeError {
+        tracing::error!(error = %e, "registry error on the invoke path");
+        InvokeError::Internal(format!("registry: {e}"))
+    }
+}
+
+/// The version an invocation of `function` with `qualifier` runs: itself for a version,
+/// for an alias its primary version or, with the alias's weight, its additional one.
+pub async fn target(
+    service: &Service,
+    account: &str,
+    function: &str,
+    qualifier: Option<&str>,
+) -> Result<Version, InvokeError> {
+    let routing = aliases::resolve(
+        service.registry.pool(),
+        account,
+        function,
+        qualifier.unwrap_or(LATEST),
+    )
+    .await?
+    .ok_or(InvokeError::NotFound)?;
+    let version = choose_version(&routing, draw()?);
+    functions::get_version(&service.registry, account, function, version)
+        .await?
+        .ok_or(InvokeError::NotFound)
+}
+
+/// Runs `invocation` on a worker and returns its answer.
+pub async fn invoke(service: &Service, invocation: Invocation) -> Result<Invoked, InvokeError> {
+    let started = Instant::now();
+    let (account, function) = (invocation.account.clone(), invocation.function.clone());
+    let result = run(service, invocation).await;
+    let took = started.elapsed();
+    service
+        .metrics
+        .record_invocation(&account, &function, &result, took);
+    result
+}
+
+/// [`invoke`]'s work, without the bookkeeping around it.
+async fn run(service: &Service, invocation: Invocation) -> Result<Invoked, InvokeError> {
+    let Invocation {
+        account,
+        function,
+        qualifier,
+        payload,
+        request_id,
+    } = invocation;
+    let version = target(service, &account, &function, qualifier.as_deref()).await?;
+    let reserved = concurrency::reserved(service.registry.pool(), &account, &function).await?;
+    let _slot = service
+        .fleet
+        .in_flight
+        .acquire(&account, &function, reserved)
+        .ok_or(InvokeError::Throttled {
+            reserved: reserved.unwrap_or_default(),
+        })?;
+    let client = service.fleet.client().ok_or(InvokeError::NoWorker)?;
+
+    let now = clock::now_unix();
+    let grant = service
+        .grants
+        .issue(&account, &version.code.artifact_id, now + GRANT_LIFETIME)
+        .map_err(|e| InvokeError::Internal(e.to_string()))?;
+    let credentials = service
+        .roles
+        .credentials(&account, &version.config.role, now)
+        .map_err(|e| InvokeError::Internal(format!("execution role credentials: {e}")))?;
+    let request = InvokeRequest {
+        request_id,
+        function: config::function_config(&version, &service.settings.region, grant),
+        credentials: Some(messages::RoleCredentials {
+            access_key_id: credentials.access_key_id,
+            secret_access_key: credentials.secret_access_key,
+            session_token: credentials.session_token,
+            expiration: credentials.expires_at,
+        }),
+        payload: STANDARD.encode(&payload),
+    };
+    let timeout = Duration::from_secs(u64::try_from(version.config.timeout).unwrap_or(0))
+        .saturating_add(CALL_MARGIN);
+
+    let fleet = &service.fleet;
+    let key = &request.function.key;
+    let mut tried = Vec::new();
+    while tried.len() < ATTEMPTS {
+        let criteria = pick::Criteria {
+            key,
+            now,
+            settings: &fleet.settings,
+            exclude: &tried,
+        };
+        let Some(claim) = fleet
+            .workers
+            .claim(key, |workers| pick::choose(workers, &criteria))
+        else {
+            break;
+        };
+        match client.invoke(&claim.address, &request, timeout).await {
+            Ok(mut response) => {
+                let worker_id = claim.worker_id.clone();
+                claim.finish(response.status == Status::Success);
+                response.log_tail = record_log(
+                    service,
+                    &account,
+                    &function,
+                    &version,
+                    &request.request_id,
+                    &worker_id,
+                    &response,
+                );
+                return answer(version.version, worker_id, response);
+            }
+            Err(CallError::Unavailable(reason)) => {
+                tracing::warn!(worker = %claim.worker_id, %reason, "worker unavailable; trying another");
+                suspect(service, &claim.worker_id).await;
+                tried.push(claim.worker_id.clone());
+            }
+            Err(CallError::Failed(reason)) => {
+                tracing::error!(worker = %claim.worker_id, %reason, "worker failed mid-invocation");
+                suspect(service, &claim.worker_id).await;
+                return Err(InvokeError::WorkerFailed(reason));
+            }
+        }
+    }
+    Err(InvokeError::NoWorker)
+}
+
+/// Stores the invocation's log (`START` … `REPORT`) and returns its last 4 KiB, which is
+/// what `LogType: Tail` shows, as Lambda's does. A service error ran no function: no log.
+fn record_log(
+    service: &Service,
+    account: &str,
+    function: &str,
+    version: &Version,
+    request_id: &str,
+    worker_id: &str,
+    response: &InvokeResponse,
+) -> String {
+    if response.status == Status::ServiceError {
+        return String::new();
+    }
+    let ran = logs::format::Ran {
+        request_id,
+        version: &version.version,
+        memory_mib: version.config.memory_size,
+        worker_id,
+        response,
+    };
+    let text = service.logs.record(account, function, &ran);
+    logs::format::tail(&text, LOG_TAIL).to_owned()
+}
+
+/// The version an alias's routing sends a draw in [0, 1) to.
+fn choose_version(routing: &Routing, draw: f64) -> &str {
+    match &routing.additional {
+        Some((version, weight)) if draw < *weight => version,
+        _ => &routing.primary,
+    }
+}
+
+/// A uniform random number in [0, 1).
+fn draw() -> Result<f64, InvokeError> {
+    let bytes = random::bytes::<8>().map_err(|e| InvokeError::Internal(e.to_string()))?;
+    // The top 53 bits: every value exactly representable.
+    Ok((u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64)
+}
+
+/// Takes worker `id` out of routing until it heartbeats again.
+async fn suspect(service: &Service, id: &str) {
+    if service.fleet.workers.set_state(id, WorkerState::Dead) {
+        if let Err(e) =
+            worker_store::set_state(service.registry.pool(), id, WorkerState::Dead).await
+        {
+            tracing::warn!(worker = %id, error = %e, "could not record the worker as dead");
+        }
+    }
+}
+
+fn answer(
+    version: String,
+    worker_id: String,
+    response: InvokeResponse,
+) -> Result<Invoked, InvokeError> {
+    let payload = STANDARD.decode(&response.payload).map_err(|e| {
+        InvokeError::WorkerFailed(format!("the worker's response is not base64: {e}"))
+    })?;
+    Ok(Invoked {
+        version,
+        worker_id,
+        status: response.status,
+        payload,
+        error_type: response.error_type,
+        log_tail: response.log_tail,
+        init_us: response.init_us,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weighted_aliases_split_by_the_draw() {
+        let routing = Routing {
+            primary: "1".into(),
+            additional: Some(("2".into(), 0.25)),
+        };
+        assert_eq!(choose_version(&routing, 0.0), "2");
+        assert_eq!(choose_version(&routing, 0.2499), "2");
+        assert_eq!(choose_version(&routing, 0.25), "1");
+        let never = Routing {
+            primary: "1".into(),
+            additional: Some(("2".into(), 0.0)),
+        };
+        assert_eq!(choose_version(&never, 0.0), "1");
+        for _ in 0..100 {
+            let d = draw().unwrap();
+            assert!((0.0..1.0).contains(&d));
+        }
+    }
+}

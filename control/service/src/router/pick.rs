@@ -1,0 +1,126 @@
+//! Which worker runs an invocation. Only live workers are considered: active (not
+//! draining, dead or gone), heard from within the silence limit, and not within the drain
+//! margin of their lease's end. Among them:
+//!
+//! 1. one with an idle environment of exactly this version and configuration (its last
+//!    heartbeat said so, or an invocation this instance sent there just left one), the
+//!    least busy first: a warm start;
+//! 2. otherwise the one best placed to create an environment: not full (environments
+//!    below its maximum), then the fewest invocations in flight per vCPU, then the fewest
+//!    environments.
+//!
+//! Ties go to the lowest worker id, so the choice is deterministic.
+
+use std::collections::HashMap;
+
+use ember_fleet::messages::VersionKey;
+
+use crate::fleet::state::WorkerView;
+use crate::fleet::FleetSettings;
+
+/// What an invocation needs of a worker.
+#[derive(Clone, Copy, Debug)]
+pub struct Criteria<'a> {
+    pub key: &'a VersionKey,
+    /// Unix seconds.
+    pub now: u64,
+    pub settings: &'a FleetSettings,
+    /// Workers already tried for this invocation.
+    pub exclude: &'a [String],
+}
+
+/// The id of the worker to send the invocation to, if any is live.
+pub fn choose(workers: &HashMap<String, WorkerView>, criteria: &Criteria<'_>) -> Option<String> {
+    let live = workers.values().filter(|w| eligible(w, criteria));
+    let warm = live
+        .clone()
+        .filter(|w| w.idle.get(criteria.key).is_some_and(|n| *n > 0))
+        .min_by(|a, b| (a.routed, &a.id).cmp(&(b.routed, &b.id)));
+    warm.or_else(|| live.min_by_key(|w| placement(w)))
+        .map(|w| w.id.clone())
+}
+
+fn eligible(worker: &WorkerView, criteria: &Criteria<'_>) -> bool {
+    worker.routable(criteria.settings, criteria.now) && !criteria.exclude.contains(&worker.id)
+}
+
+/// Orders workers for a cold start: lower is better.
+fn placement(worker: &WorkerView) -> (bool, u64, u32, String) {
+    let full = worker.environments >= worker.capacity.max_environments;
+    let load = u64::from(worker.routed) * 1000 / u64::from(worker.capacity.vcpus.max(1));
+    (full, load, worker.environments, worker.id.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::fixtures::{version_key as key, worker_row};
+    use crate::fleet::state::Workers;
+    use ember_fleet::messages::{HeartbeatRequest, InventoryEntry};
+    use ember_store::workers::WorkerState;
+    use std::time::Duration;
+
+    fn fleet(ids: &[&str], lease: u64) -> Workers {
+        let workers = Workers::default();
+        for id in ids {
+            workers.add(&worker_row(id, 2, lease));
+        }
+        workers
+    }
+
+    fn pick(workers: &Workers, key: &VersionKey, now: u64, exclude: &[String]) -> Option<String> {
+        let settings = FleetSettings {
+            heartbeat: Duration::from_secs(1),
+            missed_heartbeats: 3,
+            lease: Duration::from_secs(100),
+        };
+        let criteria = Criteria {
+            key,
+            now,
+            settings: &settings,
+            exclude,
+        };
+        let claim = workers.claim(key, |all| choose(all, &criteria))?;
+        let id = claim.worker_id.clone();
+        claim.finish(true);
+        Some(id)
+    }
+
+    #[test]
+    fn prefers_warm_then_least_loaded_and_skips_the_unusable() {
+        let workers = fleet(&["w-a", "w-b"], 1000);
+        let v1 = key("1");
+        // Cold: spread by environments.
+        assert_eq!(pick(&workers, &v1, 0, &[]).as_deref(), Some("w-a"));
+        // Warm: back to the environment w-a just left idle.
+        assert_eq!(pick(&workers, &v1, 0, &[]).as_deref(), Some("w-a"));
+        // Another version goes where there are fewer environments.
+        assert_eq!(pick(&workers, &key("2"), 0, &[]).as_deref(), Some("w-b"));
+
+        // A heartbeat's inventory counts as warm.
+        let report = HeartbeatRequest {
+            inventory: vec![InventoryEntry {
+                key: key("3"),
+                idle: 1,
+                busy: 0,
+            }],
+            in_flight: 0,
+            environments: 1,
+            draining: false,
+            provision_failures: Vec::new(),
+        };
+        workers.heartbeat("w-b", &report, 0, |_| false).unwrap();
+        assert_eq!(pick(&workers, &key("3"), 0, &[]).as_deref(), Some("w-b"));
+
+        // Excluded, dead and draining workers get nothing.
+        let tried = vec!["w-a".to_owned()];
+        assert_eq!(pick(&workers, &v1, 0, &tried).as_deref(), Some("w-b"));
+        workers.set_state("w-b", WorkerState::Dead);
+        assert_eq!(pick(&workers, &v1, 0, &tried), None);
+        workers.set_state("w-b", WorkerState::Draining);
+        assert_eq!(pick(&workers, &v1, 0, &tried), None);
+        // Within the drain margin (5 s of a 100 s lease) of the lease's end.
+        assert_eq!(pick(&workers, &v1, 994, &[]).as_deref(), Some("w-a"));
+        assert_eq!(pick(&workers, &v1, 995, &[]), None);
+    }
+}

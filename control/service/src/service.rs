@@ -1,0 +1,129 @@
+//! What every request handler shares: the registry, the artifact store and the settings,
+//! plus the authenticated caller of each request.
+
+use std::path::{Path, PathBuf};
+
+use tokio::sync::Notify;
+
+use crate::events::EventSettings;
+use crate::fleet::{Fleet, FleetSettings};
+use crate::logs::{LogSettings, Logs};
+use crate::metrics::Metrics;
+use ember_core::artifacts::{ArtifactError, ArtifactStore};
+use ember_core::grants::GrantIssuer;
+use ember_core::keys::{KeyError, KeySource, Keyring};
+use ember_core::package::Limits;
+use ember_core::roles::RoleIssuer;
+use ember_store::{Registry, RegistryError};
+
+/// Settings a deployment may change.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The region name in ARNs and signatures (clients pass it as `--region`).
+    pub region: String,
+    /// Bytes of code (sum of `CodeSize` over stored artifacts) one account may keep, like
+    /// Lambda's 75 GB code storage quota.
+    pub code_storage_limit: u64,
+    /// Upload limits for packages.
+    pub package_limits: Limits,
+    /// Heartbeats and leases of the worker fleet.
+    pub fleet: FleetSettings,
+    /// How long function logs are kept, and how many.
+    pub logs: LogSettings,
+    /// Retries, maximum age and parallelism of asynchronous invocations.
+    pub events: EventSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            region: "local".to_owned(),
+            code_storage_limit: 75 * 1000 * 1000 * 1000,
+            package_limits: Limits::default(),
+            fleet: FleetSettings::default(),
+            logs: LogSettings::default(),
+            events: EventSettings::default(),
+        }
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Artifacts(#[from] ArtifactError),
+}
+
+/// The service's shared state, behind an `Arc` in the router.
+#[derive(Debug)]
+pub struct Service {
+    pub data_dir: PathBuf,
+    pub registry: Registry,
+    /// Synchronous (file I/O and AES): call it from `spawn_blocking`.
+    pub artifacts: ArtifactStore,
+    pub settings: Settings,
+    /// Mints and verifies execution-role credentials.
+    pub roles: RoleIssuer,
+    /// Signs and checks the artifact-scoped grants code downloads need.
+    pub grants: GrantIssuer,
+    /// The workers and the invocations running on them.
+    pub fleet: Fleet,
+    /// Function logs: recorded after each invocation, stored by a background writer.
+    pub logs: Logs,
+    /// What Prometheus scrapes from the metrics listener.
+    pub metrics: Metrics,
+    /// Wakes the event executor ([`crate::events`]): an event was enqueued or finished.
+    pub events_ready: Notify,
+}
+
+impl Service {
+    /// Opens everything that lives in `data_dir`: the SQLite registry (or `database_url`
+    /// when given), the master keys from `keys` and the artifact store.
+    pub async fn open(
+        data_dir: &Path,
+        database_url: Option<&str>,
+        keys: KeySource,
+        settings: Settings,
+    ) -> Result<Service, OpenError> {
+        let registry = match database_url {
+            Some(url) => Registry::open(url).await?,
+            None => Registry::open_sqlite(data_dir).await?,
+        };
+        let keyring = Keyring::open(keys)?;
+        let artifacts = ArtifactStore::open(data_dir, keyring)?;
+        let roles = RoleIssuer::load_or_create(data_dir)?;
+        let grants = GrantIssuer::load_or_create(data_dir)?;
+        let fleet = Fleet::new(settings.fleet.clone());
+        let logs = Logs::start(registry.pool().clone(), settings.logs.clone());
+        Ok(Service {
+            logs,
+            metrics: Metrics::new(fleet.workers.clone()),
+            fleet,
+            events_ready: Notify::new(),
+            data_dir: data_dir.to_owned(),
+            registry,
+            artifacts,
+            settings,
+            roles,
+            grants,
+        })
+    }
+}
+
+/// Who sent a request, as established by its signature. Inserted into every authenticated
+/// request's extensions; handlers take it with `Extension<Principal>` and act only within
+/// `account_id`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// The 12-digit account the request acts for.
+    pub account_id: String,
+    /// The access key that signed it.
+    pub access_key_id: String,
+    /// The execution role, when the request was signed with a role's temporary
+    /// credentials rather than an account's own keys.
+    pub role: Option<String>,
+}

@@ -1,0 +1,318 @@
+//! Events in SQL (`migrations/0003_events.sql`). An event is `pending` until an executor
+//! claims it (`running`, with a claim that ends at `run_at_ms`), then `pending` again for
+//! a retry or finished. Every change of state is one conditional `UPDATE`, so two control
+//! instances on one PostgreSQL database never both claim or finish the same event.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use sqlx::AnyPool;
+
+/// Where an event is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventState {
+    Pending,
+    Running,
+    /// The function returned a response.
+    Succeeded,
+    /// The function failed on every attempt.
+    Failed,
+    /// It was older than the maximum event age before it could run.
+    Expired,
+    /// Its function (version, alias) no longer exists.
+    Dropped,
+}
+
+impl EventState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventState::Pending => "pending",
+            EventState::Running => "running",
+            EventState::Succeeded => "succeeded",
+            EventState::Failed => "failed",
+            EventState::Expired => "expired",
+            EventState::Dropped => "dropped",
+        }
+    }
+}
+
+/// An event as the executor runs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The request id its caller got; the invocation's request id on every attempt.
+    pub id: String,
+    pub account: String,
+    pub function: String,
+    /// As the caller gave it: an alias is resolved at each attempt.
+    pub qualifier: Option<String>,
+    pub payload: Vec<u8>,
+    /// Attempts that count against the retries.
+    pub attempts: u32,
+    /// Times it waited for a throttle or a worker.
+    pub deferrals: u32,
+    pub enqueued_at_ms: u64,
+}
+
+type Row = (
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    i64,
+    i64,
+    i64,
+);
+
+const COLUMNS: &str =
+    "id, account_id, function_name, qualifier, payload, attempts, deferrals, enqueued_at_ms";
+
+/// Stores a new pending event, due at once. Committed when this returns (each statement
+/// outside a transaction commits on its own).
+pub async fn insert(pool: &AnyPool, event: &Event) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT INTO events ({COLUMNS}, state, run_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8)"
+    ))
+    .bind(&event.id)
+    .bind(&event.account)
+    .bind(&event.function)
+    .bind(event.qualifier.as_deref())
+    .bind(STANDARD.encode(&event.payload))
+    .bind(i64::from(event.attempts))
+    .bind(i64::from(event.deferrals))
+    .bind(clamp(event.enqueued_at_ms))
+    .bind(EventState::Pending.as_str())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The ids of up to `limit` pending events due at `now_ms`, longest waiting first.
+pub async fn due(pool: &AnyPool, now_ms: u64, limit: usize) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT id FROM events WHERE state = $1 AND run_at_ms <= $2 \
+         ORDER BY run_at_ms, id LIMIT $3",
+    )
+    .bind(EventState::Pending.as_str())
+    .bind(clamp(now_ms))
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// When the next pending event is due, if any is pending.
+pub async fn next_due(pool: &AnyPool) -> Result<Option<u64>, sqlx::Error> {
+    let (at,): (Option<i64>,) =
+        sqlx::query_as("SELECT MIN(run_at_ms) FROM events WHERE state = $1")
+            .bind(EventState::Pending.as_str())
+            .fetch_one(pool)
+            .await?;
+    Ok(at.map(unclamp))
+}
+
+/// Claims event `id` for one attempt until `until_ms`: `None` when it is not (or no longer)
+/// pending and due, e.g. another instance claimed it first.
+pub async fn claim(
+    pool: &AnyPool,
+    id: &str,
+    now_ms: u64,
+    until_ms: u64,
+) -> Result<Option<Event>, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE events SET state = $1, run_at_ms = $2 \
+         WHERE id = $3 AND state = $4 AND run_at_ms <= $5",
+    )
+    .bind(EventState::Running.as_str())
+    .bind(clamp(until_ms))
+    .bind(id)
+    .bind(EventState::Pending.as_str())
+    .bind(clamp(now_ms))
+    .execute(pool)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Ok(None);
+    }
+    let row: Row = sqlx::query_as(&format!("SELECT {COLUMNS} FROM events WHERE id = $1"))
+        .bind(id)
+        .fetch_one(pool)
+        .await?;
+    event(row).map(Some)
+}
+
+/// Puts a running event back, due at `at_ms`, with its counters and why it did not
+/// succeed.
+pub async fn retry_at(
+    pool: &AnyPool,
+    event: &Event,
+    at_ms: u64,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE events SET state = $1, run_at_ms = $2, attempts = $3, deferrals = $4, \
+         last_error = $5 WHERE id = $6 AND state = $7",
+    )
+    .bind(EventState::Pending.as_str())
+    .bind(clamp(at_ms))
+    .bind(i64::from(event.attempts))
+    .bind(i64::from(event.deferrals))
+    .bind(error)
+    .bind(&event.id)
+    .bind(EventState::Running.as_str())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Records a running event's end.
+pub async fn finish(
+    pool: &AnyPool,
+    event: &Event,
+    state: EventState,
+    error: Option<&str>,
+    now_ms: u64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE events SET state = $1, finished_at_ms = $2, attempts = $3, deferrals = $4, \
+         last_error = $5 WHERE id = $6 AND state = $7",
+    )
+    .bind(state.as_str())
+    .bind(clamp(now_ms))
+    .bind(i64::from(event.attempts))
+    .bind(i64::from(event.deferrals))
+    .bind(error)
+    .bind(&event.id)
+    .bind(EventState::Running.as_str())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Makes running events pending again, due at `now_ms`: those whose claim ended, or all of
+/// them when `all` (no other instance can be running any). Returns how many.
+pub async fn reclaim(pool: &AnyPool, now_ms: u64, all: bool) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE events SET state = $1, run_at_ms = $2 \
+         WHERE state = $3 AND (run_at_ms <= $2 OR $4 = 1)",
+    )
+    .bind(EventState::Pending.as_str())
+    .bind(clamp(now_ms))
+    .bind(EventState::Running.as_str())
+    .bind(i64::from(all))
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Makes pending events that never ran, and wait only because no worker could take them
+/// (or the function was throttled), due at `now_ms`. Returns how many.
+pub async fn expedite_waiting(pool: &AnyPool, now_ms: u64) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE events SET run_at_ms = $1 \
+         WHERE state = $2 AND attempts = 0 AND deferrals > 0 AND run_at_ms > $1",
+    )
+    .bind(clamp(now_ms))
+    .bind(EventState::Pending.as_str())
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Removes events that finished before `before_ms`.
+pub async fn prune(pool: &AnyPool, before_ms: u64) -> Result<u64, sqlx::Error> {
+    let done =
+        sqlx::query("DELETE FROM events WHERE finished_at_ms IS NOT NULL AND finished_at_ms < $1")
+            .bind(clamp(before_ms))
+            .execute(pool)
+            .await?;
+    Ok(done.rows_affected())
+}
+
+fn event(row: Row) -> Result<Event, sqlx::Error> {
+    let (id, account, function, qualifier, payload, attempts, deferrals, enqueued_at_ms) = row;
+    let payload = STANDARD
+        .decode(payload)
+        .map_err(|e| sqlx::Error::Decode(format!("event {id}'s payload: {e}").into()))?;
+    Ok(Event {
+        id,
+        account,
+        function,
+        qualifier,
+        payload,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        deferrals: u32::try_from(deferrals).unwrap_or(u32::MAX),
+        enqueued_at_ms: unclamp(enqueued_at_ms),
+    })
+}
+
+/// A time as BIGINT.
+fn clamp(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+fn unclamp(ms: i64) -> u64 {
+    u64::try_from(ms).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Registry;
+
+    fn sample(id: &str, now: u64) -> Event {
+        Event {
+            id: id.into(),
+            account: "111122223333".into(),
+            function: "f".into(),
+            qualifier: Some("live".into()),
+            payload: vec![0, 159, 146, 150, b'{'],
+            attempts: 0,
+            deferrals: 0,
+            enqueued_at_ms: now,
+        }
+    }
+
+    #[tokio::test]
+    async fn claims_once_retries_finishes_reclaims_and_prunes() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open_sqlite(dir.path()).await.unwrap();
+        let pool = registry.pool();
+        insert(pool, &sample("a", 1000)).await.unwrap();
+        insert(pool, &sample("b", 1001)).await.unwrap();
+        assert_eq!(next_due(pool).await.unwrap(), Some(1000));
+        assert_eq!(due(pool, 999, 10).await.unwrap(), Vec::<String>::new());
+        assert_eq!(due(pool, 2000, 1).await.unwrap(), ["a"]);
+
+        // One claim wins; the row comes back whole.
+        let mut a = claim(pool, "a", 2000, 9000).await.unwrap().unwrap();
+        assert_eq!(a, sample("a", 1000));
+        assert_eq!(claim(pool, "a", 2000, 9000).await.unwrap(), None);
+        assert_eq!(due(pool, 2000, 10).await.unwrap(), ["b"]);
+
+        // A retry is not due before its time.
+        a.attempts = 1;
+        retry_at(pool, &a, 5000, "trap").await.unwrap();
+        assert_eq!(claim(pool, "a", 4999, 9000).await.unwrap(), None);
+        let a = claim(pool, "a", 5000, 9000).await.unwrap().unwrap();
+        assert_eq!(a.attempts, 1);
+
+        // Claims that ended go back; with `all`, every running one does.
+        let b = claim(pool, "b", 2000, 3000).await.unwrap().unwrap();
+        assert_eq!(reclaim(pool, 3000, false).await.unwrap(), 1);
+        assert_eq!(claim(pool, "b", 3000, 9000).await.unwrap().unwrap(), b);
+        assert_eq!(reclaim(pool, 3000, true).await.unwrap(), 2);
+        let a = claim(pool, "a", 3000, 9000).await.unwrap().unwrap();
+
+        finish(pool, &a, EventState::Succeeded, None, 6000)
+            .await
+            .unwrap();
+        let (state,): (String,) = sqlx::query_as("SELECT state FROM events WHERE id = 'a'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(state, "succeeded");
+        assert_eq!(prune(pool, 6000).await.unwrap(), 0);
+        assert_eq!(prune(pool, 6001).await.unwrap(), 1);
+        assert_eq!(next_due(pool).await.unwrap(), Some(3000));
+    }
+}

@@ -1,0 +1,113 @@
+//! The HTTPS accept loop both services run: each connection is a task that completes the
+//! TLS handshake (bounded in time, so a silent client cannot hold a task), asks the
+//! caller's [`Admission`] whether that peer may talk here, then serves HTTP/1.1 by hyper
+//! with an axum router. On shutdown the listener closes and open connections finish their
+//! requests, for up to the drain limit.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use rustls_pki_types::CertificateDer;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+/// How long a client may take to complete the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The certificate the client of a connection presented, if any, in the extensions of
+/// every request on it: routes that serve workers know a worker by it.
+#[derive(Clone, Debug)]
+pub struct PeerCertificate(pub Option<CertificateDer<'static>>);
+
+/// Decides, after the handshake, whether a peer may send requests on its connection: a
+/// refused connection is closed before any request is read.
+pub type Admission = fn(&PeerCertificate) -> bool;
+
+/// Admits every peer that completed the handshake (the TLS configuration has already
+/// checked whatever certificate it requires).
+pub fn admit_all(_: &PeerCertificate) -> bool {
+    true
+}
+
+/// Accepts TLS connections on `listener` and serves `app` on each connection `admit`
+/// allows, until `shutdown`; then lets open connections finish for up to `drain`.
+pub async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    app: Router,
+    admit: Admission,
+    drain: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // The timer enables hyper's limit on how long a client may take to send headers.
+    http.timer(TokioTimer::new());
+    let http = Arc::new(http);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        // Requests and answers are small and latency-bound: send them at once.
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, app, http) = (acceptor.clone(), app.clone(), http.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let certificate = PeerCertificate(
+                tls.get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|cert| cert.clone().into_owned()),
+            );
+            if !admit(&certificate) {
+                tracing::warn!(%peer, "refused a client this listener does not serve");
+                return;
+            }
+            let app = app.map_request(move |mut request: http::Request<_>| {
+                request.extensions_mut().insert(certificate.clone());
+                request
+            });
+            let connection =
+                http.serve_connection(TokioIo::new(tls), TowerToHyperService::new(app));
+            if let Err(e) = watcher.watch(connection).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: finishing requests in progress");
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in progress after {drain:?}; stopping anyway");
+    }
+}
