@@ -281,6 +281,7 @@ fn service_error(message: String) -> InvokeResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ember_vmm::function::EnvError;
 
     #[test]
     fn failures_map_to_lambdas_error_types() {
@@ -306,7 +307,7 @@ mod tests {
                 Failure::Timeout(Duration::from_secs(3)),
                 Some("Sandbox.Timedout"),
             ),
-            (Failure::Crashed("triple fault".into()), None),
+            (Failure::from(EnvError::NotConnected), None),
             (Failure::InvalidModule("bad".into()), None),
         ];
         for (failure, expected) in cases {

@@ -31,9 +31,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tokio_rustls::TlsAcceptor;
 
-use ember_vmm::function::{FunctionSpec, Pool, PoolConfig};
 use config::ServeArgs;
 use control::ControlClient;
+use ember_vmm::function::{FunctionSpec, Pool, PoolConfig};
 use invoke::Functions;
 
 /// Why the worker could not run.
@@ -205,9 +205,13 @@ async fn serve(
     let metrics_server = metrics_listener.map(|listener| {
         let mut stopped = stopped.clone();
         let registry = metrics::registry(worker.clone());
-        tokio::spawn(ember_net::exposition::serve(listener, Arc::new(registry), async move {
-            let _ = stopped.changed().await;
-        }))
+        tokio::spawn(ember_net::exposition::serve(
+            listener,
+            Arc::new(registry),
+            async move {
+                let _ = stopped.changed().await;
+            },
+        ))
     });
     let server = tokio::spawn(api::serve(
         listener,

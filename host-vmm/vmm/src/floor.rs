@@ -6,10 +6,31 @@ use std::time::{Duration, Instant};
 
 use ember_wire::layout::{DOORBELL_KICK_PORT, IMAGE_BASE, MIN_MEMORY};
 use kvm_ioctls::VcpuExit;
-use vm_memory::{Bytes, GuestAddress};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryError};
 
-use crate::kvm;
-use crate::vm::{cpu, memory, VmError};
+use crate::kvm::{self, KvmError};
+use crate::memory::{self, MemoryError};
+use crate::vm::{self, RegisterError, TablesError};
+
+/// Why the floor could not be measured.
+#[derive(Debug, thiserror::Error)]
+pub enum FloorError {
+    #[error("KVM: {0}")]
+    Kvm(#[from] KvmError),
+    #[error("{0}")]
+    Memory(#[from] MemoryError),
+    #[error("{0}")]
+    SystemTables(#[from] TablesError),
+    #[error("writing the floor code: {0}")]
+    Code(#[source] GuestMemoryError),
+    #[error("KVM: {0}")]
+    Registers(#[from] RegisterError),
+    #[error("KVM_RUN: {0}")]
+    Run(#[source] kvm_ioctls::Error),
+    /// The exit, the vCPU's `rip` and `rflags`, and its code and task segments.
+    #[error("floor VM exited with {0}")]
+    UnexpectedExit(String),
+}
 
 /// `mov dx, DOORBELL_KICK_PORT; out dx, al; jmp $`
 fn code() -> [u8; 7] {
@@ -18,37 +39,32 @@ fn code() -> [u8; 7] {
 }
 
 /// One floor measurement.
-pub fn kvm_floor() -> Result<Duration, VmError> {
+pub fn kvm_floor() -> Result<Duration, FloorError> {
     let sys = kvm::system()?;
     let start = Instant::now();
-    let vm = sys
-        .kvm
-        .create_vm()
-        .map_err(|e| VmError::Kvm(format!("KVM_CREATE_VM: {e}")))?;
+    let vm = kvm::create_vm()?;
     let mem = memory::create(&vm, MIN_MEMORY, &memory::Backing::Anonymous, false)?;
-    cpu::write_system_tables(&mem, MIN_MEMORY, None)?;
+    vm::write_system_tables(&mem, MIN_MEMORY, None)?;
     mem.write_slice(&code(), GuestAddress(IMAGE_BASE))
-        .map_err(|e| VmError::Setup(e.to_string()))?;
-    let mut vcpu = vm
-        .create_vcpu(0)
-        .map_err(|e| VmError::Kvm(format!("KVM_CREATE_VCPU: {e}")))?;
-    let entry = cpu::Entry {
+        .map_err(FloorError::Code)?;
+    let mut vcpu = kvm::create_vcpu(&vm)?;
+    let entry = vm::Entry {
         rip: IMAGE_BASE,
         rsp: MIN_MEMORY - 8,
         arg: 0,
     };
-    crate::vm::configure_vcpu(&vcpu, &sys.cpuid, &entry, false)?;
+    vm::configure_vcpu(&vcpu, &sys.cpuid, &entry, false)?;
     match vcpu.run() {
         Ok(VcpuExit::IoOut(DOORBELL_KICK_PORT, _)) => {}
         Ok(other) => {
             let o = format!("{other:?}");
-            return Err(VmError::Kvm(format!(
-                "floor VM exited with {o} {:?} {:?}",
+            return Err(FloorError::UnexpectedExit(format!(
+                "{o} {:?} {:?}",
                 vcpu.get_regs().map(|r| (r.rip, r.rflags)),
                 vcpu.get_sregs().map(|s| (s.cs.dpl, s.cs.selector, s.tr))
             )));
         }
-        Err(e) => return Err(VmError::Kvm(format!("KVM_RUN: {e}"))),
+        Err(e) => return Err(FloorError::Run(e)),
     }
     drop(vcpu);
     drop(vm);

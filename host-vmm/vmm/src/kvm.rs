@@ -1,31 +1,51 @@
-//! The process-wide `/dev/kvm` handle, opened once, and the CPUID every vCPU gets.
+//! The process-wide `/dev/kvm` handle, opened once, the CPUID every vCPU gets, and the
+//! VM and vCPU file descriptors made from it.
 
 use std::sync::OnceLock;
 
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
-use kvm_ioctls::Kvm;
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
-use crate::vm::VmError;
+/// Why KVM could not give us a VM or a vCPU.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum KvmError {
+    #[error("cannot open /dev/kvm ({0}); ember needs KVM and access to /dev/kvm")]
+    Open(#[source] kvm_ioctls::Error),
+    #[error("KVM_GET_SUPPORTED_CPUID failed: {0}")]
+    SupportedCpuid(#[source] kvm_ioctls::Error),
+    #[error("KVM_CREATE_VM: {0}")]
+    CreateVm(#[source] kvm_ioctls::Error),
+    #[error("KVM_CREATE_VCPU: {0}")]
+    CreateVcpu(#[source] kvm_ioctls::Error),
+}
 
 pub struct KvmSystem {
     pub kvm: Kvm,
     pub cpuid: CpuId,
 }
 
-static SYSTEM: OnceLock<Result<KvmSystem, String>> = OnceLock::new();
+static SYSTEM: OnceLock<Result<KvmSystem, KvmError>> = OnceLock::new();
 
 /// Opens `/dev/kvm` on first use; later calls return the same handle (or the same error).
-pub fn system() -> Result<&'static KvmSystem, VmError> {
+pub fn system() -> Result<&'static KvmSystem, KvmError> {
     SYSTEM
         .get_or_init(|| {
-            let kvm = Kvm::new().map_err(|e| {
-                format!("cannot open /dev/kvm ({e}); ember needs KVM and access to /dev/kvm")
-            })?;
+            let kvm = Kvm::new().map_err(KvmError::Open)?;
             let cpuid = kvm
                 .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-                .map_err(|e| format!("KVM_GET_SUPPORTED_CPUID failed: {e}"))?;
+                .map_err(KvmError::SupportedCpuid)?;
             Ok(KvmSystem { kvm, cpuid })
         })
         .as_ref()
-        .map_err(|e| VmError::Kvm(e.clone()))
+        .map_err(Clone::clone)
+}
+
+/// A new, empty VM.
+pub fn create_vm() -> Result<VmFd, KvmError> {
+    system()?.kvm.create_vm().map_err(KvmError::CreateVm)
+}
+
+/// The VM's one vCPU.
+pub fn create_vcpu(vm: &VmFd) -> Result<VcpuFd, KvmError> {
+    vm.create_vcpu(0).map_err(KvmError::CreateVcpu)
 }

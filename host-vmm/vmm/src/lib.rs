@@ -1,14 +1,23 @@
 //! ember's VMM: micro-VMs on KVM that enter the `no_std` guest-init directly in ring 3 and
 //! talk to it over virtio-vsock. See `docs/microvm.md` for the design.
+//!
+//! Modules, lowest first (each imports only those before it): `kvm` (the `/dev/kvm`
+//! handle), `memory` (guest RAM), `devices` (serial and virtio-vsock), [`vm`] (one
+//! micro-VM and its snapshots), [`floor`] (the raw KVM floor), [`client`] (the frame
+//! protocol) and [`function`] (execution environments and their pool).
 
 pub mod client;
-pub mod devices;
+mod devices;
 pub mod floor;
 pub mod function;
-pub mod guest_image;
-pub mod kvm;
+mod guest_image;
+mod kvm;
+mod memory;
 pub mod vm;
 
 pub use client::{ClientError, GuestClient};
 pub use devices::vsock::stream::VsockStream;
+pub use devices::vsock::{StreamError, VsockError};
+pub use kvm::KvmError;
+pub use memory::MemoryError;
 pub use vm::{GuestFault, Vm, VmConfig, VmError, VmExit};

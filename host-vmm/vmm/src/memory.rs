@@ -1,4 +1,4 @@
-//! Guest RAM: one mapping registered as KVM memory slot 0.
+//! Guest RAM: one mapping registered as KVM memory slot 0, and the host's view of it.
 //!
 //! A template VM's RAM is a shared mapping of a memfd, so that once the guest is ready the
 //! memfd *is* its snapshot. Every other VM maps a snapshot's memfd privately: pages are
@@ -6,21 +6,42 @@
 //! KVM's dirty log (guest) and vm-memory's bitmap (devices) where a VM needs to undo them.
 
 use std::fs::File;
+use std::io;
 use std::num::NonZeroUsize;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
 
-use ember_wire::layout::{MAX_MEMORY, MIN_MEMORY};
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_LOG_DIRTY_PAGES};
 use kvm_ioctls::VmFd;
 use vm_memory::bitmap::AtomicBitmap;
-use vm_memory::mmap::MmapRegionBuilder;
+use vm_memory::mmap::{MmapRegionBuilder, MmapRegionError};
 use vm_memory::{
-    FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
-    GuestRegionMmap,
+    FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryError, GuestMemoryMmap,
+    GuestMemoryRegion, GuestRegionCollectionError, GuestRegionMmap,
 };
 
-use super::VmError;
+/// Why guest memory could not be set up or looked at.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    #[error("memfd_create: {0}")]
+    Memfd(#[source] io::Error),
+    #[error("sizing guest memory: {0}")]
+    SetLen(#[source] io::Error),
+    #[error("mapping guest memory: {0}")]
+    Map(#[source] MmapRegionError),
+    #[error("mapping guest memory: the mapping does not fit the guest address space")]
+    Region,
+    #[error("mapping guest memory: {0}")]
+    Regions(#[source] GuestRegionCollectionError),
+    #[error("no guest memory")]
+    NoRegion,
+    #[error("finding guest memory in the host: {0}")]
+    HostAddress(#[source] GuestMemoryError),
+    #[error("KVM_SET_USER_MEMORY_REGION: {0}")]
+    Register(#[source] kvm_ioctls::Error),
+    #[error("SEEK_HOLE: {0}")]
+    SeekHole(#[source] io::Error),
+}
 
 /// Guest memory with a dirty bitmap for writes made by the VMM's devices.
 pub type GuestMemory = GuestMemoryMmap<AtomicBitmap>;
@@ -37,43 +58,27 @@ pub enum Backing {
     CopyOnWrite(Arc<File>),
 }
 
-pub fn check_size(size: u64) -> Result<(), VmError> {
-    if !(MIN_MEMORY..=MAX_MEMORY).contains(&size) || !size.is_multiple_of(2 << 20) {
-        return Err(VmError::Config(format!(
-            "guest memory must be a multiple of 2 MiB between {} and {} MiB, got {size} bytes",
-            MIN_MEMORY >> 20,
-            MAX_MEMORY >> 20
-        )));
-    }
-    Ok(())
-}
-
 /// A new, empty memfd of `size` bytes.
-pub fn memfd(size: u64) -> Result<Arc<File>, VmError> {
+pub fn memfd(size: u64) -> Result<Arc<File>, MemoryError> {
     // SAFETY: the name is a valid C string; the returned fd is checked and then owned.
     let fd = unsafe { libc::memfd_create(c"ember-guest".as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
-        return Err(VmError::Setup(format!(
-            "memfd_create: {}",
-            std::io::Error::last_os_error()
-        )));
+        return Err(MemoryError::Memfd(io::Error::last_os_error()));
     }
     // SAFETY: `fd` is a fresh descriptor we own.
     let file = unsafe { File::from_raw_fd(fd) };
-    file.set_len(size)
-        .map_err(|e| VmError::Setup(format!("sizing guest memory: {e}")))?;
+    file.set_len(size).map_err(MemoryError::SetLen)?;
     Ok(Arc::new(file))
 }
 
-/// Maps `size` bytes of guest RAM at guest physical 0 and hands them to KVM.
+/// Maps `size` bytes of guest RAM (a size the VM's configuration allows) at guest
+/// physical 0 and hands them to KVM.
 pub fn create(
     vm: &VmFd,
     size: u64,
     backing: &Backing,
     log_dirty: bool,
-) -> Result<GuestMemory, VmError> {
-    check_size(size)?;
-    let setup = |e: &dyn std::fmt::Display| VmError::Setup(format!("mapping guest memory: {e}"));
+) -> Result<GuestMemory, MemoryError> {
     let bitmap = AtomicBitmap::new(size as usize, NonZeroUsize::new(PAGE_SIZE).unwrap());
     let builder = MmapRegionBuilder::new_with_bitmap(size as usize, bitmap)
         .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE);
@@ -88,10 +93,9 @@ pub fn create(
             .with_file_offset(FileOffset::from_arc(file.clone(), 0))
             .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE),
     };
-    let region = builder.build().map_err(|e| setup(&e))?;
-    let region =
-        GuestRegionMmap::new(region, GuestAddress(0)).ok_or_else(|| setup(&"bad region"))?;
-    let mem = GuestMemoryMmap::from_regions(vec![region]).map_err(|e| setup(&e))?;
+    let region = builder.build().map_err(MemoryError::Map)?;
+    let region = GuestRegionMmap::new(region, GuestAddress(0)).ok_or(MemoryError::Region)?;
+    let mem = GuestMemoryMmap::from_regions(vec![region]).map_err(MemoryError::Regions)?;
     register(vm, &mem, log_dirty)?;
     Ok(mem)
 }
@@ -99,27 +103,21 @@ pub fn create(
 /// Hands `mem` to KVM as slot 0, or changes whether KVM logs the guest's writes to it.
 /// Turning logging on in a running VM write-protects its pages, so each page's next write
 /// faults once (and is logged).
-pub fn register(vm: &VmFd, mem: &GuestMemory, log_dirty: bool) -> Result<(), VmError> {
-    let setup = |e: &dyn std::fmt::Display| VmError::Setup(format!("mapping guest memory: {e}"));
-    let size = mem.iter().next().ok_or_else(|| setup(&"no region"))?.len();
-    let host = mem
-        .get_host_address(GuestAddress(0))
-        .map_err(|e| setup(&e))?;
+pub fn register(vm: &VmFd, mem: &GuestMemory, log_dirty: bool) -> Result<(), MemoryError> {
     let region = kvm_userspace_memory_region {
         slot: 0,
         guest_phys_addr: 0,
-        memory_size: size,
-        userspace_addr: host as u64,
+        memory_size: size(mem)? as u64,
+        userspace_addr: host_base(mem)? as u64,
         flags: if log_dirty {
             KVM_MEM_LOG_DIRTY_PAGES
         } else {
             0
         },
     };
-    // SAFETY: the region is a live mapping of `size` bytes owned by `mem`, which the vCPU
+    // SAFETY: the region is a live mapping of `memory_size` bytes owned by `mem`, which the vCPU
     // thread keeps alive until after the VM file descriptor is closed.
-    unsafe { vm.set_user_memory_region(region) }
-        .map_err(|e| VmError::Kvm(format!("KVM_SET_USER_MEMORY_REGION: {e}")))
+    unsafe { vm.set_user_memory_region(region) }.map_err(MemoryError::Register)
 }
 
 /// Whether a page holds only zeros. Compared with a page of zeros, because `memcmp` is
@@ -130,13 +128,19 @@ pub fn is_zero(bytes: &[u8]) -> bool {
 }
 
 /// Where guest memory starts in the host's address space.
-pub fn host_base(mem: &GuestMemory) -> Result<*mut u8, String> {
+pub fn host_base(mem: &GuestMemory) -> Result<*mut u8, MemoryError> {
     mem.get_host_address(GuestAddress(0))
-        .map_err(|e| e.to_string())
+        .map_err(MemoryError::HostAddress)
+}
+
+/// Bytes of guest memory.
+pub fn size(mem: &GuestMemory) -> Result<usize, MemoryError> {
+    let region = mem.iter().next().ok_or(MemoryError::NoRegion)?;
+    Ok(region.len() as usize)
 }
 
 /// The pages of `file` that hold data (not holes), in ascending order.
-pub fn data_pages(file: &File, size: usize) -> Result<Vec<usize>, String> {
+pub fn data_pages(file: &File, size: usize) -> Result<Vec<usize>, MemoryError> {
     let fd = file.as_raw_fd();
     let mut pages = Vec::new();
     let mut at: libc::off_t = 0;
@@ -149,7 +153,7 @@ pub fn data_pages(file: &File, size: usize) -> Result<Vec<usize>, String> {
         // SAFETY: as above.
         let end = unsafe { libc::lseek(fd, start, libc::SEEK_HOLE) };
         if end < 0 {
-            return Err(format!("SEEK_HOLE: {}", std::io::Error::last_os_error()));
+            return Err(MemoryError::SeekHole(io::Error::last_os_error()));
         }
         let end = (end as usize).min(size);
         pages.extend(start as usize / PAGE_SIZE..end.div_ceil(PAGE_SIZE));

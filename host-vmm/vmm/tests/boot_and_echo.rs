@@ -4,8 +4,8 @@
 mod common;
 
 use common::{assert_same_bytes, boot_default, connect, patterned, TIMEOUT};
-use ember_wire::function::PAYLOAD_MAX;
 use ember_vmm::VmExit;
+use ember_wire::function::PAYLOAD_MAX;
 
 #[test]
 fn ping_and_echo_round_trips() {

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use common::{
     boot_default, boot_with_test_frames, connect, eventually, thread_stat, vcpu_tid, TIMEOUT,
 };
-use ember_wire::frame::Kind;
 use ember_vmm::{ClientError, GuestFault, VmExit};
+use ember_wire::frame::Kind;
 
 /// Makes a test-frames VM fault with `TestFault [which]` while a bystander VM is running,
 /// and returns the fault. Checks that the client sees an I/O error and the bystander

@@ -6,11 +6,11 @@ mod function_support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use ember_vmm::function::{Failure, SpecBuilder};
 use function_support::{
     assert_same_bytes, build, invoke_err, invoke_ok, json, lossy, patterned, pool, spec, wait_for,
     wasm,
 };
-use ember_vmm::function::{Failure, SpecBuilder};
 
 #[test]
 fn echo_returns_its_input() {

@@ -8,10 +8,10 @@ use std::collections::HashSet;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use ember_vmm::function::{Failure, Isolation, PoolConfig, SpecBuilder};
 use function_support::{
     build, count, invoke_err, invoke_ok, json, lossy, pool, pool_with, spec, wait_for, wasm,
 };
-use ember_vmm::function::{Failure, Isolation, PoolConfig, SpecBuilder};
 
 fn counter(builder: SpecBuilder) -> Arc<ember_vmm::function::FunctionSpec> {
     build(builder, ember_examples::COUNTER)

@@ -5,11 +5,11 @@ mod function_support;
 use std::collections::HashSet;
 use std::sync::{Arc, Barrier};
 
+use ember_vmm::function::{Failure, SpecBuilder};
 use ember_wire::function::{LOG_TAIL, PAYLOAD_MAX};
 use function_support::{
     assert_same_bytes, build, invoke_err, invoke_ok, json, lossy, patterned, pool, spec, wasm,
 };
-use ember_vmm::function::{Failure, SpecBuilder};
 
 #[test]
 fn sixteen_concurrent_invocations_all_complete_correctly() {

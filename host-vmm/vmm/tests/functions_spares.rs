@@ -8,15 +8,15 @@ use std::collections::HashSet;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use function_support::{
-    build, count, invoke_err, invoke_ok, lossy, patterned, pool_with, spec, wait_for, Logs,
-};
 use ember_vmm::function::{
     Environment, Failure, FunctionSpec, Invocation, Isolation, LogSink, Pool, PoolConfig,
     SpecBuilder,
 };
 use ember_vmm::vm::{Snapshot, SpareVm};
 use ember_vmm::VmConfig;
+use function_support::{
+    build, count, invoke_err, invoke_ok, lossy, patterned, pool_with, spec, wait_for, Logs,
+};
 
 /// The memory size of `SpecBuilder::default()`.
 const MIB: u32 = 128;
@@ -253,9 +253,9 @@ fn a_spare_refuses_a_snapshot_of_another_template() {
     // Warming more heap than there is warms all of it.
     let spare = SpareVm::new(&small, u64::MAX).expect("warming a spare");
     match Environment::from_spare(spec.clone(), prepared.clone(), spare) {
-        Err(Failure::Crashed(message)) => assert!(
-            message.contains("template"),
-            "unexpected refusal: {message}"
+        Err(Failure::Crashed(error)) => assert!(
+            error.to_string().contains("template"),
+            "unexpected refusal: {error}"
         ),
         Err(other) => panic!("unexpected failure: {other:?}"),
         Ok(_) => panic!("a spare took a snapshot of another template"),

@@ -7,9 +7,9 @@ mod function_support;
 
 use std::time::Duration;
 
+use ember_vmm::function::{Failure, SpecBuilder};
 use ember_wire::function::PAYLOAD_MAX;
 use function_support::{open_fds, pool, threads, wasm};
-use ember_vmm::function::{Failure, SpecBuilder};
 
 /// Builds `module` with `builder` and checks it is refused with `expected` (a `Failure`
 /// variant, compared by kind) while no thread or file descriptor appears.

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{assert_same_bytes, boot, handshake, handshake_line, patterned, unique_socket_path};
-use ember_wire::layout::GUEST_FRAME_PORT;
 use ember_vmm::{GuestClient, Vm, VmConfig};
+use ember_wire::layout::GUEST_FRAME_PORT;
 
 fn boot_with_socket(path: &Path) -> Vm {
     assert!(!path.exists(), "stale socket file {path:?}");

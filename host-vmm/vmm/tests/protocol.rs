@@ -6,9 +6,9 @@ mod common;
 use std::io::Write;
 
 use common::{assert_same_bytes, boot_default, connect, expect_guest_error, patterned, TIMEOUT};
+use ember_vmm::{ClientError, GuestClient, Vm};
 use ember_wire::frame::{ErrorCode, Header, Kind, HEADER_LEN, MAX_PAYLOAD};
 use ember_wire::function::PAYLOAD_MAX;
-use ember_vmm::{ClientError, GuestClient, Vm};
 
 fn client_with_timeout(vm: &Vm) -> GuestClient {
     let mut client = connect(vm);

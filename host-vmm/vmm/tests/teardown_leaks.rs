@@ -11,8 +11,8 @@ use std::time::Instant;
 use common::{
     boot, connect, eventually, handshake, open_fds, rss_bytes, threads, unique_socket_path,
 };
-use ember_wire::layout::GUEST_FRAME_PORT;
 use ember_vmm::{GuestClient, VmConfig};
+use ember_wire::layout::GUEST_FRAME_PORT;
 
 const WARM_UP: usize = 10;
 const ROUNDS: usize = 200;

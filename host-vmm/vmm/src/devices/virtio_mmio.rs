@@ -5,13 +5,14 @@
 //! offsets read as zero and are ignored on write; queues are validated against guest memory
 //! before the device may use them.
 
-use crate::vm::memory::GuestMemory;
 use ember_wire::virtio::mmio as reg;
 use virtio_bindings::virtio_config::{
     VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET,
     VIRTIO_F_VERSION_1,
 };
 use virtio_queue::{Queue, QueueState, QueueT};
+
+use crate::memory::GuestMemory;
 
 const VERSION: u32 = 2;
 const VENDOR_ID: u32 = 0x454d_4252; // "EMBR"

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ember_wire::frame::Kind;
 use ember_wire::function::{InvokeRequest, LoadRequest, Outcome, Status};
 
-use super::{Failure, FunctionSpec, Isolation, LogBuffer, LogSink};
+use super::{EnvError, Failure, FunctionSpec, Isolation, LogBuffer, LogSink};
 use crate::client::{ClientError, GuestClient};
 use crate::vm::{Command, Pause, Snapshot, SpareVm, Vm, VmConfig};
 
@@ -45,7 +45,7 @@ fn unix_ns() -> u64 {
 
 fn seed() -> Result<[u8; 32], Failure> {
     let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| Failure::Crashed(format!("random seed: {e}")))?;
+    getrandom::fill(&mut seed).map_err(EnvError::Seed)?;
     Ok(seed)
 }
 
@@ -99,14 +99,12 @@ impl Environment {
                 }));
             }
         }
-        let broken =
-            |e: &dyn std::fmt::Display| Failure::Crashed(format!("snapshotting after init: {e}"));
         env.client = None;
         let paused = env
             .vm
             .pause(Pause::Idle, PAUSE_TIMEOUT)
-            .map_err(|e| broken(&e))?;
-        Snapshot::of_paused(&env.vm, template, paused).map_err(|e| broken(&e))
+            .map_err(EnvError::Snapshot)?;
+        Ok(Snapshot::of_paused(&env.vm, template, paused).map_err(EnvError::Snapshot)?)
     }
 
     /// A new environment of a prepared function version, in a new VM restored from its
@@ -124,7 +122,7 @@ impl Environment {
                 ..VmConfig::default()
             },
         )
-        .map_err(|e| Failure::Crashed(e.to_string()))?;
+        .map_err(EnvError::Restore)?;
         Self::with_vm(spec, snapshot, vm, false)
     }
 
@@ -138,7 +136,7 @@ impl Environment {
         let isolated = spec.isolation == Isolation::PerInvocation;
         let vm = spare
             .into_vm(&snapshot, isolated)
-            .map_err(|e| Failure::Crashed(format!("starting from a spare VM: {e}")))?;
+            .map_err(EnvError::Spare)?;
         Self::with_vm(spec, snapshot, vm, true)
     }
 
@@ -149,7 +147,7 @@ impl Environment {
         spare: bool,
     ) -> Result<Environment, Failure> {
         // The handshake overlaps the first request.
-        let client = Some(GuestClient::open(&vm).map_err(|e| Failure::Crashed(e.to_string()))?);
+        let client = Some(GuestClient::open(&vm).map_err(EnvError::Connect)?);
         Ok(Environment {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             vm,
@@ -219,17 +217,16 @@ impl Environment {
     /// Returns memory, vCPU and device to the state right after init (per-invocation
     /// isolation): only the pages written since are touched.
     pub fn reset(&mut self) -> Result<(), Failure> {
-        let broken = |e: &dyn std::fmt::Display| Failure::Crashed(format!("resetting: {e}"));
         // The reset drops every connection with the guest's memory: no need to close first,
         // and the new one's handshake can overlap the next request.
         self.client = None;
         self.vm
             .pause(Pause::Now, PAUSE_TIMEOUT)
-            .map_err(|e| broken(&e))?;
+            .map_err(EnvError::Reset)?;
         let result = self.vm.command(Command::Reset(self.snapshot.clone()));
         self.vm.resume();
-        result.map_err(|e| broken(&e))?;
-        self.client = Some(GuestClient::open(&self.vm).map_err(|e| broken(&e))?);
+        result.map_err(EnvError::Reset)?;
+        self.client = Some(GuestClient::open(&self.vm).map_err(EnvError::Reconnect)?);
         self.trim_once();
         Ok(())
     }
@@ -246,7 +243,7 @@ impl Environment {
     ) -> Result<Outcome, Failure> {
         let deadline = Instant::now() + timeout;
         let Some(client) = self.client.as_mut() else {
-            return Err(Failure::Crashed("no connection to the guest".into()));
+            return Err(EnvError::NotConnected.into());
         };
         if let Err(e) = client.send(kind as u8, payload) {
             return Err(self.lost(e));
@@ -271,15 +268,9 @@ impl Environment {
                     buffer.push(&frame.payload);
                 }
                 Some(k) if k == reply => {
-                    return Outcome::decode(&frame.payload)
-                        .map_err(|e| Failure::Crashed(format!("guest sent a bad reply: {e}")));
+                    return Ok(Outcome::decode(&frame.payload).map_err(EnvError::BadReply)?);
                 }
-                _ => {
-                    return Err(Failure::Crashed(format!(
-                        "unexpected frame kind {}",
-                        frame.kind
-                    )))
-                }
+                _ => return Err(EnvError::UnexpectedFrame(frame.kind).into()),
             }
         }
     }
@@ -291,10 +282,10 @@ impl Environment {
 
     /// The conversation broke: report how the VM ended if it did.
     fn lost(&self, e: ClientError) -> Failure {
-        let exit = self.vm.wait(Duration::from_millis(100));
-        Failure::Crashed(match exit {
-            Some(exit) => exit.to_string(),
-            None => e.to_string(),
-        })
+        match self.vm.wait(Duration::from_millis(100)) {
+            Some(exit) => EnvError::VmEnded(exit),
+            None => EnvError::Lost(e),
+        }
+        .into()
     }
 }

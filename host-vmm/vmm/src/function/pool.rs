@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ember_wire::function::{ModuleKind, Status, PAYLOAD_MAX};
 
 use super::{
-    EnvKey, Environment, Failure, FunctionSpec, Invocation, Isolation, LogBuffer, LogSink,
+    EnvError, EnvKey, Environment, Failure, FunctionSpec, Invocation, Isolation, LogBuffer, LogSink,
 };
 use crate::vm::{Snapshot, SpareVm, VmConfig};
 
@@ -391,8 +391,7 @@ impl Shared {
             mem_mib,
             ..VmConfig::default()
         };
-        let t = Snapshot::of_fresh_guest(&config)
-            .map_err(|e| Failure::Crashed(format!("preparing a guest template: {e}")))?;
+        let t = Snapshot::of_fresh_guest(&config).map_err(EnvError::Template)?;
         templates.insert(mem_mib, t.clone());
         Ok(t)
     }
@@ -461,7 +460,7 @@ impl Shared {
             };
             let template = self.template(mem)?;
             let spare = SpareVm::new(&template, self.config.spare_warm_heap)
-                .map_err(|e| Failure::Crashed(format!("warming a spare VM: {e}")))?;
+                .map_err(EnvError::WarmSpare)?;
             self.spares
                 .lock()
                 .unwrap()

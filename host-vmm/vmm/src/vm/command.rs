@@ -8,13 +8,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use ember_wire::layout::{DOORBELL_KICK_PORT, PAGE_TABLES};
-use kvm_ioctls::{VcpuExit, VcpuFd};
+use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 
+use super::control::Paused;
 use super::cpu::PAGE_TABLES_END;
-use super::memory::{self, PAGE_SIZE};
+use super::dirty::{self, DirtyError};
+use super::registers::{self, RegisterError};
 use super::snapshot::Snapshot;
-use super::vcpu::{complete_exit, load_registers, Devices, Paused, VmState};
-use super::{dirty, warm};
+use super::warm::{self, WarmError};
+use crate::devices::vsock::VsockDevice;
+use crate::memory::{self, GuestMemory, MemoryError, PAGE_SIZE};
 
 #[derive(Clone)]
 pub enum Command {
@@ -43,6 +46,49 @@ pub struct Touch {
     pub write: bool,
 }
 
+/// Why a command was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("the VM is not paused")]
+    NotPaused,
+    #[error("the VM ended")]
+    Ended,
+    /// The command (`exported`, `warmed`) needs the snapshot the VM was restored from.
+    #[error("only a VM restored from a snapshot can be {0}")]
+    NotRestored(&'static str),
+    #[error("only a VM whose guest has not run yet can be warmed")]
+    AlreadyRan,
+    #[error("the snapshot was not taken from a template")]
+    NotFromTemplate,
+    #[error("the snapshot was not taken from this VM's template")]
+    OtherTemplate,
+    #[error("{0}")]
+    Pages(#[from] DirtyError),
+    #[error("{0}")]
+    Warm(#[from] WarmError),
+    #[error("{0}")]
+    Registers(#[from] RegisterError),
+    #[error("{0}")]
+    Memory(#[from] MemoryError),
+    /// The debug rendering of the exit (it borrows the vCPU, so it is not kept).
+    #[error("touching guest pages: unexpected exit {0}")]
+    TouchExit(String),
+    #[error("stopped while touching guest pages")]
+    Stopped,
+    #[error("KVM_RUN: {0}")]
+    Run(#[source] kvm_ioctls::Error),
+}
+
+/// What the vCPU thread needs to run a command or a trim on the VM.
+pub struct VmState<'a> {
+    pub vm_fd: &'a VmFd,
+    pub mem: &'a GuestMemory,
+    /// The memfd this VM was restored from, if any.
+    pub base: Option<&'a File>,
+    /// Guest pages a warm made anonymous: what a trim looks at.
+    pub anonymous: Vec<Range<usize>>,
+}
+
 /// Runs `command` on the vCPU thread of a VM paused in state `paused` (`fresh`: before the
 /// guest's first instruction). Returns guest pages: where the export may differ from the
 /// base, or which the reset or become rewrote. `stop` interrupts a touch.
@@ -50,33 +96,29 @@ pub fn run(
     command: &Command,
     vcpu: &mut VcpuFd,
     vm: &mut VmState<'_>,
-    dev: &mut Devices,
+    vsock: &mut VsockDevice,
     paused: &Paused,
     fresh: bool,
     stop: &AtomicBool,
-) -> Result<Vec<usize>, String> {
+) -> Result<Vec<usize>, CommandError> {
     match command {
         Command::Export(out) => {
             let dirty = dirty::take_dirty_pages(vm.vm_fd, vm.mem)?;
-            let base = vm
-                .base
-                .ok_or("only a VM restored from a snapshot can be exported")?;
-            dirty::export(vm.mem, base, &dirty, out)
+            let base = vm.base.ok_or(CommandError::NotRestored("exported"))?;
+            Ok(dirty::export(vm.mem, base, &dirty, out)?)
         }
         Command::Reset(snapshot) => {
             let dirty = dirty::take_dirty_pages(vm.vm_fd, vm.mem)?;
             dirty::restore_pages(vm.mem, &snapshot.memory, &dirty)?;
-            load_registers(vcpu, &snapshot.vcpu)?;
-            dev.vsock.restore_state(&snapshot.device);
+            registers::load(vcpu, &snapshot.vcpu)?;
+            vsock.restore_state(&snapshot.device);
             Ok(dirty)
         }
         Command::Touch { routine, ranges } => {
             if !fresh {
-                return Err("only a VM whose guest has not run yet can be warmed".into());
+                return Err(CommandError::AlreadyRan);
             }
-            let base = vm
-                .base
-                .ok_or("only a VM restored from a snapshot can be warmed")?;
+            let base = vm.base.ok_or(CommandError::NotRestored("warmed"))?;
             // Changing the host mapping makes KVM drop its mappings around the change,
             // so every range is made the VM's own before the guest touches any. So are
             // the page tables, which `Become` rewrites.
@@ -92,7 +134,7 @@ pub fn run(
                     warm::check_unchanged(vm.mem, base, range.pages.clone())?;
                 }
             }
-            load_registers(vcpu, &paused.vcpu)?;
+            registers::load(vcpu, &paused.vcpu)?;
             Ok(Vec::new())
         }
         Command::Become {
@@ -102,9 +144,9 @@ pub fn run(
             let (base, differ) = snapshot
                 .base
                 .as_ref()
-                .ok_or("the snapshot was not taken from a template")?;
+                .ok_or(CommandError::NotFromTemplate)?;
             if !vm.base.is_some_and(|b| std::ptr::eq(b, &*base.memory)) {
-                return Err("the snapshot was not taken from this VM's template".into());
+                return Err(CommandError::OtherTemplate);
             }
             // Besides the pages where the snapshot differs from the template, the page
             // tables differ: KVM sets their accessed and dirty bits as any VM runs, this
@@ -116,10 +158,10 @@ pub fn run(
             pages.sort_unstable();
             pages.dedup();
             dirty::restore_pages(vm.mem, &snapshot.memory, &pages)?;
-            load_registers(vcpu, &snapshot.vcpu)?;
-            dev.vsock.restore_state(&snapshot.device);
+            registers::load(vcpu, &snapshot.vcpu)?;
+            vsock.restore_state(&snapshot.device);
             if *log_dirty {
-                memory::register(vm.vm_fd, vm.mem, true).map_err(|e| e.to_string())?;
+                memory::register(vm.vm_fd, vm.mem, true)?;
             }
             Ok(pages)
         }
@@ -133,25 +175,24 @@ fn touch(
     routine: u64,
     range: &Touch,
     stop: &AtomicBool,
-) -> Result<(), String> {
+) -> Result<(), CommandError> {
     let mut regs = paused.vcpu.regs;
     regs.rip = routine;
     regs.rdi = range.pages.start;
     regs.rsi = range.pages.end;
     regs.rdx = u64::from(range.write);
-    vcpu.set_regs(&regs)
-        .map_err(|e| format!("KVM_SET_REGS: {e}"))?;
+    vcpu.set_regs(&regs).map_err(RegisterError::SetRegs)?;
     loop {
         match vcpu.run() {
             Ok(VcpuExit::IoOut(DOORBELL_KICK_PORT, _)) => break,
-            Ok(exit) => return Err(format!("touching guest pages: unexpected exit {exit:?}")),
+            Ok(exit) => return Err(CommandError::TouchExit(format!("{exit:?}"))),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 if stop.load(Ordering::SeqCst) {
-                    return Err("stopped while touching guest pages".into());
+                    return Err(CommandError::Stopped);
                 }
             }
-            Err(e) => return Err(format!("KVM_RUN: {e}")),
+            Err(e) => return Err(CommandError::Run(e)),
         }
     }
-    complete_exit(vcpu)
+    Ok(registers::complete_exit(vcpu)?)
 }

@@ -11,11 +11,17 @@ use ember_wire::layout::{
     SERIAL_PORT, SYSTEM_TABLES, VIRTIO_MMIO_BASE,
 };
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, kvm_sregs};
-use vm_memory::{Bytes, GuestAddress};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryError};
 
-use super::memory::GuestMemory;
+use crate::memory::GuestMemory;
 
-use super::VmError;
+/// The system tables did not fit in guest memory.
+#[derive(Debug, thiserror::Error)]
+#[error("writing system tables at {addr:#x}: {source}")]
+pub struct TablesError {
+    addr: u64,
+    source: GuestMemoryError,
+}
 
 const PTE_PRESENT: u64 = 1 << 0;
 const PTE_WRITABLE: u64 = 1 << 1;
@@ -84,7 +90,7 @@ pub fn write_system_tables(
     mem: &GuestMemory,
     mem_size: u64,
     fault_stubs: Option<u64>,
-) -> Result<(), VmError> {
+) -> Result<(), TablesError> {
     let table = PTE_PRESENT | PTE_WRITABLE | PTE_USER;
     let entries = ((PAGE_TABLES_END - PAGE_TABLES) / 8) as usize;
     let mut pt = vec![0u64; entries];
@@ -152,9 +158,9 @@ pub fn write_system_tables(
     write(mem, SYSTEM_TABLES, &sys)
 }
 
-fn write(mem: &GuestMemory, addr: u64, bytes: &[u8]) -> Result<(), VmError> {
+fn write(mem: &GuestMemory, addr: u64, bytes: &[u8]) -> Result<(), TablesError> {
     mem.write_slice(bytes, GuestAddress(addr))
-        .map_err(|e| VmError::Setup(format!("writing system tables at {addr:#x}: {e}")))
+        .map_err(|source| TablesError { addr, source })
 }
 
 /// A 64-bit system-segment descriptor (TSS) as two GDT slots.

@@ -6,20 +6,34 @@
 //! written pages, as they are now, into a new memfd: a snapshot of this VM.
 
 use std::fs::File;
+use std::io;
 use std::os::unix::fs::FileExt;
 
 use kvm_ioctls::VmFd;
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
-use super::memory::{data_pages, host_base, is_zero, GuestMemory, PAGE_SIZE};
+use crate::memory::{self, data_pages, host_base, is_zero, GuestMemory, MemoryError, PAGE_SIZE};
+
+/// Why the written pages could not be found, put back or exported.
+#[derive(Debug, thiserror::Error)]
+pub enum DirtyError {
+    #[error("{0}")]
+    Memory(#[from] MemoryError),
+    #[error("KVM_GET_DIRTY_LOG (was the VM started with track_dirty?): {0}")]
+    DirtyLog(#[source] kvm_ioctls::Error),
+    #[error("reading the snapshot: {0}")]
+    ReadSnapshot(#[source] io::Error),
+    #[error("reading the base snapshot: {0}")]
+    ReadBase(#[source] io::Error),
+    #[error("writing the snapshot: {0}")]
+    WriteSnapshot(#[source] io::Error),
+}
 
 /// Pages written since the last call, by the guest or by a device; clears both logs.
-pub fn take_dirty_pages(vm: &VmFd, mem: &GuestMemory) -> Result<Vec<usize>, String> {
-    let region = mem.iter().next().ok_or("no guest memory")?;
+pub fn take_dirty_pages(vm: &VmFd, mem: &GuestMemory) -> Result<Vec<usize>, DirtyError> {
+    let region = mem.iter().next().ok_or(MemoryError::NoRegion)?;
     let size = region.len() as usize;
-    let guest = vm
-        .get_dirty_log(0, size)
-        .map_err(|e| format!("KVM_GET_DIRTY_LOG (was the VM started with track_dirty?): {e}"))?;
+    let guest = vm.get_dirty_log(0, size).map_err(DirtyError::DirtyLog)?;
     let devices = std::ops::Deref::deref(region).bitmap().get_and_reset();
     let mut dirty = Vec::new();
     for (word, (g, d)) in guest
@@ -40,7 +54,11 @@ pub fn take_dirty_pages(vm: &VmFd, mem: &GuestMemory) -> Result<Vec<usize>, Stri
 /// Copies the snapshot's contents of `pages` (sorted) back over them. Copying keeps the
 /// VM's private pages and their mappings in place: dropping them instead would make the
 /// next invocation pay a host fault and a shadow-paging fault for each of them again.
-pub fn restore_pages(mem: &GuestMemory, snapshot: &File, pages: &[usize]) -> Result<(), String> {
+pub fn restore_pages(
+    mem: &GuestMemory,
+    snapshot: &File,
+    pages: &[usize],
+) -> Result<(), DirtyError> {
     let host = host_base(mem)?;
     for run in runs(pages) {
         // SAFETY: the run lies inside guest memory and the vCPU is paused, so nothing else
@@ -50,7 +68,7 @@ pub fn restore_pages(mem: &GuestMemory, snapshot: &File, pages: &[usize]) -> Res
         };
         snapshot
             .read_exact_at(bytes, (run.start * PAGE_SIZE) as u64)
-            .map_err(|e| format!("reading the snapshot: {e}"))?;
+            .map_err(DirtyError::ReadSnapshot)?;
     }
     Ok(())
 }
@@ -64,9 +82,9 @@ pub fn export(
     base: &File,
     written: &[usize],
     out: &File,
-) -> Result<Vec<usize>, String> {
+) -> Result<Vec<usize>, DirtyError> {
     let host = host_base(mem)?;
-    let size = mem.iter().next().ok_or("no guest memory")?.len() as usize;
+    let size = memory::size(mem)?;
     // SAFETY: every page number below comes from guest memory's size or the dirty log.
     let page = |p: usize| unsafe { std::slice::from_raw_parts(host.add(p * PAGE_SIZE), PAGE_SIZE) };
     let mut pages = data_pages(base, size)?;
@@ -79,7 +97,7 @@ pub fn export(
     for &p in written {
         if pages.binary_search(&p).is_err() {
             base.read_exact_at(&mut was, (p * PAGE_SIZE) as u64)
-                .map_err(|e| format!("reading the base snapshot: {e}"))?;
+                .map_err(DirtyError::ReadBase)?;
             if is_zero(&was) {
                 continue;
             }
@@ -92,7 +110,7 @@ pub fn export(
             std::slice::from_raw_parts(host.add(run.start * PAGE_SIZE), run.len() * PAGE_SIZE)
         };
         out.write_all_at(bytes, (run.start * PAGE_SIZE) as u64)
-            .map_err(|e| format!("writing the snapshot: {e}"))?;
+            .map_err(DirtyError::WriteSnapshot)?;
     }
     Ok(differ)
 }

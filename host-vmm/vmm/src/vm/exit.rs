@@ -1,6 +1,11 @@
 //! How a VM ended, in terms a caller can act on and a person can read.
 
 use std::fmt;
+use std::sync::Arc;
+
+use super::registers::RegisterError;
+use super::warm::WarmError;
+use crate::devices::vsock::VsockError;
 
 /// A CPU exception the guest took, as reported by its ring-0 stub.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,7 +58,38 @@ impl fmt::Display for GuestFault {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How the guest broke its contract with the VMM.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    #[error("{0}")]
+    Device(#[from] VsockError),
+    #[error("access to unbacked guest address {0:#x}")]
+    Unbacked(u64),
+    #[error("guest halted")]
+    Halted,
+    /// The debug rendering of the exit (it borrows the vCPU, so it is not kept).
+    #[error("unexpected VM exit {0}")]
+    UnexpectedExit(String),
+}
+
+/// Why KVM could not go on running the vCPU.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    #[error("KVM_RUN: {0}")]
+    Run(#[source] kvm_ioctls::Error),
+    #[error("VM entry failed (hardware reason {0:#x})")]
+    FailEntry(u64),
+    #[error("KVM internal error (instruction emulation failed)")]
+    Internal,
+    #[error("reading fault registers: {0}")]
+    FaultRegisters(#[source] kvm_ioctls::Error),
+    #[error("capturing the paused vCPU: {0}")]
+    Capture(#[source] RegisterError),
+    #[error("trimming guest memory: {0}")]
+    Trim(#[source] WarmError),
+}
+
+#[derive(Clone, Debug)]
 pub enum VmExit {
     /// The guest powered off with this exit code.
     PoweredOff(u32),
@@ -66,10 +102,38 @@ pub enum VmExit {
     /// The guest faulted while handling a fault.
     TripleFault,
     /// The guest broke the device contract or touched an address with nothing behind it.
-    GuestError(String),
+    GuestError(Arc<GuestError>),
     /// KVM refused to run the vCPU.
-    KvmError(String),
+    KvmError(Arc<VcpuError>),
 }
+
+impl VmExit {
+    pub fn guest(error: impl Into<GuestError>) -> VmExit {
+        VmExit::GuestError(Arc::new(error.into()))
+    }
+
+    pub fn kvm(error: VcpuError) -> VmExit {
+        VmExit::KvmError(Arc::new(error))
+    }
+}
+
+/// Two exits are equal when they end the VM the same way and, for errors, say the same.
+impl PartialEq for VmExit {
+    fn eq(&self, other: &VmExit) -> bool {
+        use VmExit::*;
+        match (self, other) {
+            (PoweredOff(a), PoweredOff(b)) => a == b,
+            (Panicked(a), Panicked(b)) => a == b,
+            (Stopped, Stopped) | (TripleFault, TripleFault) => true,
+            (Fault(a), Fault(b)) => a == b,
+            (GuestError(a), GuestError(b)) => a.to_string() == b.to_string(),
+            (KvmError(a), KvmError(b)) => a.to_string() == b.to_string(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for VmExit {}
 
 impl fmt::Display for VmExit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -79,8 +143,19 @@ impl fmt::Display for VmExit {
             VmExit::Stopped => f.write_str("stopped by the host"),
             VmExit::Fault(fault) => write!(f, "guest fault: {fault}"),
             VmExit::TripleFault => f.write_str("guest triple fault"),
-            VmExit::GuestError(msg) => write!(f, "guest error: {msg}"),
-            VmExit::KvmError(msg) => write!(f, "KVM error: {msg}"),
+            VmExit::GuestError(e) => write!(f, "guest error: {e}"),
+            VmExit::KvmError(e) => write!(f, "KVM error: {e}"),
+        }
+    }
+}
+
+/// The end of a VM is the error of everything that needed it running (its streams).
+impl std::error::Error for VmExit {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            VmExit::GuestError(e) => Some(&**e),
+            VmExit::KvmError(e) => Some(&**e),
+            _ => None,
         }
     }
 }

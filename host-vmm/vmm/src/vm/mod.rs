@@ -2,17 +2,19 @@
 //! and a virtio-vsock device. [`Vm::boot`] builds it; dropping it stops and frees it.
 
 mod command;
-pub mod cpu;
+mod config;
+mod control;
+mod cpu;
 mod dirty;
+mod error;
 mod exit;
 mod loader;
-pub mod memory;
+mod registers;
 mod snapshot;
 mod spare;
 mod vcpu;
 mod warm;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -20,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ember_wire::boot::{flags, BootInfo};
 use ember_wire::layout::{BOOT_INFO, STACK_GUARD, STACK_SIZE, VIRTIO_MMIO_BASE};
+use kvm_ioctls::{VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::devices::serial::{self, GuestLog};
@@ -28,59 +31,25 @@ pub use crate::devices::vsock::hub::Pause;
 use crate::devices::vsock::stream::VsockStream;
 use crate::devices::vsock::uds::UdsListener;
 use crate::devices::vsock::VsockDevice;
+use crate::memory::{self, GuestMemory};
 use crate::{guest_image, kvm};
-pub use command::Command;
-pub use exit::{GuestFault, VmExit};
-use kvm_ioctls::{VcpuFd, VmFd};
+pub use command::{Command, CommandError, Touch};
+pub use config::{ConfigError, VmConfig};
+pub use control::Paused;
+use control::VcpuControl;
+pub use cpu::TablesError;
+pub(crate) use cpu::{write_system_tables, Entry};
+pub use dirty::DirtyError;
+pub use error::VmError;
+pub use exit::{GuestError, GuestFault, VcpuError, VmExit};
+pub use loader::ImageError;
 use loader::LoadedImage;
-use memory::GuestMemory;
+pub(crate) use registers::configure as configure_vcpu;
+pub use registers::{RegisterError, VcpuState};
 pub use snapshot::Snapshot;
 pub use spare::SpareVm;
-pub(crate) use vcpu::configure as configure_vcpu;
-pub use vcpu::Paused;
-use vcpu::{VcpuContext, VcpuControl};
-
-#[derive(Debug, thiserror::Error)]
-pub enum VmError {
-    #[error("KVM: {0}")]
-    Kvm(String),
-    #[error("invalid VM configuration: {0}")]
-    Config(String),
-    #[error("VM setup failed: {0}")]
-    Setup(String),
-    #[error("guest misbehaved: {0}")]
-    Guest(String),
-}
-
-/// How to build a VM.
-#[derive(Clone, Debug)]
-pub struct VmConfig {
-    /// Guest RAM in MiB (a multiple of 2, at least 4).
-    pub mem_mib: u32,
-    /// The guest's vsock CID (3 or more).
-    pub guest_cid: u64,
-    /// Serve the hybrid vsock Unix socket at this path.
-    pub uds_path: Option<PathBuf>,
-    /// Let the guest accept test-only frames (deliberate faults and hangs).
-    pub test_frames: bool,
-    /// Ask the guest to log its boot steps.
-    pub verbose: bool,
-    /// Track which pages the guest and devices write (needed to reset a VM's memory).
-    pub track_dirty: bool,
-}
-
-impl Default for VmConfig {
-    fn default() -> Self {
-        VmConfig {
-            mem_mib: 16,
-            guest_cid: 3,
-            uds_path: None,
-            test_frames: false,
-            verbose: false,
-            track_dirty: false,
-        }
-    }
-}
+use vcpu::VcpuContext;
+pub use warm::WarmError;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -106,21 +75,15 @@ impl Vm {
         config: &VmConfig,
         backing: &memory::Backing,
     ) -> Result<(Vm, LoadedImage), VmError> {
-        if config.guest_cid < 3 || config.guest_cid > u32::MAX as u64 {
-            return Err(VmError::Config(format!(
-                "guest CID must be between 3 and {}, got {}",
-                u32::MAX,
-                config.guest_cid
-            )));
-        }
+        config.check_guest_cid()?;
+        let mem_size = config.mem_size()?;
         let sys = kvm::system()?;
-        let vm_fd = create_vm()?;
-        let mem_size = u64::from(config.mem_mib) << 20;
+        let vm_fd = kvm::create_vm()?;
         let mem = memory::create(&vm_fd, mem_size, backing, config.track_dirty)?;
         let image = loader::load(&mem, mem_size, guest_image::ELF)?;
         cpu::write_system_tables(&mem, mem_size, Some(image.fault_stubs))?;
 
-        let vcpu = create_vcpu(&vm_fd)?;
+        let vcpu = kvm::create_vcpu(&vm_fd)?;
         let entry = cpu::Entry {
             rip: image.entry,
             // As if `call`ed: the ABI expects rsp + 8 to be 16-byte aligned at entry.
@@ -130,7 +93,7 @@ impl Vm {
         configure_vcpu(&vcpu, &sys.cpuid, &entry, true)?;
 
         let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(|e| VmError::Setup(format!("random seed: {e}")))?;
+        getrandom::fill(&mut seed).map_err(VmError::Seed)?;
         let boot_info = BootInfo {
             flags: (if config.test_frames {
                 flags::TEST_FRAMES
@@ -149,7 +112,7 @@ impl Vm {
             seed,
         };
         mem.write_slice(&boot_info.encode(), GuestAddress(BOOT_INFO))
-            .map_err(|e| VmError::Setup(format!("writing boot info: {e}")))?;
+            .map_err(VmError::BootInfo)?;
         let vsock = VsockDevice::new(config.guest_cid, Arc::new(Hub::default()));
         let vm = Self::start(config, vm_fd, vcpu, mem, vsock, None, None)?;
         Ok((vm, image))
@@ -169,11 +132,11 @@ impl Vm {
 
     fn restore_with(snapshot: &Snapshot, config: &VmConfig, paused: bool) -> Result<Vm, VmError> {
         let sys = kvm::system()?;
-        let vm_fd = create_vm()?;
+        let vm_fd = kvm::create_vm()?;
         let backing = memory::Backing::CopyOnWrite(snapshot.memory.clone());
         let mem = memory::create(&vm_fd, snapshot.mem_size, &backing, config.track_dirty)?;
-        let vcpu = create_vcpu(&vm_fd)?;
-        vcpu::set_state(&vcpu, &sys.cpuid, &snapshot.vcpu)?;
+        let vcpu = kvm::create_vcpu(&vm_fd)?;
+        registers::set_state(&vcpu, &sys.cpuid, &snapshot.vcpu)?;
         let hub = Arc::new(Hub::default());
         let vsock = VsockDevice::restore(snapshot.guest_cid, hub, &snapshot.device);
         let base = Some(snapshot.memory.clone());
@@ -204,8 +167,10 @@ impl Vm {
         let log = GuestLog::new(id.clone());
         let uds = match &config.uds_path {
             Some(path) => Some(
-                UdsListener::start(path, hub.clone(), &id)
-                    .map_err(|e| VmError::Setup(format!("hybrid vsock socket {path:?}: {e}")))?,
+                UdsListener::start(path, hub.clone(), &id).map_err(|source| VmError::Uds {
+                    path: path.clone(),
+                    source,
+                })?,
             ),
             None => None,
         };
@@ -227,7 +192,7 @@ impl Vm {
         let thread = std::thread::Builder::new()
             .name(format!("vcpu-{id}"))
             .spawn(move || vcpu::run(ctx))
-            .map_err(|e| VmError::Setup(format!("spawning vCPU thread: {e}")))?;
+            .map_err(VmError::VcpuThread)?;
         Ok(Vm {
             id,
             hub,
@@ -243,12 +208,12 @@ impl Vm {
     /// or [`Vm::stop`].
     pub fn pause(&self, when: Pause, timeout: Duration) -> Result<Paused, VmError> {
         self.hub.request_pause(when);
-        self.control.wait_paused(timeout).ok_or_else(|| {
-            VmError::Setup(match self.exit() {
-                Some(exit) => format!("VM ended before it could pause: {exit}"),
-                None => format!("guest did not become idle within {timeout:?}"),
+        self.control
+            .wait_paused(timeout)
+            .ok_or_else(|| match self.exit() {
+                Some(exit) => VmError::EndedBeforePause(exit),
+                None => VmError::NotIdle(timeout),
             })
-        })
     }
 
     pub fn resume(&self) {
@@ -258,7 +223,7 @@ impl Vm {
     /// Runs `command` on a paused VM; returns the guest pages it dealt with (for an
     /// export, those where the new snapshot may differ from its base).
     pub fn command(&self, command: Command) -> Result<Vec<usize>, VmError> {
-        self.control.command(command).map_err(VmError::Setup)
+        Ok(self.control.command(command)?)
     }
 
     pub fn id(&self) -> &str {
@@ -315,18 +280,6 @@ impl Vm {
     pub fn vcpu_tid(&self) -> Option<i32> {
         self.control.tid()
     }
-}
-
-fn create_vm() -> Result<VmFd, VmError> {
-    kvm::system()?
-        .kvm
-        .create_vm()
-        .map_err(|e| VmError::Kvm(format!("KVM_CREATE_VM: {e}")))
-}
-
-fn create_vcpu(vm: &VmFd) -> Result<VcpuFd, VmError> {
-    vm.create_vcpu(0)
-        .map_err(|e| VmError::Kvm(format!("KVM_CREATE_VCPU: {e}")))
 }
 
 impl Drop for Vm {

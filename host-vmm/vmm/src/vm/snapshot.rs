@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::command::Command;
+use super::control::Paused;
 use super::loader::LoadedImage;
-use super::memory::{self, Backing};
-use super::vcpu::{Paused, VcpuState};
+use super::registers::VcpuState;
 use super::{Pause, Vm, VmConfig, VmError};
 use crate::devices::virtio_mmio::TransportState;
+use crate::memory::{self, Backing};
 
 /// How long a freshly booted guest may take to become idle.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,8 +33,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Boots guest-init as `config` says, waits until it is ready and idle, and keeps it.
     pub fn of_fresh_guest(config: &VmConfig) -> Result<Arc<Snapshot>, VmError> {
-        let mem_size = u64::from(config.mem_mib) << 20;
-        memory::check_size(mem_size)?;
+        let mem_size = config.mem_size()?;
         let file = memory::memfd(mem_size)?;
         let template = VmConfig {
             uds_path: None,

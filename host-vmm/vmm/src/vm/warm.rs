@@ -3,12 +3,31 @@
 //! its environment never used. Runs on the vCPU thread, which owns guest memory.
 
 use std::fs::File;
+use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 
-use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+use crate::memory::{self, data_pages, host_base, is_zero, GuestMemory, MemoryError, PAGE_SIZE};
 
-use super::memory::{data_pages, host_base, is_zero, GuestMemory, PAGE_SIZE};
+/// Why warming or trimming guest memory failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WarmError {
+    #[error("{0}")]
+    Memory(#[from] MemoryError),
+    #[error("cannot privatize {0:x?}")]
+    Range(Range<u64>),
+    #[error("reading the base snapshot: {0}")]
+    ReadBase(#[source] io::Error),
+    #[error("mmap: {0}")]
+    Map(#[source] io::Error),
+    #[error("madvise({advice}): {source}")]
+    Advise {
+        advice: libc::c_int,
+        source: io::Error,
+    },
+    #[error("guest page {0:#x} differs from its snapshot")]
+    Changed(usize),
+}
 
 /// Makes the guest pages `pages` (page aligned, in a VM mapped copy-on-write over `base`
 /// whose guest has never run) the VM's own, in one call instead of a fault per page. Pages
@@ -19,11 +38,11 @@ pub fn privatize(
     mem: &GuestMemory,
     base: &File,
     pages: Range<u64>,
-) -> Result<Vec<Range<usize>>, String> {
+) -> Result<Vec<Range<usize>>, WarmError> {
     let host = host_base(mem)?;
-    let size = mem.iter().next().ok_or("no guest memory")?.len() as usize;
+    let size = memory::size(mem)?;
     if pages.end as usize > size || !pages.start.is_multiple_of(PAGE_SIZE as u64) {
-        return Err(format!("cannot privatize {pages:x?}"));
+        return Err(WarmError::Range(pages));
     }
     let (first, end) = (
         pages.start as usize / PAGE_SIZE,
@@ -37,7 +56,7 @@ pub fn privatize(
             continue;
         }
         base.read_exact_at(&mut page, (p * PAGE_SIZE) as u64)
-            .map_err(|e| format!("reading the base snapshot: {e}"))?;
+            .map_err(WarmError::ReadBase)?;
         if is_zero(&page) {
             continue;
         }
@@ -63,7 +82,7 @@ pub fn privatize(
             )
         };
         if mapped == libc::MAP_FAILED {
-            return Err(format!("mmap: {}", std::io::Error::last_os_error()));
+            return Err(WarmError::Map(io::Error::last_os_error()));
         }
     }
     // SAFETY: the range lies inside guest memory; populating only faults its pages in.
@@ -74,7 +93,7 @@ pub fn privatize(
 /// Gives back the host memory of the pages in `anonymous` (ranges [`privatize`] made
 /// anonymous) that hold only zeros: they read as zeros again, faulting in when next used.
 /// The vCPU must not be running. Returns how many pages were given back.
-pub fn trim(mem: &GuestMemory, anonymous: &[Range<usize>]) -> Result<usize, String> {
+pub fn trim(mem: &GuestMemory, anonymous: &[Range<usize>]) -> Result<usize, WarmError> {
     let host = host_base(mem)?;
     // SAFETY: the ranges came from `privatize` on this memory, and the vCPU is not running.
     let zero = |p: usize| unsafe {
@@ -104,16 +123,16 @@ pub fn trim(mem: &GuestMemory, anonymous: &[Range<usize>]) -> Result<usize, Stri
 }
 
 /// Fails unless guest pages `pages` hold what they hold in `base`.
-pub fn check_unchanged(mem: &GuestMemory, base: &File, pages: Range<u64>) -> Result<(), String> {
+pub fn check_unchanged(mem: &GuestMemory, base: &File, pages: Range<u64>) -> Result<(), WarmError> {
     let host = host_base(mem)?;
     let mut was = vec![0u8; PAGE_SIZE];
     for p in pages.start as usize / PAGE_SIZE..pages.end as usize / PAGE_SIZE {
         base.read_exact_at(&mut was, (p * PAGE_SIZE) as u64)
-            .map_err(|e| format!("reading the base snapshot: {e}"))?;
+            .map_err(WarmError::ReadBase)?;
         // SAFETY: callers pass pages inside guest memory, with the vCPU not running.
         let now = unsafe { std::slice::from_raw_parts(host.add(p * PAGE_SIZE), PAGE_SIZE) };
         if now != was.as_slice() {
-            return Err(format!("guest page {p:#x} differs from its snapshot"));
+            return Err(WarmError::Changed(p));
         }
     }
     Ok(())
@@ -124,7 +143,7 @@ pub fn check_unchanged(mem: &GuestMemory, base: &File, pages: Range<u64>) -> Res
 /// # Safety
 /// `pages` must lie inside the guest mapping at `host`, and `advice` must keep its
 /// contents as the guest expects them.
-unsafe fn advise(host: *mut u8, pages: Range<usize>, advice: libc::c_int) -> Result<(), String> {
+unsafe fn advise(host: *mut u8, pages: Range<usize>, advice: libc::c_int) -> Result<(), WarmError> {
     // SAFETY: see the contract above.
     let done = unsafe {
         libc::madvise(
@@ -134,10 +153,10 @@ unsafe fn advise(host: *mut u8, pages: Range<usize>, advice: libc::c_int) -> Res
         )
     };
     if done != 0 {
-        return Err(format!(
-            "madvise({advice}): {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(WarmError::Advise {
+            advice,
+            source: io::Error::last_os_error(),
+        });
     }
     Ok(())
 }

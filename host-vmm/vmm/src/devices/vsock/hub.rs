@@ -6,15 +6,18 @@
 //! advertised loses the connection.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::error::Error;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ember_wire::virtio::vsock::{
     OP_CREDIT_REQUEST, OP_CREDIT_UPDATE, OP_REQUEST, OP_RESPONSE, OP_RST, OP_RW, OP_SHUTDOWN,
     SHUTDOWN_RCV, SHUTDOWN_SEND,
 };
+
+use super::error::StreamError;
 
 /// Receive buffer the host advertises per connection: more than one maximum frame, so a
 /// guest reply never waits for the host to read.
@@ -25,11 +28,11 @@ const HOST_TX_LIMIT: usize = 8 << 20;
 const MAX_CONNECTIONS: usize = 64;
 const FIRST_LOCAL_PORT: u32 = 1024;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 enum ConnState {
     Connecting,
     Established,
-    Closed(String),
+    Closed(StreamError),
 }
 
 struct Conn {
@@ -55,6 +58,15 @@ impl Conn {
     fn credit(&self) -> u32 {
         self.peer_buf_alloc
             .saturating_sub(self.tx_cnt.wrapping_sub(self.peer_fwd_cnt))
+    }
+
+    fn established(&self) -> bool {
+        matches!(self.state, ConnState::Established)
+    }
+
+    /// Open, with data queued for the guest and credit to send it.
+    fn sendable(&self) -> bool {
+        self.established() && !self.tx.is_empty() && self.credit() > 0
     }
 }
 
@@ -114,7 +126,7 @@ struct State {
     ctrl: VecDeque<Ctrl>,
     next_port: u32,
     /// Why the VM is gone; every stream fails with this from then on.
-    dead: Option<String>,
+    dead: Option<StreamError>,
     /// The vCPU must stop parking and return to its run loop.
     stop: bool,
     /// Leave the park for a snapshot or reset (see [`Pause`]).
@@ -134,11 +146,7 @@ impl State {
     }
 
     fn has_outgoing(&self) -> bool {
-        !self.ctrl.is_empty()
-            || self
-                .conns
-                .values()
-                .any(|c| c.state == ConnState::Established && !c.tx.is_empty() && c.credit() > 0)
+        !self.ctrl.is_empty() || self.conns.values().any(|c| c.sendable())
     }
 }
 
@@ -184,11 +192,8 @@ impl Default for Hub {
     }
 }
 
-fn dead_error(reason: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::ConnectionAborted,
-        format!("VM stopped: {reason}"),
-    )
+fn dead_error(reason: &StreamError) -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, reason.clone())
 }
 
 impl Hub {
@@ -219,7 +224,7 @@ impl Hub {
                     st.conns.remove(&local);
                     return Err(io::Error::new(io::ErrorKind::ConnectionRefused, why));
                 }
-                None => return Err(io::Error::other("connection vanished")),
+                None => return Err(closed()),
                 Some(ConnState::Connecting) => {}
             }
             let now = Instant::now();
@@ -229,7 +234,7 @@ impl Hub {
                 self.wake_guest();
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("guest did not accept vsock port {port} in {timeout:?}"),
+                    StreamError::NotAccepted { port, timeout },
                 ));
             }
             st = self.host_event.wait_timeout(st, deadline - now).unwrap().0;
@@ -245,7 +250,7 @@ impl Hub {
             return Err(dead_error(reason));
         }
         if st.conns.len() >= MAX_CONNECTIONS {
-            return Err(io::Error::other("too many vsock connections to this VM"));
+            return Err(io::Error::other(StreamError::TooManyConnections));
         }
         let mut local = st.next_port;
         while st.conns.contains_key(&local) {
@@ -318,7 +323,7 @@ impl Hub {
                     if now >= deadline {
                         return Err(io::Error::new(
                             io::ErrorKind::TimedOut,
-                            "vsock read timed out",
+                            StreamError::ReadTimeout,
                         ));
                     }
                     self.host_event.wait_timeout(st, deadline - now).unwrap().0
@@ -355,7 +360,7 @@ impl Hub {
         let Some(conn) = st.conns.get_mut(&local) else {
             return;
         };
-        if conn.state != ConnState::Established {
+        if !conn.established() {
             st.conns.remove(&local);
             return;
         }
@@ -387,7 +392,7 @@ impl Hub {
             (OP_RESPONSE, ConnState::Connecting) => conn.state = ConnState::Established,
             (OP_RW, ConnState::Established) => {
                 if conn.rx.len() + pkt.data.len() > HOST_BUF_ALLOC as usize {
-                    conn.state = ConnState::Closed("guest overran its vsock credit".into());
+                    conn.state = ConnState::Closed(StreamError::CreditOverrun);
                     reply = Some((OP_RST, 0));
                 } else {
                     conn.rx.extend(pkt.data);
@@ -401,19 +406,19 @@ impl Hub {
                 }
                 if pkt.flags & SHUTDOWN_RCV != 0 {
                     conn.tx.clear();
-                    conn.state = ConnState::Closed("guest closed the connection".into());
+                    conn.state = ConnState::Closed(StreamError::ClosedByGuest);
                     reply = Some((OP_RST, 0));
                 }
             }
             (OP_RST, ConnState::Connecting) => {
-                conn.state = ConnState::Closed(format!("guest refused vsock port {}", pkt.peer));
+                conn.state = ConnState::Closed(StreamError::Refused(pkt.peer));
             }
             (OP_RST, _) => {
                 conn.peer_done_sending = true;
-                conn.state = ConnState::Closed("connection reset by guest".into());
+                conn.state = ConnState::Closed(StreamError::ResetByGuest);
             }
             _ => {
-                conn.state = ConnState::Closed(format!("unexpected vsock op {}", pkt.op));
+                conn.state = ConnState::Closed(StreamError::UnexpectedOp(pkt.op));
                 reply = Some((OP_RST, 0));
             }
         }
@@ -444,9 +449,7 @@ impl Hub {
                 data: Vec::new(),
             });
         }
-        let (&local, conn) = st.conns.iter_mut().find(|(_, c)| {
-            c.state == ConnState::Established && !c.tx.is_empty() && c.credit() > 0
-        })?;
+        let (&local, conn) = st.conns.iter_mut().find(|(_, c)| c.sendable())?;
         let n = conn.tx.len().min(conn.credit() as usize).min(room);
         if n == 0 {
             return None;
@@ -529,16 +532,17 @@ impl Hub {
         self.wake_guest();
     }
 
-    /// The VM is gone: every stream fails from now on.
-    pub fn kill(&self, reason: &str) {
+    /// The VM is gone (`how`): every stream fails from now on.
+    pub fn kill(&self, how: Arc<dyn Error + Send + Sync>) {
         let mut st = self.lock();
-        st.dead = Some(reason.to_string());
+        let reason = StreamError::VmStopped(how);
         st.stop = true;
         for conn in st.conns.values_mut() {
             if !matches!(conn.state, ConnState::Closed(_)) {
-                conn.state = ConnState::Closed(format!("VM stopped: {reason}"));
+                conn.state = ConnState::Closed(reason.clone());
             }
         }
+        st.dead = Some(reason);
         st.conns.retain(|_, c| !c.host_closed);
         st.ctrl.clear();
         self.wake_host();
@@ -549,7 +553,7 @@ impl Hub {
     pub fn reset_connections(&self) {
         let mut st = self.lock();
         for conn in st.conns.values_mut() {
-            conn.state = ConnState::Closed("guest reset its vsock device".into());
+            conn.state = ConnState::Closed(StreamError::DeviceReset);
         }
         st.conns.retain(|_, c| !c.host_closed);
         st.ctrl.clear();
@@ -558,7 +562,7 @@ impl Hub {
 }
 
 fn closed() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "vsock connection is closed")
+    io::Error::new(io::ErrorKind::NotConnected, StreamError::NotConnected)
 }
 
 #[cfg(test)]
@@ -659,7 +663,7 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
 
         let local = established(&hub);
-        hub.kill("guest fault");
+        hub.kill(Arc::new(io::Error::other("guest fault")));
         let err = hub.read(local, &mut [0u8; 4], None).unwrap_err();
         assert!(err.to_string().contains("guest fault"), "{err}");
         assert!(hub.connect(52, Duration::from_millis(10)).is_err());

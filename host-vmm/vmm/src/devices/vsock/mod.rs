@@ -6,6 +6,7 @@
 //! interrupt, so one request/response costs one exit. Notification suppression
 //! (`VIRTQ_USED_F_NO_NOTIFY`) tells a standard driver the same.
 
+mod error;
 pub mod hub;
 pub mod stream;
 pub mod uds;
@@ -19,10 +20,9 @@ use virtio_vsock::packet::{VsockPacket, PKT_HEADER_SIZE};
 use vm_memory::bitmap::BitmapSlice;
 use vm_memory::VolatileSlice;
 
-use crate::vm::memory::GuestMemory;
-
 use crate::devices::virtio_mmio::{MmioTransport, Notice, TransportState};
-use crate::vm::VmError;
+use crate::memory::GuestMemory;
+pub use error::{StreamError, VsockError};
 use hub::{Hub, Incoming, Wake, HOST_BUF_ALLOC};
 
 const QUEUE_SIZE: u16 = 256;
@@ -39,10 +39,6 @@ pub struct VsockDevice {
     /// Packets were put in the RX queue since the guest last waited: a wait returns at once,
     /// as the guest has not seen them yet (a plain kick may have delivered them).
     delivered_since_wait: bool,
-}
-
-fn guest_err(what: &str, e: impl std::fmt::Display) -> VmError {
-    VmError::Guest(format!("{what}: {e}"))
 }
 
 /// What [`VsockDevice::doorbell`] asks of the vCPU loop.
@@ -111,14 +107,13 @@ impl VsockDevice {
         offset: u64,
         data: &[u8],
         mem: &GuestMemory,
-    ) -> Result<(), VmError> {
+    ) -> Result<(), VsockError> {
         match self.transport.write(offset, data, mem) {
             Notice::QueueNotify(_) => self.doorbell(false, mem).map(drop),
             Notice::Activated => {
                 for q in self.transport.queues_mut() {
                     if q.ready() {
-                        q.disable_notification(mem)
-                            .map_err(|e| guest_err("virtqueue", e))?;
+                        q.disable_notification(mem).map_err(VsockError::Virtqueue)?;
                     }
                 }
                 Ok(())
@@ -133,7 +128,7 @@ impl VsockDevice {
 
     /// Drains TX and fills RX; with `wait`, parks until at least one packet reached the
     /// guest, a stop was requested, or a pause (which needs an idle guest).
-    pub fn doorbell(&mut self, wait: bool, mem: &GuestMemory) -> Result<Doorbell, VmError> {
+    pub fn doorbell(&mut self, wait: bool, mem: &GuestMemory) -> Result<Doorbell, VsockError> {
         if !self.transport.is_active() {
             return Ok(Doorbell::Resume);
         }
@@ -146,29 +141,26 @@ impl VsockDevice {
             Wake::Stop => Ok(Doorbell::Resume),
             Wake::Pause => Ok(Doorbell::Pause),
             Wake::Trim => Ok(Doorbell::Trim),
-            Wake::Work if self.fill_rx(mem)? == 0 => Err(VmError::Guest(
-                "guest waits for vsock packets but offers no RX buffers".into(),
-            )),
+            Wake::Work if self.fill_rx(mem)? == 0 => Err(VsockError::NoRxBuffers),
             Wake::Work => Ok(Doorbell::Resume),
         }
     }
 
-    fn drain_tx(&mut self, mem: &GuestMemory) -> Result<(), VmError> {
+    fn drain_tx(&mut self, mem: &GuestMemory) -> Result<(), VsockError> {
         let queue = &mut self.transport.queues_mut()[TX];
         while let Some(mut chain) = queue.pop_descriptor_chain(mem) {
             let head = chain.head_index();
             let pkt = VsockPacket::from_tx_virtq_chain(mem, &mut chain, MAX_PKT_DATA)
-                .map_err(|e| guest_err("malformed TX packet", e))?;
+                .map_err(VsockError::MalformedTx)?;
             if pkt.src_cid() != self.guest_cid
                 || pkt.dst_cid() != HOST_CID
                 || pkt.type_() != TYPE_STREAM
             {
-                return Err(VmError::Guest(format!(
-                    "TX packet from CID {} to CID {} of type {}",
-                    pkt.src_cid(),
-                    pkt.dst_cid(),
-                    pkt.type_()
-                )));
+                return Err(VsockError::Misaddressed {
+                    src_cid: pkt.src_cid(),
+                    dst_cid: pkt.dst_cid(),
+                    type_: pkt.type_(),
+                });
             }
             let data = match pkt.data_slice() {
                 Some(slice) if pkt.op() == OP_RW => {
@@ -189,13 +181,13 @@ impl VsockDevice {
             });
             queue
                 .add_used(mem, head, 0)
-                .map_err(|e| guest_err("TX used ring", e))?;
+                .map_err(VsockError::TxUsedRing)?;
         }
         Ok(())
     }
 
     /// Moves queued packets into guest RX buffers; returns how many were delivered.
-    fn fill_rx(&mut self, mem: &GuestMemory) -> Result<usize, VmError> {
+    fn fill_rx(&mut self, mem: &GuestMemory) -> Result<usize, VsockError> {
         let mut delivered = 0;
         let queue = &mut self.transport.queues_mut()[RX];
         while self.hub.has_outgoing() {
@@ -204,7 +196,7 @@ impl VsockDevice {
             };
             let head = chain.head_index();
             let mut pkt = VsockPacket::from_rx_virtq_chain(mem, &mut chain, MAX_PKT_DATA)
-                .map_err(|e| guest_err("malformed RX buffer", e))?;
+                .map_err(VsockError::MalformedRx)?;
             let room = pkt.data_slice().map_or(0, |s| s.len());
             let Some(out) = self.hub.next_outgoing(room) else {
                 // Raced with a host thread (or nothing fits): give the buffer back unused.
@@ -212,7 +204,7 @@ impl VsockDevice {
                 break;
             };
             if let Some(slice) = pkt.data_slice() {
-                write_data(slice, &out.data).map_err(|e| guest_err("RX buffer", e))?;
+                write_data(slice, &out.data).map_err(VsockError::RxBuffer)?;
             }
             pkt.set_src_cid(HOST_CID)
                 .set_dst_cid(self.guest_cid)
@@ -227,7 +219,7 @@ impl VsockDevice {
             let used = (PKT_HEADER_SIZE + out.data.len()) as u32;
             queue
                 .add_used(mem, head, used)
-                .map_err(|e| guest_err("RX used ring", e))?;
+                .map_err(VsockError::RxUsedRing)?;
             delivered += 1;
         }
         Ok(delivered)
@@ -327,6 +319,6 @@ mod tests {
         mem.write_obj(0u16, GuestAddress(0x2100 + 4)).unwrap();
         mem.write_obj(1u16, GuestAddress(0x2100 + 2)).unwrap();
         let err = dev.doorbell(false, &mem).unwrap_err();
-        assert!(matches!(err, VmError::Guest(_)), "{err}");
+        assert!(matches!(err, VsockError::MalformedTx(_)), "{err}");
     }
 }
