@@ -16,7 +16,7 @@ use emberd::config::ServeArgs;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use ember_control::fleet::listener::FleetOptions;
+use ember_control::server::fleet_listener::FleetOptions;
 use ember_control::server::{self, ServeError, ServeOptions};
 use ember_control::service::{Service, Settings};
 use ember_core::keys::KeySource;
@@ -74,8 +74,10 @@ pub async fn start(options: LocalOptions) -> Result<Platform, LocalError> {
         tls_files: None,
         database_url: None,
         keys: KeySource::DataDir(options.data_dir.clone()),
-        settings: Settings::default(),
-        role_lifetime: ROLE_LIFETIME,
+        settings: Settings {
+            role_lifetime: ROLE_LIFETIME,
+            ..Settings::default()
+        },
         fleet: FleetOptions {
             listen: options.fleet_listen,
             names: Vec::new(),

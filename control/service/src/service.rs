@@ -1,19 +1,24 @@
-//! What every request handler shares: the registry, the artifact store and the settings,
-//! plus the authenticated caller of each request.
+//! What the HTTP edge shares: every part of the service, built here from the data
+//! directory, plus the authenticated caller of each request. The parts below the edge
+//! (the fleet, the router's [`Invoker`], the event queue) each get only what they need.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::Notify;
+use prometheus_client::collector::Collector;
 
-use crate::events::EventSettings;
+use crate::events::{EventSettings, Events};
+use crate::fleet::metrics::WorkersByState;
 use crate::fleet::{Fleet, FleetSettings};
 use crate::logs::{LogSettings, Logs};
 use crate::metrics::Metrics;
+use crate::router::Invoker;
 use ember_core::artifacts::{ArtifactError, ArtifactStore};
 use ember_core::grants::GrantIssuer;
 use ember_core::keys::{KeyError, KeySource, Keyring};
 use ember_core::package::Limits;
-use ember_core::roles::RoleIssuer;
+use ember_core::roles::{self, RoleIssuer};
 use ember_store::{Registry, RegistryError};
 
 /// Settings a deployment may change.
@@ -32,6 +37,8 @@ pub struct Settings {
     pub logs: LogSettings,
     /// Retries, maximum age and parallelism of asynchronous invocations.
     pub events: EventSettings,
+    /// How long execution-role credentials last.
+    pub role_lifetime: Duration,
 }
 
 impl Default for Settings {
@@ -43,6 +50,7 @@ impl Default for Settings {
             fleet: FleetSettings::default(),
             logs: LogSettings::default(),
             events: EventSettings::default(),
+            role_lifetime: roles::DEFAULT_LIFETIME,
         }
     }
 }
@@ -58,7 +66,7 @@ pub enum OpenError {
     Artifacts(#[from] ArtifactError),
 }
 
-/// The service's shared state, behind an `Arc` in the router.
+/// The service's shared state, behind an `Arc` in the HTTP application.
 #[derive(Debug)]
 pub struct Service {
     pub data_dir: PathBuf,
@@ -67,17 +75,19 @@ pub struct Service {
     pub artifacts: ArtifactStore,
     pub settings: Settings,
     /// Mints and verifies execution-role credentials.
-    pub roles: RoleIssuer,
+    pub roles: Arc<RoleIssuer>,
     /// Signs and checks the artifact-scoped grants code downloads need.
-    pub grants: GrantIssuer,
+    pub grants: Arc<GrantIssuer>,
     /// The workers and the invocations running on them.
-    pub fleet: Fleet,
+    pub fleet: Arc<Fleet>,
     /// Function logs: recorded after each invocation, stored by a background writer.
-    pub logs: Logs,
+    pub logs: Arc<Logs>,
     /// What Prometheus scrapes from the metrics listener.
-    pub metrics: Metrics,
-    /// Wakes the event executor ([`crate::events`]): an event was enqueued or finished.
-    pub events_ready: Notify,
+    pub metrics: Arc<Metrics>,
+    /// Runs invocations on the fleet.
+    pub invoker: Arc<Invoker>,
+    /// Asynchronous invocations.
+    pub events: Arc<Events>,
 }
 
 impl Service {
@@ -95,21 +105,39 @@ impl Service {
         };
         let keyring = Keyring::open(keys)?;
         let artifacts = ArtifactStore::open(data_dir, keyring)?;
-        let roles = RoleIssuer::load_or_create(data_dir)?;
-        let grants = GrantIssuer::load_or_create(data_dir)?;
-        let fleet = Fleet::new(settings.fleet.clone());
-        let logs = Logs::start(registry.pool().clone(), settings.logs.clone());
+        let mut roles = RoleIssuer::load_or_create(data_dir)?;
+        roles.set_lifetime(settings.role_lifetime);
+        let roles = Arc::new(roles);
+        let grants = Arc::new(GrantIssuer::load_or_create(data_dir)?);
+        let fleet = Arc::new(Fleet::new(
+            settings.fleet.clone(),
+            registry.clone(),
+            grants.clone(),
+            settings.region.clone(),
+        ));
+        let logs = Arc::new(Logs::start(registry.pool().clone(), settings.logs.clone()));
+        let workers: Box<dyn Collector> = Box::new(WorkersByState(fleet.workers.clone()));
+        let metrics = Arc::new(Metrics::new([workers]));
+        let invoker = Arc::new(Invoker {
+            registry: registry.clone(),
+            fleet: fleet.clone(),
+            roles: roles.clone(),
+            logs: logs.clone(),
+            metrics: metrics.clone(),
+        });
+        let events = Arc::new(Events::new(invoker.clone(), settings.events.clone()));
         Ok(Service {
-            logs,
-            metrics: Metrics::new(fleet.workers.clone()),
-            fleet,
-            events_ready: Notify::new(),
             data_dir: data_dir.to_owned(),
             registry,
             artifacts,
             settings,
             roles,
             grants,
+            fleet,
+            logs,
+            metrics,
+            invoker,
+            events,
         })
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ember_testkit::{write_packages, zip, Control};
+use ember_testkit::{aws_env, write_packages, zip, Control};
 use sha2::{Digest, Sha256};
 
 const ROLE: &str = "arn:aws:iam::123456789012:role/durability";

@@ -34,7 +34,7 @@ use crate::api::request::{FunctionName, Params};
 use crate::api::subject::Subject;
 use crate::events;
 use crate::router::{self, Invocation, InvokeError, Invoked};
-use crate::server::request_id::RequestId;
+use crate::api::request_id::RequestId;
 use crate::service::{Principal, Service};
 
 /// The Invoke route.
@@ -74,7 +74,7 @@ async fn invoke(
     if kind != InvocationType::RequestResponse {
         // Checked now: an event for a function that does not exist is refused, not queued.
         router::target(
-            &service,
+            &service.invoker,
             &subject.account,
             &subject.name,
             subject.qualifier.as_deref(),
@@ -97,7 +97,7 @@ async fn invoke(
         request_id,
     };
     if kind == InvocationType::Event {
-        events::enqueue(&service, invocation).await.map_err(|e| {
+        service.events.enqueue(invocation).await.map_err(|e| {
             tracing::error!(error = %e, "could not store an event");
             ApiError::service("The event could not be stored; try again")
         })?;
@@ -106,7 +106,7 @@ async fn invoke(
     let tail = headers
         .get("x-amz-log-type")
         .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"Tail"));
-    match router::invoke(&service, invocation).await {
+    match router::invoke(&service.invoker, invocation).await {
         Ok(invoked) => Ok(respond(invoked, tail)),
         Err(InvokeError::Throttled { reserved }) => Ok(throttled(reserved)),
         Err(e) => Err(not_found(e)),

@@ -1,5 +1,6 @@
-//! The Lambda REST API subset (`2015-03-31` and the later concurrency paths), as axum
-//! routes over [`Service`]. Requests arrive here authenticated: each carries a
+//! The Lambda REST API subset (`2015-03-31` and the later concurrency paths) and the
+//! CloudWatch Logs subset that reads function logs ([`logs`]), as axum routes over
+//! [`Service`]. Requests arrive here authenticated: each carries a
 //! [`crate::service::Principal`] in its extensions.
 
 pub mod aliases;
@@ -8,8 +9,10 @@ pub mod download;
 pub mod error;
 pub mod functions;
 pub mod invoke;
+pub mod logs;
 pub mod paging;
 pub mod request;
+pub mod request_id;
 pub mod shapes;
 pub mod subject;
 pub mod target;
@@ -27,5 +30,5 @@ pub fn router() -> Router<Arc<Service>> {
         .merge(concurrency::routes())
         .merge(functions::routes())
         .merge(invoke::routes())
-        .merge(crate::logs::api::routes())
+        .merge(logs::routes())
 }

@@ -12,7 +12,7 @@ use ember_control::admin::account::AccountCommand;
 use ember_control::admin::keys::KeysCommand;
 use ember_control::admin::{DataDirArgs, DatabaseArgs, MasterKeyArgs};
 use ember_control::events::EventSettings;
-use ember_control::fleet::listener::FleetOptions;
+use ember_control::server::fleet_listener::FleetOptions;
 use ember_control::fleet::FleetSettings;
 use ember_control::logs::LogSettings;
 use ember_control::metrics::{self, http::MetricsListen};
@@ -160,9 +160,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
                 max_events_per_function: args.log_max_events,
                 ..LogSettings::default()
             },
+            role_lifetime: Duration::from_secs(args.role_credentials_ttl),
             ..Settings::default()
         },
-        role_lifetime: Duration::from_secs(args.role_credentials_ttl),
         fleet: FleetOptions {
             listen: args.fleet_listen,
             names: args.fleet_names,

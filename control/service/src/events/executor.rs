@@ -1,7 +1,7 @@
 //! The loop that runs queued events: it claims due events while it has free slots
 //! ([`EventSettings::parallelism`]), runs each in its own task through
 //! [`router::invoke`], and records what happened. It wakes when an event is enqueued or a
-//! slot frees up (`Service::events_ready`), when the next retry is due, and at least every
+//! slot frees up ([`Events::enqueue`], a finished attempt), when the next retry is due, and at least every
 //! `POLL` for events another instance enqueued on a shared database.
 //!
 //! A claim lasts `CLAIM`, longer than any attempt can take; an event still `running`
@@ -15,9 +15,8 @@ use ember_fleet::messages::Status;
 use sqlx::AnyPool;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{now_ms, EventSettings, MAX_RETRIES};
+use super::{now_ms, EventSettings, Events, MAX_RETRIES};
 use crate::router::{self, Invocation, InvokeError, Invoked};
-use crate::service::Service;
 use ember_store::events::{self as queue, Event, EventState};
 
 /// The longest the executor sleeps between looks at the queue.
@@ -45,14 +44,14 @@ const DEFER_MAX: Duration = Duration::from_secs(300);
 const ERROR_MAX: usize = 1024;
 
 /// Runs events until the runtime stops.
-pub async fn run(service: Arc<Service>) {
-    let pool = service.registry.pool();
+pub async fn run(events: Arc<Events>) {
+    let pool = events.invoker.registry.pool();
     take_back_interrupted(pool).await;
-    let slots = Arc::new(Semaphore::new(service.settings.events.parallelism));
+    let slots = Arc::new(Semaphore::new(events.settings.parallelism));
     let mut chores = Chores::new(now_ms());
     loop {
         chores.run(pool, now_ms()).await;
-        let wait = match dispatch(&service, &slots).await {
+        let wait = match dispatch(&events, &slots).await {
             Ok(wait) => wait,
             Err(e) => {
                 tracing::error!(error = %e, "could not read the event queue");
@@ -60,7 +59,7 @@ pub async fn run(service: Arc<Service>) {
             }
         };
         tokio::select! {
-            () = service.events_ready.notified() => {}
+            () = events.ready.notified() => {}
             () = tokio::time::sleep(wait) => {}
         }
     }
@@ -123,8 +122,8 @@ impl Chores {
 
 /// Starts every due event it has a slot for; returns how long to sleep before the next
 /// look.
-async fn dispatch(service: &Arc<Service>, slots: &Arc<Semaphore>) -> Result<Duration, sqlx::Error> {
-    let pool = service.registry.pool();
+async fn dispatch(events: &Arc<Events>, slots: &Arc<Semaphore>) -> Result<Duration, sqlx::Error> {
+    let pool = events.invoker.registry.pool();
     loop {
         let free = slots.available_permits();
         if free == 0 {
@@ -138,7 +137,7 @@ async fn dispatch(service: &Arc<Service>, slots: &Arc<Semaphore>) -> Result<Dura
                 break;
             };
             if let Some(event) = queue::claim(pool, id, now, now + millis(CLAIM)).await? {
-                tokio::spawn(attempt(service.clone(), event, slot));
+                tokio::spawn(attempt(events.clone(), event, slot));
             }
         }
         if due.len() < free {
@@ -152,8 +151,8 @@ async fn dispatch(service: &Arc<Service>, slots: &Arc<Semaphore>) -> Result<Dura
 }
 
 /// Runs one attempt of `event` and records what comes of it.
-async fn attempt(service: Arc<Service>, mut event: Event, slot: OwnedSemaphorePermit) {
-    let settings = &service.settings.events;
+async fn attempt(events: Arc<Events>, mut event: Event, slot: OwnedSemaphorePermit) {
+    let settings = &events.settings;
     let outcome = if age(&event, now_ms()) >= settings.max_age {
         Outcome::TooOld
     } else {
@@ -164,15 +163,15 @@ async fn attempt(service: Arc<Service>, mut event: Event, slot: OwnedSemaphorePe
             payload: event.payload.clone(),
             request_id: event.id.clone(),
         };
-        Outcome::of(router::invoke(&service, invocation).await)
+        Outcome::of(router::invoke(&events.invoker, invocation).await)
     };
     let step = next_step(&mut event, outcome, settings, now_ms());
-    if let Err(e) = record(service.registry.pool(), &event, &step).await {
+    if let Err(e) = record(events.invoker.registry.pool(), &event, &step).await {
         // The claim runs out and the event runs again.
         tracing::error!(event = %event.id, error = %e, "could not record an event's attempt");
     }
     drop(slot);
-    service.events_ready.notify_one();
+    events.ready.notify_one();
 }
 
 /// How one attempt went.

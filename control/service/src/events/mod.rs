@@ -1,6 +1,6 @@
 //! Asynchronous (`Event`) invocations, as Lambda runs them: the Invoke API stores the event
-//! ([`enqueue`]) and answers 202; the [`executor`] runs it later through
-//! [`crate::router::invoke`], the synchronous path, and retries it on failure.
+//! ([`Events::enqueue`]) and answers 202; the [`executor`] runs it later through
+//! the router's invoke, the synchronous path, and retries it on failure.
 //!
 //! - Stored before the answer, in SQL ([`queue`]), so nothing acknowledged is lost by a
 //!   restart or a crash; an attempt a crash interrupted runs again (at least once).
@@ -14,12 +14,13 @@
 
 pub mod executor;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ember_store::events as queue;
+use tokio::sync::Notify;
 
-use crate::router::Invocation;
-use crate::service::Service;
+use crate::router::{Invocation, Invoker};
 
 /// The largest asynchronous event, as Lambda's limit for `Event` invocations: 256 KiB.
 pub const PAYLOAD_MAX: usize = 256 * 1024;
@@ -50,31 +51,52 @@ impl Default for EventSettings {
     }
 }
 
-/// Stores `invocation` as a pending event (its request id becomes the event's id) and
-/// wakes the executor. The event is committed when this returns.
-pub async fn enqueue(service: &Service, invocation: Invocation) -> Result<(), sqlx::Error> {
-    let event = queue::Event {
-        id: invocation.request_id,
-        account: invocation.account,
-        function: invocation.function,
-        qualifier: invocation.qualifier,
-        payload: invocation.payload,
-        attempts: 0,
-        deferrals: 0,
-        enqueued_at_ms: now_ms(),
-    };
-    queue::insert(service.registry.pool(), &event).await?;
-    service.events_ready.notify_one();
-    Ok(())
+/// The event queue's side of the service: what the API enqueues into and the
+/// [`executor`] runs from.
+#[derive(Debug)]
+pub struct Events {
+    /// Runs each attempt, as a synchronous invocation would.
+    pub invoker: Arc<Invoker>,
+    pub settings: EventSettings,
+    /// Wakes the executor: an event was enqueued or finished.
+    ready: Notify,
 }
 
-/// A worker joined: events that wait only for one run now rather than at their next
-/// backoff.
-pub async fn worker_joined(service: &Service) {
-    match queue::expedite_waiting(service.registry.pool(), now_ms()).await {
-        Ok(0) => {}
-        Ok(_) => service.events_ready.notify_one(),
-        Err(e) => tracing::warn!(error = %e, "could not wake the waiting events"),
+impl Events {
+    pub fn new(invoker: Arc<Invoker>, settings: EventSettings) -> Events {
+        Events {
+            invoker,
+            settings,
+            ready: Notify::new(),
+        }
+    }
+
+    /// Stores `invocation` as a pending event (its request id becomes the event's id) and
+    /// wakes the executor. The event is committed when this returns.
+    pub async fn enqueue(&self, invocation: Invocation) -> Result<(), sqlx::Error> {
+        let event = queue::Event {
+            id: invocation.request_id,
+            account: invocation.account,
+            function: invocation.function,
+            qualifier: invocation.qualifier,
+            payload: invocation.payload,
+            attempts: 0,
+            deferrals: 0,
+            enqueued_at_ms: now_ms(),
+        };
+        queue::insert(self.invoker.registry.pool(), &event).await?;
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// A worker joined: events that wait only for one run now rather than at their next
+    /// backoff.
+    pub async fn worker_joined(&self) {
+        match queue::expedite_waiting(self.invoker.registry.pool(), now_ms()).await {
+            Ok(0) => {}
+            Ok(_) => self.ready.notify_one(),
+            Err(e) => tracing::warn!(error = %e, "could not wake the waiting events"),
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! The fleet's certificates, all signed by the local CA (`DIR/tls/`, see
-//! [`crate::server::tls`]), the only issuer control and workers trust for each other:
+//! [`crate::tls`]), the only issuer control and workers trust for each other:
 //!
 //! - each worker's, from the CSR it registers with: control keeps only the CSR's public key
 //!   (the CSR's signature proves the worker holds the private key) and writes everything
@@ -21,7 +21,7 @@ use rcgen::{
     KeyUsagePurpose, SanType, PKCS_ECDSA_P256_SHA256,
 };
 
-use crate::server::tls::{self, TlsError};
+use crate::tls::{self, TlsError};
 use ember_core::clock;
 
 /// How long control's own fleet certificates last (they are made again at every start).

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::FleetSettings;
-use crate::service::Service;
 use ember_core::clock;
 use ember_store::workers::{self as registry, WorkerState};
 
@@ -43,14 +42,13 @@ impl FleetSettings {
 
 /// Marks silent workers dead, every heartbeat interval, and forgets departed ones after a
 /// day. Runs until the runtime stops.
-pub async fn watch(service: Arc<Service>) {
-    let fleet = &service.fleet;
+pub async fn watch(fleet: Arc<super::Fleet>) {
     let mut tick = tokio::time::interval(fleet.settings.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pruned_at = 0;
     loop {
         tick.tick().await;
-        let pool = service.registry.pool();
+        let pool = fleet.registry.pool();
         for id in fleet
             .workers
             .mark_silent_dead(fleet.settings.silence_limit())

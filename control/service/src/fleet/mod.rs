@@ -1,27 +1,32 @@
 //! The worker fleet as control sees it: workers join with the bootstrap token ([`token`])
 //! and get a certificate from the local CA ([`certs`]); from then on they heartbeat, fetch
-//! code and deregister over mutual TLS on the fleet listener ([`listener`], [`routes`]).
-//! Control keeps each worker's row in SQL ([`registry`]) so a restart forgets none, a live
-//! view of what each one holds and runs ([`state`]), the lease rules ([`leases`]), where
-//! provisioned concurrency is kept ([`provision`]), and the client it calls workers with
-//! ([`client`]). Choosing a worker for an invocation is the
-//! [`crate::router`]'s job. `docs/fleet.md` describes the protocol.
+//! code and deregister over mutual TLS on the fleet listener (the server's HTTP edge).
+//! Control keeps each worker's row in SQL (`ember_store::workers`) so a restart forgets
+//! none, a live view of what each one holds and runs ([`state`]), the lease rules
+//! ([`leases`]), where provisioned concurrency is kept ([`provision`]), what a worker is
+//! told about a version ([`function_config`]), the invocations in flight per function
+//! ([`in_flight`]), and the client it calls workers with ([`client`]). Choosing a worker
+//! for an invocation is the router's job. `docs/fleet.md` describes the protocol.
 
 pub mod certs;
 pub mod client;
 #[cfg(test)]
 pub mod fixtures;
+pub mod function_config;
+pub mod in_flight;
 pub mod leases;
-pub mod listener;
+pub mod metrics;
 pub mod provision;
-pub mod routes;
 pub mod state;
 pub mod token;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::router::throttle::InFlight;
+use ember_core::grants::GrantIssuer;
+use ember_store::Registry;
+
+use in_flight::InFlight;
 
 /// How the fleet is run; `Default` is production's (1 s heartbeats, 14 h leases).
 #[derive(Clone, Debug)]
@@ -44,7 +49,8 @@ impl Default for FleetSettings {
     }
 }
 
-/// The fleet's state shared by the fleet listener and the invoke path.
+/// The fleet's state shared by the fleet listener and the invoke path, with what its
+/// background tasks need: the store, the grants for provisioned code and the region.
 #[derive(Debug)]
 pub struct Fleet {
     pub settings: FleetSettings,
@@ -57,12 +63,24 @@ pub struct Fleet {
     /// Set when the fleet listener starts (it needs the CA); without it there is no worker
     /// to call anyway.
     client: OnceLock<client::WorkerClient>,
+    pub registry: Registry,
+    pub grants: Arc<GrantIssuer>,
+    /// The region in the environment of every function (`AWS_REGION`).
+    pub region: String,
 }
 
 impl Fleet {
-    pub fn new(settings: FleetSettings) -> Fleet {
+    pub fn new(
+        settings: FleetSettings,
+        registry: Registry,
+        grants: Arc<GrantIssuer>,
+        region: String,
+    ) -> Fleet {
         Fleet {
             settings,
+            registry,
+            grants,
+            region,
             workers: state::Workers::default(),
             in_flight: InFlight::default(),
             provisioned: provision::Placement::default(),

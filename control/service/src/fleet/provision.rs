@@ -26,8 +26,8 @@ use ember_fleet::messages::{Provisioned, VersionKey};
 use tokio::sync::{Notify, OnceCell};
 
 use super::state::Workers;
-use crate::router::{config, GRANT_LIFETIME};
-use crate::service::Service;
+use super::function_config::{self as config, GRANT_LIFETIME};
+use super::Fleet;
 use ember_core::clock;
 use ember_store::aliases::{self, Routing};
 use ember_store::concurrency;
@@ -108,9 +108,9 @@ impl Placement {
 
     /// Worker `worker`'s shares, each with what it needs to create the environments (the
     /// version's configuration and a fresh grant for its code).
-    pub async fn assignments(&self, service: &Service, worker: &str) -> Vec<Provisioned> {
+    pub async fn assignments(&self, fleet: &Fleet, worker: &str) -> Vec<Provisioned> {
         self.first
-            .get_or_init(|| async { self.recompute_logged(service).await })
+            .get_or_init(|| async { self.recompute_logged(fleet).await })
             .await;
         let shares: Vec<(Arc<Version>, u32)> = {
             let placed = self.lock();
@@ -127,13 +127,13 @@ impl Placement {
         shares
             .into_iter()
             .filter_map(|(version, count)| {
-                let grant = service
+                let grant = fleet
                     .grants
                     .issue(&version.account_id, &version.code.artifact_id, expires_at)
                     .inspect_err(|e| tracing::error!(error = %e, "cannot grant provisioned code"))
                     .ok()?;
                 Some(Provisioned {
-                    function: config::function_config(&version, &service.settings.region, grant),
+                    function: config::function_config(&version, &fleet.region, grant),
                     count,
                 })
             })
@@ -176,16 +176,16 @@ impl Placement {
         Some(total)
     }
 
-    async fn recompute_logged(&self, service: &Service) {
-        if let Err(e) = self.recompute(service).await {
+    async fn recompute_logged(&self, fleet: &Fleet) {
+        if let Err(e) = self.recompute(fleet).await {
             tracing::warn!(error = %e, "could not place provisioned concurrency");
         }
     }
 
     /// Reads every configuration, resolves it to versions and places them on the live
     /// workers, keeping the previous placement where it still holds.
-    async fn recompute(&self, service: &Service) -> Result<(), sqlx::Error> {
-        let pool = service.registry.pool();
+    async fn recompute(&self, fleet: &Fleet) -> Result<(), sqlx::Error> {
+        let pool = fleet.registry.pool();
         let mut configs: HashMap<ConfigId, Vec<(VersionKey, u32)>> = HashMap::new();
         let mut demands: BTreeMap<VersionKey, Demand> = BTreeMap::new();
         let mut versions = HashMap::new();
@@ -204,12 +204,12 @@ impl Placement {
             let mut parts = Vec::new();
             for (number, n) in split(&routing, count) {
                 let found =
-                    functions::get_version(&service.registry, &id.account, &id.function, number)
+                    functions::get_version(&fleet.registry, &id.account, &id.function, number)
                         .await?;
                 let Some(version) = found else { continue };
                 // The grant is left out: the key does not depend on it.
                 let key =
-                    config::function_config(&version, &service.settings.region, String::new()).key;
+                    config::function_config(&version, &fleet.region, String::new()).key;
                 let demand = demands.entry(key.clone()).or_insert(Demand {
                     memory_mib: u64::try_from(version.config.memory_size).unwrap_or(u64::MAX),
                     count: 0,
@@ -220,9 +220,9 @@ impl Placement {
             }
             configs.insert(id, parts);
         }
-        let settings = &service.fleet.settings;
+        let settings = &fleet.settings;
         let now = clock::now_unix();
-        let rooms: Vec<Room> = service.fleet.workers.read(|all| {
+        let rooms: Vec<Room> = fleet.workers.read(|all| {
             all.values()
                 .filter(|w| w.routable(settings, now))
                 .map(|w| Room {
@@ -253,16 +253,16 @@ impl Placement {
 
 /// Places provisioned concurrency every heartbeat interval, and whenever a configuration
 /// changes. Runs until the runtime stops.
-pub async fn run(service: Arc<Service>) {
-    let placement = &service.fleet.provisioned;
-    let mut tick = tokio::time::interval(service.fleet.settings.heartbeat);
+pub async fn run(fleet: Arc<Fleet>) {
+    let placement = &fleet.provisioned;
+    let mut tick = tokio::time::interval(fleet.settings.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = placement.wake.notified() => {}
         }
-        placement.recompute_logged(&service).await;
+        placement.recompute_logged(&fleet).await;
         let _ = placement.first.set(());
     }
 }

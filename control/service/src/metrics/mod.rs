@@ -1,23 +1,31 @@
-//! The control service's Prometheus metrics: invocations as the [`crate::router`] saw them
-//! (counted there, so synchronous and asynchronous invocations alike), the API's HTTP
-//! requests, and the fleet's workers by state, read at scrape time. [`http`] serves them
-//! on their own plain-HTTP listener. `docs/metrics.md` lists every metric.
+//! The control service's Prometheus metrics: invocations as the router saw them (counted
+//! there, so synchronous and asynchronous invocations alike), the API's HTTP requests, and
+//! whatever collectors the service adds (the fleet's workers by state, read at scrape
+//! time). `ember-net` serves them on their own plain-HTTP listener ([`http`] holds its
+//! settings). `docs/metrics.md` lists every metric.
 
-pub mod http;
-mod workers;
+/// The metrics listener's settings and the formats it serves (`ember-net` serves
+/// `GET /metrics`). The listener is plain HTTP without authentication, on loopback by
+/// default: Prometheus scrapes without SigV4 or client certificates, and the metrics name
+/// accounts and functions but hold no secrets. Bind it elsewhere only on a network that
+/// only the scraper reaches.
+pub mod http {
+    /// Where the metrics listener binds by default.
+    pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
+    pub use ember_net::exposition::{Format, MetricsListen};
+}
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use ember_fleet::messages::Status;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::collector::Collector;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::fleet::state::Workers;
-use crate::router::{InvokeError, Invoked};
 
 /// Upper bounds (seconds) of the invocation duration buckets: from 100 µs (a warm
 /// invocation's own cost) to 15 minutes (the longest timeout).
@@ -46,21 +54,6 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn of(result: &Result<Invoked, InvokeError>) -> Outcome {
-        match result {
-            Ok(invoked) => match invoked.status {
-                Status::Success => Outcome::Success,
-                Status::FunctionError => Outcome::FunctionError,
-                Status::ServiceError => Outcome::ServiceError,
-            },
-            Err(InvokeError::NotFound) => Outcome::NotFound,
-            Err(InvokeError::Throttled { .. }) => Outcome::Throttled,
-            Err(InvokeError::NoWorker) => Outcome::NoWorker,
-            Err(InvokeError::WorkerFailed(_)) => Outcome::WorkerFailed,
-            Err(InvokeError::Internal(_)) => Outcome::InternalError,
-        }
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Success => "success",
@@ -114,7 +107,7 @@ struct HttpLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
-/// The registry and the metrics recorded into it; part of the [`crate::service::Service`].
+/// The registry and the metrics recorded into it.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Arc<Registry>,
@@ -126,8 +119,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers every metric; `workers` is read at each scrape.
-    pub fn new(workers: Workers) -> Metrics {
+    /// Registers every metric and `collectors`, which are read at each scrape.
+    pub fn new(collectors: impl IntoIterator<Item = Box<dyn Collector>>) -> Metrics {
         let mut registry = Registry::with_prefix("ember_control");
         let invocations = Family::<InvocationLabels, Counter>::default();
         let duration: HistogramFamily<FunctionLabels> =
@@ -162,7 +155,9 @@ impl Metrics {
             "Lambda API requests, by route and HTTP status",
             http_requests.clone(),
         );
-        registry.register_collector(Box::new(workers::WorkersByState(workers)));
+        for collector in collectors {
+            registry.register_collector(collector);
+        }
         Metrics {
             registry: Arc::new(registry),
             invocations,
@@ -173,15 +168,16 @@ impl Metrics {
         }
     }
 
-    /// Counts one invocation of `account`'s `function` that took `took`.
+    /// Counts one invocation of `account`'s `function` that ended with `outcome` after
+    /// `took`; `cold_start` when it created a new execution environment.
     pub fn record_invocation(
         &self,
         account: &str,
         function: &str,
-        result: &Result<Invoked, InvokeError>,
+        outcome: Outcome,
+        cold_start: bool,
         took: Duration,
     ) {
-        let outcome = Outcome::of(result);
         // Names that do not exist come from callers: labelling by them would let anyone
         // add series without bound.
         let function = if outcome == Outcome::NotFound {
@@ -208,10 +204,7 @@ impl Metrics {
         if outcome == Outcome::Throttled {
             self.throttles.get_or_create(&labels).inc();
         }
-        if result
-            .as_ref()
-            .is_ok_and(|invoked| invoked.init_us.is_some())
-        {
+        if cold_start {
             self.cold_starts.get_or_create(&labels).inc();
         }
     }
@@ -241,44 +234,15 @@ impl Metrics {
 mod tests {
     use super::*;
 
-    fn invoked(status: Status, init_us: Option<u64>) -> Result<Invoked, InvokeError> {
-        Ok(Invoked {
-            version: "1".into(),
-            worker_id: "w-1".into(),
-            status,
-            payload: Vec::new(),
-            error_type: None,
-            log_tail: String::new(),
-            init_us,
-        })
-    }
-
-    #[test]
-    fn outcomes_name_how_an_invocation_ended() {
-        let cases = [
-            (invoked(Status::Success, None), "success"),
-            (invoked(Status::FunctionError, None), "function_error"),
-            (invoked(Status::ServiceError, None), "service_error"),
-            (Err(InvokeError::NotFound), "not_found"),
-            (Err(InvokeError::Throttled { reserved: 0 }), "throttled"),
-            (Err(InvokeError::NoWorker), "no_worker"),
-            (Err(InvokeError::WorkerFailed("x".into())), "worker_failed"),
-            (Err(InvokeError::Internal("x".into())), "internal_error"),
-        ];
-        for (result, expected) in cases {
-            assert_eq!(Outcome::of(&result).as_str(), expected, "{result:?}");
-        }
-    }
-
     #[test]
     fn records_into_the_exposition() {
-        let metrics = Metrics::new(Workers::default());
+        let metrics = Metrics::new([]);
         let ms = Duration::from_millis(3);
-        metrics.record_invocation("111122223333", "f", &invoked(Status::Success, Some(5)), ms);
-        metrics.record_invocation("111122223333", "f", &invoked(Status::Success, None), ms);
-        let throttled = Err(InvokeError::Throttled { reserved: 0 });
-        metrics.record_invocation("111122223333", "f", &throttled, ms);
-        metrics.record_invocation("111122223333", "nope", &Err(InvokeError::NotFound), ms);
+        let account = "111122223333";
+        metrics.record_invocation(account, "f", Outcome::Success, true, ms);
+        metrics.record_invocation(account, "f", Outcome::Success, false, ms);
+        metrics.record_invocation(account, "f", Outcome::Throttled, false, ms);
+        metrics.record_invocation(account, "nope", Outcome::NotFound, false, ms);
         metrics.record_http(
             "POST /2015-03-31/functions/{function}/invocations".into(),
             200,
@@ -317,9 +281,17 @@ mod tests {
         assert!(has(
             r#"ember_control_http_requests_total{operation="POST /2015-03-31/functions/{function}/invocations",status="200"} 1"#
         ));
-        assert!(has(r#"ember_control_workers{state="active"} 0"#));
         let open = metrics.encode(http::Format::OpenMetrics);
         assert!(open.ends_with("# EOF\n"), "{open}");
         assert!(open.contains("# UNIT ember_control_invocation_duration_seconds seconds\n"));
+    }
+
+    #[test]
+    fn listen_is_an_address_or_off() {
+        use http::{MetricsListen, DEFAULT_LISTEN};
+        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 9464));
+        assert_eq!("off".parse(), Ok(MetricsListen(None)));
+        assert_eq!(DEFAULT_LISTEN.parse(), Ok(MetricsListen(Some(loopback))));
+        assert!("localhost".parse::<MetricsListen>().is_err());
     }
 }

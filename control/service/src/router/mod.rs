@@ -1,8 +1,9 @@
 //! The invoke path inside control, shared by every way of invoking (the synchronous API
-//! now, the asynchronous queue next): resolve the qualifier to a version (an alias's
+//! and the asynchronous event queue): resolve the qualifier to a version (an alias's
 //! weights by a random draw), take a slot under the function's reserved concurrency
-//! ([`throttle`]), describe the version to a worker ([`config`]) with a grant for its
-//! code and its role's credentials, pick a worker ([`pick`]) and run it there.
+//! (the fleet's in-flight counts), describe the version to a worker (the fleet's
+//! function config) with a grant for its code and its role's credentials, pick a worker
+//! ([`pick`]) and run it there.
 //!
 //! A worker that cannot be reached, or turns the invocation away before running it, costs
 //! nothing: the next best worker gets it (up to [`ATTEMPTS`] workers). A worker that fails
@@ -10,10 +11,9 @@
 //! [`InvokeError::WorkerFailed`] (nothing else is affected) and the worker is marked dead
 //! until its next heartbeat.
 
-pub mod config;
 pub mod pick;
-pub mod throttle;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
@@ -21,10 +21,15 @@ use base64::Engine;
 use ember_fleet::messages::{self, InvokeRequest, InvokeResponse, Status};
 use ember_wire::function::LOG_TAIL;
 
-use crate::api::target::LATEST;
 use crate::fleet::client::CallError;
 use crate::logs;
-use crate::service::Service;
+use crate::fleet::function_config::{self as config, GRANT_LIFETIME};
+use crate::fleet::Fleet;
+use crate::logs::Logs;
+use crate::metrics::{Metrics, Outcome};
+use ember_core::names::LATEST;
+use ember_core::roles::RoleIssuer;
+use ember_store::Registry;
 use ember_core::clock;
 use ember_core::random;
 use ember_store::aliases::{self, Routing};
@@ -32,9 +37,16 @@ use ember_store::concurrency;
 use ember_store::functions::{self, Version};
 use ember_store::workers::{self as worker_store, WorkerState};
 
-/// How long a worker's code grant lasts: enough to fetch the code at the start of the
-/// invocation it came with.
-pub const GRANT_LIFETIME: u64 = 300;
+/// What the invoke path needs: the store, the fleet (its workers, in-flight counts, code
+/// grants and region), the issuer of role credentials, and where logs and metrics go.
+#[derive(Debug)]
+pub struct Invoker {
+    pub registry: Registry,
+    pub fleet: Arc<Fleet>,
+    pub roles: Arc<RoleIssuer>,
+    pub logs: Arc<Logs>,
+    pub metrics: Arc<Metrics>,
+}
 
 /// Time allowed beyond the function's timeout for fetching code, creating the environment
 /// and the round trip.
@@ -98,13 +110,13 @@ impl From<sqlx::Error> for InvokeError {
 /// The version an invocation of `function` with `qualifier` runs: itself for a version,
 /// for an alias its primary version or, with the alias's weight, its additional one.
 pub async fn target(
-    service: &Service,
+    invoker: &Invoker,
     account: &str,
     function: &str,
     qualifier: Option<&str>,
 ) -> Result<Version, InvokeError> {
     let routing = aliases::resolve(
-        service.registry.pool(),
+        invoker.registry.pool(),
         account,
         function,
         qualifier.unwrap_or(LATEST),
@@ -112,25 +124,44 @@ pub async fn target(
     .await?
     .ok_or(InvokeError::NotFound)?;
     let version = choose_version(&routing, draw()?);
-    functions::get_version(&service.registry, account, function, version)
+    functions::get_version(&invoker.registry, account, function, version)
         .await?
         .ok_or(InvokeError::NotFound)
 }
 
 /// Runs `invocation` on a worker and returns its answer.
-pub async fn invoke(service: &Service, invocation: Invocation) -> Result<Invoked, InvokeError> {
+pub async fn invoke(invoker: &Invoker, invocation: Invocation) -> Result<Invoked, InvokeError> {
     let started = Instant::now();
     let (account, function) = (invocation.account.clone(), invocation.function.clone());
-    let result = run(service, invocation).await;
+    let result = run(invoker, invocation).await;
     let took = started.elapsed();
-    service
+    let cold_start = result
+        .as_ref()
+        .is_ok_and(|invoked| invoked.init_us.is_some());
+    invoker
         .metrics
-        .record_invocation(&account, &function, &result, took);
+        .record_invocation(&account, &function, outcome(&result), cold_start, took);
     result
 }
 
+/// The `outcome` label of an invocation that ended with `result`.
+pub fn outcome(result: &Result<Invoked, InvokeError>) -> Outcome {
+    match result {
+        Ok(invoked) => match invoked.status {
+            Status::Success => Outcome::Success,
+            Status::FunctionError => Outcome::FunctionError,
+            Status::ServiceError => Outcome::ServiceError,
+        },
+        Err(InvokeError::NotFound) => Outcome::NotFound,
+        Err(InvokeError::Throttled { .. }) => Outcome::Throttled,
+        Err(InvokeError::NoWorker) => Outcome::NoWorker,
+        Err(InvokeError::WorkerFailed(_)) => Outcome::WorkerFailed,
+        Err(InvokeError::Internal(_)) => Outcome::InternalError,
+    }
+}
+
 /// [`invoke`]'s work, without the bookkeeping around it.
-async fn run(service: &Service, invocation: Invocation) -> Result<Invoked, InvokeError> {
+async fn run(invoker: &Invoker, invocation: Invocation) -> Result<Invoked, InvokeError> {
     let Invocation {
         account,
         function,
@@ -138,29 +169,30 @@ async fn run(service: &Service, invocation: Invocation) -> Result<Invoked, Invok
         payload,
         request_id,
     } = invocation;
-    let version = target(service, &account, &function, qualifier.as_deref()).await?;
-    let reserved = concurrency::reserved(service.registry.pool(), &account, &function).await?;
-    let _slot = service
+    let version = target(invoker, &account, &function, qualifier.as_deref()).await?;
+    let reserved = concurrency::reserved(invoker.registry.pool(), &account, &function).await?;
+    let _slot = invoker
         .fleet
         .in_flight
         .acquire(&account, &function, reserved)
         .ok_or(InvokeError::Throttled {
             reserved: reserved.unwrap_or_default(),
         })?;
-    let client = service.fleet.client().ok_or(InvokeError::NoWorker)?;
+    let client = invoker.fleet.client().ok_or(InvokeError::NoWorker)?;
 
     let now = clock::now_unix();
-    let grant = service
+    let grant = invoker
+        .fleet
         .grants
         .issue(&account, &version.code.artifact_id, now + GRANT_LIFETIME)
         .map_err(|e| InvokeError::Internal(e.to_string()))?;
-    let credentials = service
+    let credentials = invoker
         .roles
         .credentials(&account, &version.config.role, now)
         .map_err(|e| InvokeError::Internal(format!("execution role credentials: {e}")))?;
     let request = InvokeRequest {
         request_id,
-        function: config::function_config(&version, &service.settings.region, grant),
+        function: config::function_config(&version, &invoker.fleet.region, grant),
         credentials: Some(messages::RoleCredentials {
             access_key_id: credentials.access_key_id,
             secret_access_key: credentials.secret_access_key,
@@ -172,7 +204,7 @@ async fn run(service: &Service, invocation: Invocation) -> Result<Invoked, Invok
     let timeout = Duration::from_secs(u64::try_from(version.config.timeout).unwrap_or(0))
         .saturating_add(CALL_MARGIN);
 
-    let fleet = &service.fleet;
+    let fleet = &invoker.fleet;
     let key = &request.function.key;
     let mut tried = Vec::new();
     while tried.len() < ATTEMPTS {
@@ -193,7 +225,7 @@ async fn run(service: &Service, invocation: Invocation) -> Result<Invoked, Invok
                 let worker_id = claim.worker_id.clone();
                 claim.finish(response.status == Status::Success);
                 response.log_tail = record_log(
-                    service,
+                    invoker,
                     &account,
                     &function,
                     &version,
@@ -205,12 +237,12 @@ async fn run(service: &Service, invocation: Invocation) -> Result<Invoked, Invok
             }
             Err(CallError::Unavailable(reason)) => {
                 tracing::warn!(worker = %claim.worker_id, %reason, "worker unavailable; trying another");
-                suspect(service, &claim.worker_id).await;
+                suspect(invoker, &claim.worker_id).await;
                 tried.push(claim.worker_id.clone());
             }
             Err(CallError::Failed(reason)) => {
                 tracing::error!(worker = %claim.worker_id, %reason, "worker failed mid-invocation");
-                suspect(service, &claim.worker_id).await;
+                suspect(invoker, &claim.worker_id).await;
                 return Err(InvokeError::WorkerFailed(reason));
             }
         }
@@ -221,7 +253,7 @@ async fn run(service: &Service, invocation: Invocation) -> Result<Invoked, Invok
 /// Stores the invocation's log (`START` … `REPORT`) and returns its last 4 KiB, which is
 /// what `LogType: Tail` shows, as Lambda's does. A service error ran no function: no log.
 fn record_log(
-    service: &Service,
+    invoker: &Invoker,
     account: &str,
     function: &str,
     version: &Version,
@@ -239,7 +271,7 @@ fn record_log(
         worker_id,
         response,
     };
-    let text = service.logs.record(account, function, &ran);
+    let text = invoker.logs.record(account, function, &ran);
     logs::format::tail(&text, LOG_TAIL).to_owned()
 }
 
@@ -259,10 +291,10 @@ fn draw() -> Result<f64, InvokeError> {
 }
 
 /// Takes worker `id` out of routing until it heartbeats again.
-async fn suspect(service: &Service, id: &str) {
-    if service.fleet.workers.set_state(id, WorkerState::Dead) {
+async fn suspect(invoker: &Invoker, id: &str) {
+    if invoker.fleet.workers.set_state(id, WorkerState::Dead) {
         if let Err(e) =
-            worker_store::set_state(service.registry.pool(), id, WorkerState::Dead).await
+            worker_store::set_state(invoker.registry.pool(), id, WorkerState::Dead).await
         {
             tracing::warn!(worker = %id, error = %e, "could not record the worker as dead");
         }
@@ -291,6 +323,35 @@ fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn invoked(status: Status, init_us: Option<u64>) -> Result<Invoked, InvokeError> {
+        Ok(Invoked {
+            version: "1".into(),
+            worker_id: "w-1".into(),
+            status,
+            payload: Vec::new(),
+            error_type: None,
+            log_tail: String::new(),
+            init_us,
+        })
+    }
+
+    #[test]
+    fn outcomes_name_how_an_invocation_ended() {
+        let cases = [
+            (invoked(Status::Success, None), "success"),
+            (invoked(Status::FunctionError, None), "function_error"),
+            (invoked(Status::ServiceError, None), "service_error"),
+            (Err(InvokeError::NotFound), "not_found"),
+            (Err(InvokeError::Throttled { reserved: 0 }), "throttled"),
+            (Err(InvokeError::NoWorker), "no_worker"),
+            (Err(InvokeError::WorkerFailed("x".into())), "worker_failed"),
+            (Err(InvokeError::Internal("x".into())), "internal_error"),
+        ];
+        for (result, expected) in cases {
+            assert_eq!(outcome(&result).as_str(), expected, "{result:?}");
+        }
+    }
 
     #[test]
     fn weighted_aliases_split_by_the_draw() {

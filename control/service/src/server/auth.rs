@@ -59,8 +59,8 @@ async fn verify(service: &Service, request: Request) -> Result<Request, ApiError
     let time = sigv4::request_time(&parts.headers).map_err(signature_error)?;
     sigv4::check_time(time, Utc::now()).map_err(signature_error)?;
     // CloudWatch Logs requests (function logs) are signed for their own service name.
-    let signing_name = if crate::logs::api::is_logs_request(parts.uri.path(), &parts.headers) {
-        crate::logs::api::SIGNING_NAME
+    let signing_name = if crate::api::logs::is_logs_request(parts.uri.path(), &parts.headers) {
+        crate::api::logs::SIGNING_NAME
     } else {
         SERVICE
     };

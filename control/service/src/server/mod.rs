@@ -1,6 +1,6 @@
 //! The `ember-control` service: the Lambda API ([`crate::api`]) behind SigV4
 //! authentication ([`auth`]), served over HTTPS only ([`tls`]), with a request id on every
-//! response ([`request_id`]).
+//! response (`api::request_id`).
 //!
 //! Each connection is a task: the TLS handshake (bounded in time, so a silent client
 //! cannot hold a task), then HTTP/1.1 by hyper with axum's router as the service. On
@@ -9,9 +9,11 @@
 
 pub mod auth;
 pub mod bootstrap;
-pub mod request_id;
+pub mod fleet_listener;
+pub mod fleet_routes;
+pub mod request_metrics;
 pub mod sigv4;
-pub mod tls;
+
 
 #[cfg(test)]
 mod test_signing;
@@ -33,7 +35,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::api;
 use crate::api::error::ApiError;
-use crate::fleet::{self, listener::FleetOptions};
+use crate::tls;
+use fleet_listener::FleetOptions;
 use crate::metrics;
 use crate::service::{OpenError, Service, Settings};
 use ember_core::keys::KeySource;
@@ -51,8 +54,6 @@ pub struct ServeOptions {
     pub database_url: Option<String>,
     pub keys: KeySource,
     pub settings: Settings,
-    /// How long execution-role credentials last.
-    pub role_lifetime: Duration,
     /// The fleet listener's address and names.
     pub fleet: FleetOptions,
     /// Where to serve Prometheus metrics over plain HTTP; `None` serves none.
@@ -119,7 +120,7 @@ pub struct Started {
     pub service: Arc<Service>,
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    fleet_listener: fleet::listener::FleetListener,
+    fleet_listener: fleet_listener::FleetListener,
     metrics_listener: Option<TcpListener>,
 }
 
@@ -127,14 +128,13 @@ pub struct Started {
 pub async fn start(options: ServeOptions) -> Result<Started, ServeError> {
     ember_core::atomic::private_dir(&options.data_dir)
         .map_err(|e| ember_core::atomic::with_path(e, &options.data_dir))?;
-    let mut service = Service::open(
+    let service = Service::open(
         &options.data_dir,
         options.database_url.as_deref(),
         options.keys,
         options.settings,
     )
     .await?;
-    service.roles.set_lifetime(options.role_lifetime);
     bootstrap::ensure_admin(&service).await?;
     let service = Arc::new(service);
     match api::functions::remove_orphan_artifacts(&service).await {
@@ -150,7 +150,7 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServeError> {
     let acceptor = TlsAcceptor::from(tls::server_config(identity)?);
     let listener = listen::bind(options.listen).await?;
     let addr = listener.local_addr()?;
-    let fleet_listener = fleet::listener::bind(&service, &options.fleet).await?;
+    let fleet_listener = fleet_listener::bind(&service, &options.fleet).await?;
     let fleet_addr = fleet_listener.listener.local_addr()?;
     tracing::info!(%addr, fleet = %fleet_addr, "listening");
     let metrics_listener = match options.metrics_listen {
@@ -187,9 +187,9 @@ impl Started {
             metrics_listener,
             ..
         } = self;
-        tokio::spawn(fleet::leases::watch(service.clone()));
-        tokio::spawn(fleet::provision::run(service.clone()));
-        tokio::spawn(crate::events::executor::run(service.clone()));
+        tokio::spawn(crate::fleet::leases::watch(service.fleet.clone()));
+        tokio::spawn(crate::fleet::provision::run(service.fleet.clone()));
+        tokio::spawn(crate::events::executor::run(service.events.clone()));
         let (stop, stopped) = tokio::sync::watch::channel(());
         let stopping = |mut stopped: tokio::sync::watch::Receiver<()>| async move {
             let _ = stopped.changed().await;
@@ -236,10 +236,10 @@ pub fn app(service: Arc<Service>) -> Router {
         ))
         // Code downloads carry their own credential, a grant, instead of a signature.
         .merge(api::download::routes())
-        .layer(middleware::from_fn(request_id::assign))
+        .layer(middleware::from_fn(api::request_id::assign))
         .layer(middleware::from_fn_with_state(
             service.clone(),
-            metrics::http::count_requests,
+            request_metrics::count_requests,
         ))
         .with_state(service)
 }

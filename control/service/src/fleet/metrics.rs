@@ -5,8 +5,9 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 
-use crate::fleet::state::Workers;
 use ember_store::workers::WorkerState;
+
+use super::state::Workers;
 
 /// The live states; `gone` workers left for good and are not counted.
 const STATES: [WorkerState; 3] = [
@@ -16,7 +17,7 @@ const STATES: [WorkerState; 3] = [
 ];
 
 #[derive(Debug)]
-pub(super) struct WorkersByState(pub Workers);
+pub struct WorkersByState(pub Workers);
 
 impl Collector for WorkersByState {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
@@ -33,5 +34,23 @@ impl Collector for WorkersByState {
                 .encode_gauge(&count)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{http::Format, Metrics};
+
+    #[test]
+    fn counts_workers_by_state_when_scraped() {
+        let workers = Workers::default();
+        let metrics = Metrics::new([Box::new(WorkersByState(workers)) as Box<dyn Collector>]);
+        let text = metrics.encode(Format::Prometheus);
+        assert!(
+            text.lines()
+                .any(|l| l == r#"ember_control_workers{state="active"} 0"#),
+            "{text}"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! deregister. It is TLS 1.3 with AES-GCM only, with a server certificate from the local
 //! CA (the one workers are given as `--ca`), and asks every client for a certificate from
 //! that CA without requiring one, since a registering worker has none yet; the routes
-//! ([`super::routes`]) require it everywhere else.
+//! ([`super::fleet_routes`]) require it everywhere else.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,13 +11,13 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use super::certs::FleetCa;
-use super::client::WorkerClient;
-use super::routes::{self, FleetApp};
-use super::token::BootstrapToken;
-use crate::server::tls::TlsError;
-use crate::server::ServeError;
+use super::fleet_routes::{self as routes, FleetApp};
+use super::ServeError;
+use crate::fleet::certs::FleetCa;
+use crate::fleet::client::WorkerClient;
+use crate::fleet::token::BootstrapToken;
 use crate::service::{OpenError, Service};
+use crate::tls::TlsError;
 use ember_store::workers as registry;
 use ember_store::RegistryError;
 

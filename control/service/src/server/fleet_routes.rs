@@ -1,6 +1,6 @@
 //! The fleet listener's routes. Registration is authenticated by the bootstrap token;
 //! every other route by the worker's client certificate, whose common name is its id
-//! ([`super::certs`]), and only while control knows the worker and it has not left.
+//! (`crate::fleet::certs`), and only while control knows the worker and it has not left.
 
 use std::sync::Arc;
 
@@ -13,8 +13,8 @@ use ember_fleet::messages::{
     HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse,
 };
 
-use super::certs::{self, FleetCa, WORKER_GRACE};
-use super::token::BootstrapToken;
+use crate::fleet::certs::{self, FleetCa, WORKER_GRACE};
+use crate::fleet::token::BootstrapToken;
 use crate::api::error::ApiError;
 use crate::api::request::blocking;
 use crate::service::Service;
@@ -91,7 +91,7 @@ async fn register(
     registry::insert(app.service.registry.pool(), &row).await?;
     fleet.workers.add(&row);
     fleet.provisioned.changed();
-    crate::events::worker_joined(&app.service).await;
+    app.service.events.worker_joined().await;
     tracing::info!(
         worker = %id,
         name = %row.name,
@@ -134,7 +134,7 @@ async fn heartbeat(
     let provisioned = if drain {
         Vec::new()
     } else {
-        fleet.provisioned.assignments(&app.service, &id).await
+        fleet.provisioned.assignments(fleet, &id).await
     };
     Ok(Json(HeartbeatResponse {
         lease_expires_at: heard.lease_expires_at,

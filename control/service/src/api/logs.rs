@@ -19,7 +19,7 @@ use axum::{Extension, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::GROUP_PREFIX;
+use crate::logs::GROUP_PREFIX;
 use crate::service::{Principal, Service};
 use ember_store::logs::{self as store, Event, Position, Query};
 

@@ -12,6 +12,10 @@ use sha2::{Digest, Sha256};
 
 use ember_store::functions::Version;
 
+/// How long a worker's code grant lasts: enough to fetch the code at the start of the
+/// invocation or provisioning it came with.
+pub const GRANT_LIFETIME: u64 = 300;
+
 /// The environment `version` runs with: its variables plus Lambda's metadata.
 pub fn environment(version: &Version, region: &str) -> BTreeMap<String, String> {
     let mut env = version.config.environment.clone();
