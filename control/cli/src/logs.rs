@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use super::client::{Call, Client};
 use super::error::CliError;
 use super::output::Format;
-use ember_control::logs::api::{SIGNING_NAME, TARGET_PREFIX};
+use ember_control::api::logs::{SIGNING_NAME, TARGET_PREFIX};
 use ember_control::logs::GROUP_PREFIX;
 
 /// How often `--follow` asks.
