@@ -22,13 +22,30 @@ use aes_gcm::aead::{Aead, Nonce, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit};
 use ember_fleet::messages::CodeRef;
 
-use crate::control::ControlClient;
+use crate::control::{CallError, ControlClient};
 use crate::state_dir::{self, ARTIFACTS_DIR, CACHE_KEY_FILE};
-use crate::WorkerError;
 
 const NONCE_LEN: usize = 12;
 
 type Key = (String, String);
+
+/// Why a module could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    /// `what` (account or artifact id) is no name control gives out.
+    #[error("invalid {what} {name:?}")]
+    InvalidName { what: &'static str, name: String },
+    #[error("{}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("fetching the code: {0}")]
+    Fetch(#[source] CallError),
+    #[error("random nonce: {0}")]
+    Nonce(#[source] getrandom::Error),
+    #[error("encrypting the code")]
+    Encrypt,
+    #[error("caching the code: {0}")]
+    Cache(#[source] io::Error),
+}
 
 /// The encrypted module cache.
 pub struct ArtifactCache {
@@ -40,10 +57,7 @@ pub struct ArtifactCache {
 
 impl ArtifactCache {
     /// The cache in `state_dir`, fetching from `control`.
-    pub fn open(
-        state_dir: &Path,
-        control: Arc<ControlClient>,
-    ) -> Result<ArtifactCache, WorkerError> {
+    pub fn open(state_dir: &Path, control: Arc<ControlClient>) -> io::Result<ArtifactCache> {
         let key = state_dir::load_or_create_key(&state_dir.join(CACHE_KEY_FILE))?;
         let dir = state_dir.join(ARTIFACTS_DIR);
         state_dir::private_dir(&dir)?;
@@ -56,13 +70,16 @@ impl ArtifactCache {
     }
 
     /// The module `code` names: from the cache, or fetched with its grant and cached.
-    pub async fn module(&self, code: &CodeRef) -> Result<Vec<u8>, String> {
+    pub async fn module(&self, code: &CodeRef) -> Result<Vec<u8>, ArtifactError> {
         for (what, name) in [
             ("account", &code.account),
             ("artifact id", &code.artifact_id),
         ] {
             if !valid_name(name) {
-                return Err(format!("invalid {what} {name:?}"));
+                return Err(ArtifactError::InvalidName {
+                    what,
+                    name: name.clone(),
+                });
             }
         }
         let key = (code.account.clone(), code.artifact_id.clone());
@@ -81,17 +98,17 @@ impl ArtifactCache {
                 None => log::warn!("{}: does not decrypt; fetching it again", path.display()),
             },
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("{}: {e}", path.display())),
+            Err(source) => return Err(ArtifactError::Read { path, source }),
         }
         let module = self
             .control
             .artifact(&code.account, &code.artifact_id, &code.grant)
             .await
-            .map_err(|e| format!("fetching the code: {e}"))?;
+            .map_err(ArtifactError::Fetch)?;
         let sealed = self.seal(code, &module)?;
         state_dir::private_dir(&self.dir.join(&code.account))
             .and_then(|()| state_dir::write_private(&path, &sealed))
-            .map_err(|e| format!("caching the code: {e}"))?;
+            .map_err(ArtifactError::Cache)?;
         log::info!(
             "cached {}/{} ({} bytes)",
             code.account,
@@ -101,9 +118,9 @@ impl ArtifactCache {
         Ok(module)
     }
 
-    fn seal(&self, code: &CodeRef, module: &[u8]) -> Result<Vec<u8>, String> {
+    fn seal(&self, code: &CodeRef, module: &[u8]) -> Result<Vec<u8>, ArtifactError> {
         let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce).map_err(|e| format!("random nonce: {e}"))?;
+        getrandom::fill(&mut nonce).map_err(ArtifactError::Nonce)?;
         let aad = aad(code);
         let sealed = self
             .cipher
@@ -114,7 +131,7 @@ impl ArtifactCache {
                     aad: &aad,
                 },
             )
-            .map_err(|_| "encrypting the code".to_owned())?;
+            .map_err(|_| ArtifactError::Encrypt)?;
         Ok([nonce.as_slice(), &sealed].concat())
     }
 
@@ -192,7 +209,8 @@ mod tests {
         // A damaged one is fetched again (and control is unreachable here).
         state_dir::write_private(&path.join(&a.artifact_id), &flipped).unwrap();
         let err = cache.module(&a).await.unwrap_err();
-        assert!(err.contains("fetching the code"), "{err}");
+        assert!(matches!(err, ArtifactError::Fetch(_)), "{err}");
+        assert!(err.to_string().contains("fetching the code"), "{err}");
         assert!(cache.module(&code("../x", "a")).await.is_err());
     }
 

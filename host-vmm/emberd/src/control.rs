@@ -7,12 +7,10 @@ use std::time::Duration;
 use ember_fleet::messages::{
     HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse,
 };
-use ember_fleet::tls::Identity;
+use ember_fleet::tls::{Identity, TlsError};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-
-use crate::WorkerError;
 
 /// How long one call to control may take (code downloads excepted).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,11 +22,20 @@ const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     /// No answer: control is down or unreachable; worth trying again.
-    #[error("control unreachable: {0}")]
-    Unreachable(String),
+    #[error("control unreachable: {}", causes(.0))]
+    Unreachable(#[source] reqwest::Error),
     /// Control answered with an error.
     #[error("control refused ({status}): {message}")]
     Refused { status: StatusCode, message: String },
+}
+
+/// Why a client for control could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("TLS for control: {0}")]
+    Tls(#[source] TlsError),
+    #[error("building the control client: {0}")]
+    Http(#[source] reqwest::Error),
 }
 
 /// A client for control's fleet listener at one base URL.
@@ -45,15 +52,14 @@ impl ControlClient {
         base: &str,
         ca_pem: &str,
         identity: Option<&Identity<'_>>,
-    ) -> Result<ControlClient, WorkerError> {
-        let tls = ember_fleet::tls::client_config(ca_pem, identity)
-            .map_err(|e| WorkerError(format!("TLS for control: {e}")))?;
+    ) -> Result<ControlClient, ClientError> {
+        let tls = ember_fleet::tls::client_config(ca_pem, identity).map_err(ClientError::Tls)?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls((*tls).clone())
             .connect_timeout(CALL_TIMEOUT)
             .no_proxy()
             .build()
-            .map_err(|e| WorkerError(format!("building the control client: {e}")))?;
+            .map_err(ClientError::Http)?;
         Ok(ControlClient {
             http,
             base: base.trim_end_matches('/').to_owned(),
@@ -78,7 +84,7 @@ impl ControlClient {
             .timeout(CALL_TIMEOUT)
             .send()
             .await
-            .map_err(unreachable)?;
+            .map_err(CallError::Unreachable)?;
         checked(response).await.map(drop)
     }
 
@@ -100,12 +106,12 @@ impl ControlClient {
             .timeout(DOWNLOAD_TIMEOUT)
             .send()
             .await
-            .map_err(unreachable)?;
+            .map_err(CallError::Unreachable)?;
         let bytes = checked(response)
             .await?
             .bytes()
             .await
-            .map_err(unreachable)?;
+            .map_err(CallError::Unreachable)?;
         Ok(bytes.to_vec())
     }
 
@@ -121,8 +127,12 @@ impl ControlClient {
             .timeout(CALL_TIMEOUT)
             .send()
             .await
-            .map_err(unreachable)?;
-        checked(response).await?.json().await.map_err(unreachable)
+            .map_err(CallError::Unreachable)?;
+        checked(response)
+            .await?
+            .json()
+            .await
+            .map_err(CallError::Unreachable)
     }
 }
 
@@ -140,13 +150,14 @@ async fn checked(response: reqwest::Response) -> Result<reqwest::Response, CallE
     Err(CallError::Refused { status, message })
 }
 
-fn unreachable(e: reqwest::Error) -> CallError {
+/// `e` and its causes, as reqwest's own message says little ("error sending request").
+fn causes(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
+    let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
         text.push_str(": ");
         text.push_str(&cause.to_string());
         source = cause.source();
     }
-    CallError::Unreachable(text)
+    text
 }

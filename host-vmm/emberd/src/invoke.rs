@@ -26,12 +26,24 @@ use ember_fleet::messages::{
     VersionKey,
 };
 
-use crate::artifacts::ArtifactCache;
+use crate::artifacts::{ArtifactCache, ArtifactError};
 use crate::metrics::InvokeMetrics;
 use ember_vmm::function::{Failure, FunctionSpec, Invocation, Isolation, Pool, SpecBuilder};
+use tokio::task::JoinError;
 
 /// A version's spec is forgotten once it has had no environment for this long.
 const FORGET_AFTER: Duration = Duration::from_secs(600);
+
+/// Why a function version could not be set up or provisioned.
+#[derive(Debug, thiserror::Error)]
+pub enum VersionError {
+    #[error("{0}")]
+    Code(#[from] ArtifactError),
+    #[error("{0}")]
+    Failure(#[from] Failure),
+    #[error("the pool's thread failed: {0}")]
+    Thread(#[from] JoinError),
+}
 
 /// One version key's spec, built once.
 #[derive(Default)]
@@ -88,7 +100,7 @@ impl Functions {
         };
         let spec = match self.spec(&request.function).await {
             Ok(spec) => spec,
-            Err(e) => return service_error(e),
+            Err(e) => return service_error(e.to_string()),
         };
         let env = credentials_env(request.credentials.as_ref());
         let pool = self.pool.clone();
@@ -100,25 +112,25 @@ impl Functions {
     }
 
     /// Keeps `count` initialized environments of the version ready.
-    pub async fn provision(&self, function: &FunctionConfig, count: u32) -> Result<(), String> {
+    pub async fn provision(
+        &self,
+        function: &FunctionConfig,
+        count: u32,
+    ) -> Result<(), VersionError> {
         let spec = self.spec(function).await?;
         let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || pool.set_provisioned(&spec, count as usize))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+        tokio::task::spawn_blocking(move || pool.set_provisioned(&spec, count as usize)).await??;
+        Ok(())
     }
 
     /// Stops keeping environments of `key` ready and shuts down the ones kept for it.
-    pub async fn release(&self, key: &VersionKey) -> Result<(), String> {
+    pub async fn release(&self, key: &VersionKey) -> Result<(), VersionError> {
         let spec = self.entries().get(key).and_then(|e| e.spec.get().cloned());
         // Without a spec the version never had an environment here.
         let Some(spec) = spec else { return Ok(()) };
         let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || pool.set_provisioned(&spec, 0))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+        tokio::task::spawn_blocking(move || pool.set_provisioned(&spec, 0)).await??;
+        Ok(())
     }
 
     /// Environments per version for a heartbeat; forgets versions long without any.
@@ -153,7 +165,7 @@ impl Functions {
 
     /// The spec of `function`'s version key, built on first use (concurrent first uses
     /// wait for one build).
-    async fn spec(&self, function: &FunctionConfig) -> Result<Arc<FunctionSpec>, String> {
+    async fn spec(&self, function: &FunctionConfig) -> Result<Arc<FunctionSpec>, VersionError> {
         let entry = self
             .entries()
             .entry(function.key.clone())
@@ -177,10 +189,7 @@ impl Functions {
                     env: function.environment.clone().into_iter().collect(),
                     isolation: Isolation::Reuse,
                 };
-                tokio::task::spawn_blocking(move || builder.build(&module))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())
+                Ok(tokio::task::spawn_blocking(move || builder.build(&module)).await??)
             })
             .await
             .cloned()

@@ -11,6 +11,7 @@ mod api;
 mod artifacts;
 pub mod config;
 mod control;
+mod error;
 mod heartbeat;
 mod invoke;
 mod lease;
@@ -34,18 +35,8 @@ use tokio_rustls::TlsAcceptor;
 use config::ServeArgs;
 use control::ControlClient;
 use ember_vmm::function::{FunctionSpec, Pool, PoolConfig};
+pub use error::WorkerError;
 use invoke::Functions;
-
-/// Why the worker could not run.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct WorkerError(String);
-
-impl From<std::io::Error> for WorkerError {
-    fn from(e: std::io::Error) -> WorkerError {
-        WorkerError(e.to_string())
-    }
-}
 
 /// What the worker API and the heartbeats share.
 pub struct Worker {
@@ -97,10 +88,11 @@ impl Drop for Running<'_> {
 pub fn run(args: ServeArgs) -> Result<(), WorkerError> {
     let (drain, drained) = watch::channel(None);
     // Before the runtime starts threads, so all of them leave the signals to one thread.
-    lease::on_termination_signal(drain.clone())?;
+    lease::on_termination_signal(drain.clone()).map_err(WorkerError::Signals)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?;
+        .build()
+        .map_err(WorkerError::Runtime)?;
     runtime.block_on(serve(args, Announce::Stdout, drain, drained))
 }
 
@@ -136,35 +128,32 @@ async fn serve(
     drain: watch::Sender<Option<lease::DrainReason>>,
     mut drained: watch::Receiver<Option<lease::DrainReason>>,
 ) -> Result<(), WorkerError> {
-    state_dir::private_dir(&args.state_dir)?;
+    state_dir::private_dir(&args.state_dir).map_err(|source| WorkerError::StateDir {
+        path: args.state_dir.clone(),
+        source,
+    })?;
     let ca_pem = read(&args.ca)?;
     let token = read(&args.token_file)?;
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| WorkerError(format!("listening on {}: {e}", args.listen)))?;
-    let local = listener.local_addr()?;
+    let listener = ember_net::listen::bind(args.listen).await?;
+    let local = listener.local_addr().map_err(WorkerError::LocalAddr)?;
     let address = match &args.advertise {
         Some(address) => address.clone(),
-        None if local.ip().is_unspecified() => {
-            return Err(WorkerError(format!(
-                "listening on {local}: give --advertise HOST:PORT, the address control \
-                 reaches this worker by"
-            )))
-        }
+        None if local.ip().is_unspecified() => return Err(WorkerError::NoAdvertise(local)),
         None => local.to_string(),
     };
     let metrics_listener = match args.metrics_listen.0 {
         Some(addr) => Some(
-            TcpListener::bind(addr)
+            ember_net::listen::bind(addr)
                 .await
-                .map_err(|e| WorkerError(format!("listening on {addr} for metrics: {e}")))?,
+                .map_err(WorkerError::MetricsListen)?,
         ),
         None => None,
     };
     let metrics_addr = metrics_listener
         .as_ref()
         .map(TcpListener::local_addr)
-        .transpose()?;
+        .transpose()
+        .map_err(WorkerError::LocalAddr)?;
 
     let anonymous = ControlClient::new(&args.control, &ca_pem, None)?;
     let name = args.name.clone().unwrap_or_else(host_name);
@@ -183,8 +172,8 @@ async fn serve(
         key_pem: &registration.key_pem,
     };
     let control = Arc::new(ControlClient::new(&args.control, &ca_pem, Some(&identity))?);
-    let server_config = ember_fleet::tls::server_config(&ca_pem, &identity, false)
-        .map_err(|e| WorkerError(format!("TLS for the worker API: {e}")))?;
+    let server_config =
+        ember_fleet::tls::server_config(&ca_pem, &identity, false).map_err(WorkerError::ApiTls)?;
 
     let log_sink = Arc::new(|spec: &FunctionSpec, chunk: &[u8]| {
         for line in String::from_utf8_lossy(chunk).lines() {
@@ -194,7 +183,8 @@ async fn serve(
     let worker = Arc::new(Worker {
         functions: Functions::new(
             Pool::new(PoolConfig::default(), log_sink),
-            artifacts::ArtifactCache::open(&args.state_dir, control.clone())?,
+            artifacts::ArtifactCache::open(&args.state_dir, control.clone())
+                .map_err(WorkerError::ArtifactCache)?,
         ),
         in_flight: AtomicU32::new(0),
         draining: AtomicBool::new(false),
@@ -259,7 +249,7 @@ async fn serve(
     let reason = drained
         .wait_for(Option::is_some)
         .await
-        .map_err(|_| WorkerError("the drain signal went away".into()))?
+        .map_err(|_| WorkerError::DrainSignal)?
         .expect("waited for Some");
     lease::drain(&worker, &control, reason).await;
     let _ = stop.send(());
@@ -297,5 +287,8 @@ fn host_name() -> String {
 }
 
 fn read(path: &Path) -> Result<String, WorkerError> {
-    std::fs::read_to_string(path).map_err(|e| WorkerError(format!("{}: {e}", path.display())))
+    std::fs::read_to_string(path).map_err(|source| WorkerError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }

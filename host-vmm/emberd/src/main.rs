@@ -81,7 +81,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let Cli { command } = Cli::parse();
     let result = match command {
-        Command::Serve(args) => emberd::run(args).map_err(|e| e.to_string()),
+        Command::Serve(args) => emberd::run(args).map_err(Into::into),
         Command::Vm {
             command:
                 VmCommand::Run {
@@ -106,7 +106,7 @@ fn main() -> ExitCode {
                 .map(|kv| {
                     kv.split_once('=')
                         .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .ok_or_else(|| format!("--env {kv:?} is not KEY=VALUE"))
+                        .ok_or_else(|| format!("--env {kv:?} is not KEY=VALUE").into())
                 })
                 .collect::<Result<Vec<_>, _>>();
             env.and_then(|env| {
@@ -138,7 +138,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_vm(mem: u32, echo: &str, uds: Option<PathBuf>, verbose: bool) -> Result<(), String> {
+/// Any error, to print and exit with.
+type Error = Box<dyn std::error::Error>;
+
+fn run_vm(mem: u32, echo: &str, uds: Option<PathBuf>, verbose: bool) -> Result<(), Error> {
     let config = VmConfig {
         mem_mib: mem,
         uds_path: uds.clone(),
@@ -146,14 +149,13 @@ fn run_vm(mem: u32, echo: &str, uds: Option<PathBuf>, verbose: bool) -> Result<(
         ..VmConfig::default()
     };
     let start = Instant::now();
-    let vm = Vm::boot(&config).map_err(|e| e.to_string())?;
-    let mut client =
-        GuestClient::connect(&vm, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    client.ping().map_err(|e| e.to_string())?;
+    let vm = Vm::boot(&config)?;
+    let mut client = GuestClient::connect(&vm, Duration::from_secs(5))?;
+    client.ping()?;
     let ready = start.elapsed();
-    let info = client.info().map_err(|e| e.to_string())?;
+    let info = client.info()?;
     let t = Instant::now();
-    let reply = client.echo(echo.as_bytes()).map_err(|e| e.to_string())?;
+    let reply = client.echo(echo.as_bytes())?;
     let rtt = t.elapsed();
     println!("vm {}: booted to first pong in {ready:?}", vm.id());
     println!(
@@ -174,7 +176,7 @@ fn run_vm(mem: u32, echo: &str, uds: Option<PathBuf>, verbose: bool) -> Result<(
         );
         while vm.exit().is_none() && !interrupted(Duration::from_millis(200)) {}
     } else {
-        client.shutdown().map_err(|e| e.to_string())?;
+        client.shutdown()?;
     }
     let exit = vm.wait(Duration::from_secs(5)).unwrap_or_else(|| vm.stop());
     let log = vm.guest_log();
@@ -193,9 +195,9 @@ fn run_function(
     builder: SpecBuilder,
     payload: &[u8],
     count: u32,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let module = std::fs::read(wasm).map_err(|e| format!("reading {}: {e}", wasm.display()))?;
-    let spec = builder.build(&module).map_err(|e| e.to_string())?;
+    let spec = builder.build(&module)?;
     let log_sink = Arc::new(|spec: &ember_vmm::function::FunctionSpec, chunk: &[u8]| {
         for line in String::from_utf8_lossy(chunk).lines() {
             log::info!(target: "function", "[{}] {line}", spec.name);

@@ -1,5 +1,5 @@
 //! emberd's Prometheus metrics: invocations as this worker ran them ([`InvokeMetrics`],
-//! recorded by [`crate::invoke`]), and the environment pool, in-flight invocations and
+//! recorded as each one ends), and the environment pool, in-flight invocations and
 //! the draining flag, read when scraped. Served as `GET /metrics` on a plain-HTTP
 //! listener, loopback by default: Prometheus scrapes without client certificates, and
 //! nothing here is secret. `docs/metrics.md` lists every metric.

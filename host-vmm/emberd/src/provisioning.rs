@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use ember_fleet::messages::{ProvisionFailure, Provisioned, VersionKey};
 
+use crate::invoke::VersionError;
 use crate::Worker;
 
 /// How long a version whose change failed is left alone.
@@ -24,7 +25,7 @@ struct Kept {
     failed: Option<Failed>,
 }
 
-/// Why the last change of a version failed.
+/// Why the last change of a version failed, as the heartbeat reports it.
 struct Failed {
     reason: String,
     /// Not tried again before then (unless to release it).
@@ -102,7 +103,7 @@ impl Provisioning {
     }
 
     /// Records how a change of `key` to `count` ended.
-    fn done(&self, key: VersionKey, count: u32, result: Result<(), String>) {
+    fn done(&self, key: VersionKey, count: u32, result: Result<(), VersionError>) {
         let mut state = self.lock();
         state.running.remove(&key);
         let failed = match result {
@@ -111,14 +112,14 @@ impl Provisioning {
                 return;
             }
             Ok(()) => None,
-            Err(reason) => {
+            Err(e) => {
                 log::warn!(
-                    "keeping {count} environments of {}:{} ready: {reason}",
+                    "keeping {count} environments of {}:{} ready: {e}",
                     key.function,
                     key.version
                 );
                 Some(Failed {
-                    reason,
+                    reason: e.to_string(),
                     retry_at: Instant::now() + RETRY_AFTER,
                 })
             }
@@ -145,6 +146,12 @@ impl Provisioning {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ember_vmm::function::Failure;
+
+    /// The failure of an init phase that trapped.
+    fn init_trap() -> Result<(), VersionError> {
+        Err(Failure::Init("unreachable".into()).into())
+    }
 
     fn key() -> VersionKey {
         VersionKey {
@@ -158,7 +165,7 @@ mod tests {
     #[test]
     fn a_failure_is_reported_until_it_succeeds_or_is_released() {
         let provisioning = Provisioning::default();
-        provisioning.done(key(), 2, Err("init error: unreachable".into()));
+        provisioning.done(key(), 2, init_trap());
         assert_eq!(
             provisioning.failures(),
             [ProvisionFailure {
@@ -169,9 +176,9 @@ mod tests {
         provisioning.done(key(), 2, Ok(()));
         assert!(provisioning.failures().is_empty(), "it succeeded");
 
-        provisioning.done(key(), 2, Err("init error: unreachable".into()));
+        provisioning.done(key(), 2, init_trap());
         // A failed release is no provisioning failure: the version is no longer asked for.
-        provisioning.done(key(), 0, Err("the pool is stopping".into()));
+        provisioning.done(key(), 0, init_trap());
         assert!(provisioning.failures().is_empty());
         provisioning.done(key(), 0, Ok(()));
         assert!(provisioning.lock().kept.is_empty());

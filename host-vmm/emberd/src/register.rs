@@ -4,6 +4,7 @@
 //! boots, so unreachable control is retried with backoff; a refusal (a wrong token) is
 //! final.
 
+use std::io;
 use std::time::Duration;
 
 use ember_fleet::messages::{Capacity, RegisterRequest, RegisterResponse};
@@ -12,7 +13,19 @@ use zeroize::Zeroizing;
 
 use crate::control::{CallError, ControlClient};
 use crate::state_dir::{self, CERT_FILE, KEY_FILE};
-use crate::WorkerError;
+
+/// Why the worker could not join the fleet.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("making a key: {0}")]
+    Key(#[source] rcgen::Error),
+    #[error("making a certificate request: {0}")]
+    Request(#[source] rcgen::Error),
+    #[error("registration refused: {0}")]
+    Refused(#[source] CallError),
+    #[error("keeping the certificate: {0}")]
+    Save(#[source] io::Error),
+}
 
 /// The longest pause between attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -32,13 +45,12 @@ pub async fn register(
     name: &str,
     address: &str,
     capacity: Capacity,
-) -> Result<Registration, WorkerError> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| WorkerError(format!("making a key: {e}")))?;
+) -> Result<Registration, RegisterError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(RegisterError::Key)?;
     let csr = CertificateParams::new(Vec::<String>::new())
         .and_then(|params| params.serialize_request(&key))
         .and_then(|csr| csr.pem())
-        .map_err(|e| WorkerError(format!("making a certificate request: {e}")))?;
+        .map_err(RegisterError::Request)?;
     let request = RegisterRequest {
         token: token.to_owned(),
         name: name.to_owned(),
@@ -50,19 +62,22 @@ pub async fn register(
     let response = loop {
         match control.register(&request).await {
             Ok(response) => break response,
-            Err(CallError::Unreachable(reason)) => {
-                log::warn!("registering: {reason}; trying again in {backoff:?}");
+            Err(unreachable @ CallError::Unreachable(_)) => {
+                log::warn!("registering: {unreachable}; trying again in {backoff:?}");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
-            Err(refused) => return Err(WorkerError(format!("registration refused: {refused}"))),
+            Err(refused) => return Err(RegisterError::Refused(refused)),
         }
     };
     let key_pem = Zeroizing::new(key.serialize_pem());
-    state_dir::write_private(&state_dir.join(KEY_FILE), key_pem.as_bytes())?;
-    state_dir::write_private(
-        &state_dir.join(CERT_FILE),
-        response.certificate_pem.as_bytes(),
-    )?;
+    state_dir::write_private(&state_dir.join(KEY_FILE), key_pem.as_bytes())
+        .and_then(|()| {
+            state_dir::write_private(
+                &state_dir.join(CERT_FILE),
+                response.certificate_pem.as_bytes(),
+            )
+        })
+        .map_err(RegisterError::Save)?;
     Ok(Registration { response, key_pem })
 }
