@@ -63,7 +63,7 @@ pub fn load_or_create_key(path: &Path) -> io::Result<Zeroizing<[u8; 32]>> {
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let mut key = Zeroizing::new([0u8; 32]);
-            getrandom::fill(key.as_mut()).map_err(|e| io::Error::other(e.to_string()))?;
+            getrandom::fill(key.as_mut()).map_err(io::Error::other)?;
             write_private(path, key.as_slice())?;
             Ok(key)
         }
