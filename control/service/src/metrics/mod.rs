@@ -288,7 +288,7 @@ mod tests {
 
     #[test]
     fn listen_is_an_address_or_off() {
-        use http::{MetricsListen, DEFAULT_LISTEN};
+        use super::http::{MetricsListen, DEFAULT_LISTEN};
         let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 9464));
         assert_eq!("off".parse(), Ok(MetricsListen(None)));
         assert_eq!(DEFAULT_LISTEN.parse(), Ok(MetricsListen(Some(loopback))));

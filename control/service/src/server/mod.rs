@@ -37,7 +37,6 @@ use crate::api;
 use crate::api::error::ApiError;
 use crate::tls;
 use fleet_listener::FleetOptions;
-use crate::metrics;
 use crate::service::{OpenError, Service, Settings};
 use ember_core::keys::KeySource;
 
