@@ -5,6 +5,7 @@
 //! missing (the versions `.ci/run` pins), so `cargo test` needs no setup of its own; when
 //! that fails, the tests fail with the reason instead of skipping.
 
+pub mod api;
 pub mod binaries;
 pub mod postgres;
 pub mod worker;

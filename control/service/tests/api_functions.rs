@@ -2,22 +2,17 @@
 //! the auth layer leaves them (a `Principal` in their extensions).
 
 use std::io::{Cursor, Write};
-use std::sync::Arc;
+use std::ops::Deref;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use axum::Router;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use ember_control::api;
-use ember_control::service::{Principal, Service, Settings};
+use ember_control::service::Settings;
 use ember_core::artifacts::ArtifactError;
-use ember_core::keys::KeySource;
 use ember_core::package::Limits;
+use ember_testkit::api::{InProcess, Reply};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tempfile::TempDir;
-use tower::ServiceExt;
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipWriter};
 
@@ -25,29 +20,13 @@ const A: &str = "111111111111";
 const B: &str = "222222222222";
 
 /// A service on a temporary data directory with accounts A and B.
-struct Harness {
-    service: Arc<Service>,
-    router: Router,
-    _dir: TempDir,
-}
+struct Harness(InProcess);
 
-/// A response: status, `x-amzn-ErrorType` and the JSON body (`null` when empty).
-struct Reply {
-    status: StatusCode,
-    kind: Option<String>,
-    body: Value,
-}
+impl Deref for Harness {
+    type Target = InProcess;
 
-impl Reply {
-    fn ok(self, status: StatusCode) -> Value {
-        assert_eq!(self.status, status, "{:?}: {}", self.kind, self.body);
-        self.body
-    }
-
-    fn err(self, status: StatusCode, kind: &str) -> String {
-        assert_eq!(self.status, status, "{}", self.body);
-        assert_eq!(self.kind.as_deref(), Some(kind), "{}", self.body);
-        self.body["message"].as_str().unwrap().to_owned()
+    fn deref(&self) -> &InProcess {
+        &self.0
     }
 }
 
@@ -57,65 +36,7 @@ impl Harness {
     }
 
     async fn with(settings: Settings) -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = KeySource::DataDir(dir.path().to_owned());
-        let service = Service::open(dir.path(), None, keys, settings)
-            .await
-            .unwrap();
-        for (id, name) in [(A, "alice"), (B, "bob")] {
-            sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, 0)")
-                .bind(id)
-                .bind(name)
-                .execute(service.registry.pool())
-                .await
-                .unwrap();
-        }
-        let service = Arc::new(service);
-        let router = api::router().with_state(service.clone());
-        Harness {
-            service,
-            router,
-            _dir: dir,
-        }
-    }
-
-    async fn send(&self, account: &str, method: &str, uri: &str, body: Vec<u8>) -> Reply {
-        let request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("host", "lambda.test")
-            .header("content-type", "application/json")
-            .extension(Principal {
-                account_id: account.to_owned(),
-                access_key_id: format!("AKIA{account}"),
-                role: None,
-            })
-            .body(Body::from(body))
-            .unwrap();
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let kind = response
-            .headers()
-            .get("x-amzn-ErrorType")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap()
-        };
-        Reply { status, kind, body }
-    }
-
-    async fn call(&self, account: &str, method: &str, uri: &str, body: Value) -> Reply {
-        let bytes = if body.is_null() {
-            Vec::new()
-        } else {
-            body.to_string().into_bytes()
-        };
-        self.send(account, method, uri, bytes).await
+        Harness(InProcess::open(settings, &[(A, "alice"), (B, "bob")]).await)
     }
 
     async fn get(&self, account: &str, uri: &str) -> Reply {
@@ -197,7 +118,7 @@ async fn lifecycle() {
             json!({"Environment": {"Variables": {"GREETING": "hi"}}, "Description": "greets"}),
         )
         .await
-        .ok(StatusCode::CREATED);
+        .expect(201);
     assert_eq!(created["FunctionName"], "hello");
     assert_eq!(created["FunctionArn"], arn(A, "hello"));
     assert_eq!(created["Runtime"], "wasm32-wasip1");
@@ -225,19 +146,16 @@ async fn lifecycle() {
     assert_eq!(created["RevisionId"].as_str().unwrap().len(), 36);
     assert_eq!(h.artifacts(A).len(), 1);
 
-    let got = h
-        .get(A, "/2015-03-31/functions/hello")
-        .await
-        .ok(StatusCode::OK);
+    let got = h.get(A, "/2015-03-31/functions/hello").await.expect(200);
     assert_eq!(got["Configuration"], created);
     assert_eq!(got["Code"]["RepositoryType"], "S3");
     assert!(got.get("Concurrency").is_none());
     let config = h
         .get(A, "/2015-03-31/functions/hello/configuration")
         .await
-        .ok(StatusCode::OK);
+        .expect(200);
     assert_eq!(config, created);
-    let list = h.get(A, "/2015-03-31/functions/").await.ok(StatusCode::OK);
+    let list = h.get(A, "/2015-03-31/functions/").await.expect(200);
     assert_eq!(list["Functions"], json!([created]));
     assert!(list.get("NextMarker").is_none());
 
@@ -250,7 +168,7 @@ async fn lifecycle() {
             json!({"ZipFile": STANDARD.encode(&new_zip)}),
         )
         .await
-        .ok(StatusCode::OK);
+        .expect(200);
     assert_eq!(updated["CodeSha256"], sha(&new_zip));
     assert_eq!(updated["Version"], "$LATEST");
     assert_eq!(updated["FunctionArn"], arn(A, "hello"));
@@ -267,7 +185,7 @@ async fn lifecycle() {
                    "Environment": {"Variables": {}}}),
         )
         .await
-        .ok(StatusCode::OK);
+        .expect(200);
     assert_eq!(reconfigured["Timeout"], 10);
     assert_eq!(reconfigured["MemorySize"], 256);
     assert_eq!(reconfigured["Description"], "echoes");
@@ -278,7 +196,7 @@ async fn lifecycle() {
     let published = h
         .call(A, "POST", "/2015-03-31/functions/hello/versions", json!({}))
         .await
-        .ok(StatusCode::CREATED);
+        .expect(201);
     assert_eq!(published["Version"], "1");
     assert_eq!(published["FunctionArn"], format!("{}:1", arn(A, "hello")));
     assert_eq!(published["CodeSha256"], sha(&new_zip));
@@ -288,7 +206,7 @@ async fn lifecycle() {
     let versions = h
         .get(A, "/2015-03-31/functions/hello/versions")
         .await
-        .ok(StatusCode::OK);
+        .expect(200);
     let listed: Vec<(&str, &str)> = versions["Versions"]
         .as_array()
         .unwrap()
@@ -314,7 +232,7 @@ async fn lifecycle() {
         format!("/2015-03-31/functions/{}:1", arn(A, "hello")),
         format!("/2015-03-31/functions/{A}:function:hello?Qualifier=1"),
     ] {
-        let got = h.get(A, &uri).await.ok(StatusCode::OK);
+        let got = h.get(A, &uri).await.expect(200);
         assert_eq!(got["Configuration"], published, "{uri}");
     }
     let latest = h
@@ -323,7 +241,7 @@ async fn lifecycle() {
             "/2015-03-31/functions/hello/configuration?Qualifier=%24LATEST",
         )
         .await
-        .ok(StatusCode::OK);
+        .expect(200);
     assert_eq!(latest["FunctionArn"], latest_arn);
     assert_eq!(latest["Version"], "$LATEST");
 
@@ -334,23 +252,23 @@ async fn lifecycle() {
         Value::Null,
     )
     .await
-    .ok(StatusCode::NO_CONTENT);
+    .expect(204);
     h.get(A, "/2015-03-31/functions/hello?Qualifier=1")
         .await
-        .err(StatusCode::NOT_FOUND, "ResourceNotFoundException");
+        .expect_error(404, "ResourceNotFoundException");
     // Version 1 shared $LATEST's code, which stays.
     assert_eq!(h.artifacts(A).len(), 1);
 
     h.call(A, "DELETE", "/2015-03-31/functions/hello", Value::Null)
         .await
-        .ok(StatusCode::NO_CONTENT);
+        .expect(204);
     let message = h
         .get(A, "/2015-03-31/functions/hello")
         .await
-        .err(StatusCode::NOT_FOUND, "ResourceNotFoundException");
+        .expect_error(404, "ResourceNotFoundException");
     assert_eq!(message, format!("Function not found: {}", arn(A, "hello")));
     assert!(h.artifacts(A).is_empty());
-    let list = h.get(A, FUNCTIONS).await.ok(StatusCode::OK);
+    let list = h.get(A, FUNCTIONS).await.expect(200);
     assert_eq!(list["Functions"], json!([]));
 }
 
@@ -359,7 +277,7 @@ async fn deleting_a_function_removes_all_its_code_and_settings() {
     let h = Harness::new().await;
     h.create("f", &hello(), json!({"Publish": true}))
         .await
-        .ok(StatusCode::CREATED);
+        .expect(201);
     h.call(
         A,
         "PUT",
@@ -367,10 +285,8 @@ async fn deleting_a_function_removes_all_its_code_and_settings() {
         json!({"ZipFile": STANDARD.encode(echo()), "Publish": true}),
     )
     .await
-    .ok(StatusCode::OK);
-    h.create("other", &hello(), json!({}))
-        .await
-        .ok(StatusCode::CREATED);
+    .expect(200);
+    h.create("other", &hello(), json!({})).await.expect(201);
     assert_eq!(h.artifacts(A).len(), 3);
     let pool = h.service.registry.pool();
     sqlx::query(
@@ -392,7 +308,7 @@ async fn deleting_a_function_removes_all_its_code_and_settings() {
 
     h.call(A, "DELETE", "/2015-03-31/functions/f", Value::Null)
         .await
-        .ok(StatusCode::NO_CONTENT);
+        .expect(204);
     assert_eq!(h.artifacts(A).len(), 1, "only `other`'s code is left");
     for table in ["versions", "aliases", "provisioned_concurrency"] {
         let (count,): (i64,) = sqlx::query_as(&format!(
@@ -407,7 +323,7 @@ async fn deleting_a_function_removes_all_its_code_and_settings() {
     let created = h
         .create("f", &hello(), json!({"Publish": true}))
         .await
-        .ok(StatusCode::CREATED);
+        .expect(201);
     assert_eq!(created["Version"], "1");
 }
 
@@ -417,9 +333,7 @@ async fn lists_page_through_every_function_once() {
     let zip = hello();
     let mut names: Vec<String> = (0..7).map(|i| format!("fn-{}", 6 - i)).collect();
     for name in &names {
-        h.create(name, &zip, json!({}))
-            .await
-            .ok(StatusCode::CREATED);
+        h.create(name, &zip, json!({})).await.expect(201);
     }
     names.sort();
     let mut seen = Vec::new();
@@ -430,7 +344,7 @@ async fn lists_page_through_every_function_once() {
             Some(m) => format!("{FUNCTIONS}/?MaxItems=3&Marker={m}"),
             None => format!("{FUNCTIONS}/?MaxItems=3"),
         };
-        let page = h.get(A, &uri).await.ok(StatusCode::OK);
+        let page = h.get(A, &uri).await.expect(200);
         let functions = page["Functions"].as_array().unwrap();
         pages.push(functions.len());
         for f in functions {
@@ -458,10 +372,10 @@ async fn lists_page_through_every_function_once() {
             json!({"Timeout": timeout}),
         )
         .await
-        .ok(StatusCode::OK);
+        .expect(200);
         h.call(A, "POST", "/2015-03-31/functions/fn-3/versions", json!({}))
             .await
-            .ok(StatusCode::CREATED);
+            .expect(201);
     }
     let mut all = Vec::new();
     let mut marker: Option<String> = None;
@@ -470,7 +384,7 @@ async fn lists_page_through_every_function_once() {
             Some(m) => format!("{FUNCTIONS}?FunctionVersion=ALL&MaxItems=2&Marker={m}"),
             None => format!("{FUNCTIONS}?FunctionVersion=ALL&MaxItems=2"),
         };
-        let page = h.get(A, &uri).await.ok(StatusCode::OK);
+        let page = h.get(A, &uri).await.expect(200);
         for f in page["Functions"].as_array().unwrap() {
             let name = f["FunctionName"].as_str().unwrap();
             let version = f["Version"].as_str().unwrap();
@@ -490,7 +404,7 @@ async fn lists_page_through_every_function_once() {
     let versions = h
         .get(A, "/2015-03-31/functions/fn-3/versions?MaxItems=1")
         .await
-        .ok(StatusCode::OK);
+        .expect(200);
     assert_eq!(versions["Versions"][0]["Version"], "$LATEST");
     let next = versions["NextMarker"].as_str().unwrap();
     let versions = h
@@ -499,7 +413,7 @@ async fn lists_page_through_every_function_once() {
             &format!("/2015-03-31/functions/fn-3/versions?MaxItems=5&Marker={next}"),
         )
         .await
-        .ok(StatusCode::OK);
+        .expect(200);
     let numbers: Vec<&str> = versions["Versions"]
         .as_array()
         .unwrap()
@@ -518,17 +432,14 @@ async fn lists_page_through_every_function_once() {
     ] {
         h.get(A, &bad)
             .await
-            .err(StatusCode::BAD_REQUEST, "InvalidParameterValueException");
+            .expect_error(400, "InvalidParameterValueException");
     }
 }
 
 #[tokio::test]
 async fn stale_revision_ids_are_refused() {
     let h = Harness::new().await;
-    let created = h
-        .create("f", &hello(), json!({}))
-        .await
-        .ok(StatusCode::CREATED);
+    let created = h.create("f", &hello(), json!({})).await.expect(201);
     let first = created["RevisionId"].as_str().unwrap().to_owned();
     let updated = h
         .call(
@@ -538,7 +449,7 @@ async fn stale_revision_ids_are_refused() {
             json!({"Timeout": 5, "RevisionId": first}),
         )
         .await
-        .ok(StatusCode::OK);
+        .expect(200);
     let second = updated["RevisionId"].as_str().unwrap().to_owned();
     assert_ne!(first, second);
 
@@ -560,16 +471,15 @@ async fn stale_revision_ids_are_refused() {
         ),
     ];
     for (method, uri, body) in stale {
-        h.call(A, method, uri, body).await.err(
-            StatusCode::PRECONDITION_FAILED,
-            "PreconditionFailedException",
-        );
+        h.call(A, method, uri, body)
+            .await
+            .expect_error(412, "PreconditionFailedException");
     }
     // Nothing changed.
     let now = h
         .get(A, "/2015-03-31/functions/f/configuration")
         .await
-        .ok(StatusCode::OK);
+        .expect(200);
     assert_eq!(now, updated);
     assert_eq!(h.artifacts(A).len(), 1);
 
@@ -580,10 +490,7 @@ async fn stale_revision_ids_are_refused() {
         json!({"CodeSha256": sha(&echo())}),
     )
     .await
-    .err(
-        StatusCode::PRECONDITION_FAILED,
-        "PreconditionFailedException",
-    );
+    .expect_error(412, "PreconditionFailedException");
     let published = h
         .call(
             A,
@@ -592,20 +499,18 @@ async fn stale_revision_ids_are_refused() {
             json!({"RevisionId": second, "CodeSha256": sha(&hello())}),
         )
         .await
-        .ok(StatusCode::CREATED);
+        .expect(201);
     assert_eq!(published["Version"], "1");
 }
 
 #[tokio::test]
 async fn publishing_without_a_change_returns_the_newest_version() {
     let h = Harness::new().await;
-    h.create("f", &hello(), json!({}))
-        .await
-        .ok(StatusCode::CREATED);
+    h.create("f", &hello(), json!({})).await.expect(201);
     let publish = || h.call(A, "POST", "/2015-03-31/functions/f/versions", json!({}));
-    let first = publish().await.ok(StatusCode::CREATED);
+    let first = publish().await.expect(201);
     assert_eq!(first["Version"], "1");
-    let again = publish().await.ok(StatusCode::CREATED);
+    let again = publish().await.expect(201);
     assert_eq!(again, first);
     // A description labels the version; it is no change.
     let labelled = h
@@ -616,7 +521,7 @@ async fn publishing_without_a_change_returns_the_newest_version() {
             json!({"Description": "same"}),
         )
         .await
-        .ok(StatusCode::CREATED);
+        .expect(201);
     assert_eq!(labelled["Version"], "1");
 
     h.call(
@@ -626,7 +531,7 @@ async fn publishing_without_a_change_returns_the_newest_version() {
         json!({"MemorySize": 512}),
     )
     .await
-    .ok(StatusCode::OK);
+    .expect(200);
     let second = h
         .call(
             A,
@@ -635,7 +540,7 @@ async fn publishing_without_a_change_returns_the_newest_version() {
             json!({"Description": "bigger"}),
         )
         .await
-        .ok(StatusCode::CREATED);
+        .expect(201);
     assert_eq!(second["Version"], "2");
     assert_eq!(second["Description"], "bigger");
     assert_eq!(second["MemorySize"], 512);
@@ -648,8 +553,8 @@ async fn publishing_without_a_change_returns_the_newest_version() {
         Value::Null,
     )
     .await
-    .ok(StatusCode::NO_CONTENT);
-    let third = publish().await.ok(StatusCode::CREATED);
+    .expect(204);
+    let third = publish().await.expect(201);
     assert_eq!(third["Version"], "3");
     assert_eq!(third["MemorySize"], 512);
 }
@@ -661,7 +566,7 @@ async fn published_versions_are_immutable() {
     let v1 = h
         .create("f", &zip, json!({"Publish": true, "Timeout": 7}))
         .await
-        .ok(StatusCode::CREATED);
+        .expect(201);
     assert_eq!(v1["Version"], "1");
     assert_eq!(v1["FunctionArn"], format!("{}:1", arn(A, "f")));
 
@@ -672,7 +577,7 @@ async fn published_versions_are_immutable() {
         json!({"ZipFile": STANDARD.encode(echo())}),
     )
     .await
-    .ok(StatusCode::OK);
+    .expect(200);
     h.call(
         A,
         "PUT",
@@ -680,11 +585,11 @@ async fn published_versions_are_immutable() {
         json!({"Timeout": 30, "Environment": {"Variables": {"MODE": "new"}}}),
     )
     .await
-    .ok(StatusCode::OK);
+    .expect(200);
     let still = h
         .get(A, "/2015-03-31/functions/f/configuration?Qualifier=1")
         .await
-        .ok(StatusCode::OK);
+        .expect(200);
     assert_eq!(still, v1);
     assert_eq!(still["CodeSha256"], sha(&zip));
     assert_eq!(h.artifacts(A).len(), 2, "version 1 keeps its code");
@@ -697,7 +602,7 @@ async fn published_versions_are_immutable() {
         json!({"Timeout": 1}),
     )
     .await
-    .err(StatusCode::BAD_REQUEST, "InvalidParameterValueException");
+    .expect_error(400, "InvalidParameterValueException");
 
     let v2 = h
         .call(
@@ -708,7 +613,7 @@ async fn published_versions_are_immutable() {
                    "Publish": true}),
         )
         .await
-        .ok(StatusCode::OK);
+        .expect(200);
     assert_eq!(v2["Version"], "2");
     assert_eq!(v2["Timeout"], 30);
     assert_eq!(v2["Environment"]["Variables"]["MODE"], "new");
@@ -724,12 +629,12 @@ async fn published_versions_are_immutable() {
             json!({"ZipFile": STANDARD.encode(&zip), "DryRun": true}),
         )
         .await
-        .ok(StatusCode::OK);
+        .expect(200);
     assert_eq!(dry["CodeSha256"], sha(&zip));
     let latest = h
         .get(A, "/2015-03-31/functions/f/configuration")
         .await
-        .ok(StatusCode::OK);
+        .expect(200);
     assert_eq!(latest["CodeSha256"], v2["CodeSha256"]);
     assert_eq!(h.artifacts(A).len(), 2);
 }
@@ -739,7 +644,7 @@ async fn aliases_qualify_reads_and_protect_their_versions() {
     let h = Harness::new().await;
     h.create("f", &hello(), json!({"Publish": true}))
         .await
-        .ok(StatusCode::CREATED);
+        .expect(201);
     h.call(
         A,
         "PUT",
@@ -747,10 +652,10 @@ async fn aliases_qualify_reads_and_protect_their_versions() {
         json!({"Timeout": 9}),
     )
     .await
-    .ok(StatusCode::OK);
+    .expect(200);
     h.call(A, "POST", "/2015-03-31/functions/f/versions", json!({}))
         .await
-        .ok(StatusCode::CREATED);
+        .expect(201);
     for (alias, primary, routing) in [("live", "1", "{}"), ("canary", "1", r#"{"2":0.1}"#)] {
         sqlx::query(
             "INSERT INTO aliases (account_id, function_name, name, function_version, \
@@ -767,13 +672,13 @@ async fn aliases_qualify_reads_and_protect_their_versions() {
     let live = h
         .get(A, "/2015-03-31/functions/f/configuration?Qualifier=live")
         .await
-        .ok(StatusCode::OK);
+        .expect(200);
     assert_eq!(live["Version"], "1");
     assert_eq!(live["Timeout"], 3);
     assert_eq!(live["FunctionArn"], format!("{}:live", arn(A, "f")));
     h.get(A, "/2015-03-31/functions/f?Qualifier=nope")
         .await
-        .err(StatusCode::NOT_FOUND, "ResourceNotFoundException");
+        .expect_error(404, "ResourceNotFoundException");
 
     for version in ["1", "2"] {
         let message = h
@@ -784,7 +689,7 @@ async fn aliases_qualify_reads_and_protect_their_versions() {
                 Value::Null,
             )
             .await
-            .err(StatusCode::CONFLICT, "ResourceConflictException");
+            .expect_error(409, "ResourceConflictException");
         assert!(message.contains("canary"), "{message}");
     }
     for (uri, kind) in [
@@ -807,17 +712,17 @@ async fn aliases_qualify_reads_and_protect_their_versions() {
     ] {
         let reply = h.call(A, "DELETE", uri, Value::Null).await;
         let status = if kind == "ResourceNotFoundException" {
-            StatusCode::NOT_FOUND
+            404
         } else {
-            StatusCode::BAD_REQUEST
+            400
         };
-        reply.err(status, kind);
+        reply.expect_error(status, kind);
     }
     sqlx::query("UPDATE functions SET reserved_concurrency = 5 WHERE name = 'f'")
         .execute(h.service.registry.pool())
         .await
         .unwrap();
-    let got = h.get(A, "/2015-03-31/functions/f").await.ok(StatusCode::OK);
+    let got = h.get(A, "/2015-03-31/functions/f").await.expect(200);
     assert_eq!(
         got["Concurrency"],
         json!({"ReservedConcurrentExecutions": 5})
@@ -857,17 +762,12 @@ async fn creation_checks_every_setting() {
     ] {
         let what = extra.to_string();
         let reply = invalid(extra).await;
-        assert_eq!(
-            reply.status,
-            StatusCode::BAD_REQUEST,
-            "{what}: {}",
-            reply.body
-        );
-        reply.err(StatusCode::BAD_REQUEST, "InvalidParameterValueException");
+        assert_eq!(reply.status.as_u16(), 400, "{what}: {}", reply.body);
+        reply.expect_error(400, "InvalidParameterValueException");
     }
     let message = invalid(json!({"Runtime": "python3.12"}))
         .await
-        .err(StatusCode::BAD_REQUEST, "InvalidParameterValueException");
+        .expect_error(400, "InvalidParameterValueException");
     assert!(message.contains("The runtime parameter of python3.12 is not supported"));
 
     // The code: not a ZIP, no module, several, invalid wasm, a reactor without the handler.
@@ -896,13 +796,13 @@ async fn creation_checks_every_setting() {
         let message = h
             .create("f", &code, json!({}))
             .await
-            .err(StatusCode::BAD_REQUEST, "InvalidParameterValueException");
+            .expect_error(400, "InvalidParameterValueException");
         assert!(message.contains(expected), "{message}");
     }
     let message = h
         .create("f", &zip, json!({"Handler": "missing"}))
         .await
-        .err(StatusCode::BAD_REQUEST, "InvalidParameterValueException");
+        .expect_error(400, "InvalidParameterValueException");
     assert!(message.contains("missing"), "{message}");
 
     // Requests that cannot be read.
@@ -912,13 +812,13 @@ async fn creation_checks_every_setting() {
         br#"{"FunctionName": "f", "Environment": {"Variables": {"N": 1}}}"#,
     ] {
         let reply = h.send(A, "POST", FUNCTIONS, body.to_vec()).await;
-        reply.err(StatusCode::BAD_REQUEST, "InvalidRequestContentException");
+        reply.expect_error(400, "InvalidRequestContentException");
     }
     let mut zip_base64 = STANDARD.encode(&zip);
     zip_base64.insert(4, '*');
     h.create_in(A, "f", &zip, json!({"Code": {"ZipFile": zip_base64}}))
         .await
-        .err(StatusCode::BAD_REQUEST, "InvalidRequestContentException");
+        .expect_error(400, "InvalidRequestContentException");
     assert!(h.artifacts(A).is_empty());
 
     // Defaults, unknown members, and the one name.
@@ -930,14 +830,14 @@ async fn creation_checks_every_setting() {
                    "PackageType": "Zip", "Architectures": ["x86_64"], "MemorySize": 3328}),
         )
         .await
-        .ok(StatusCode::CREATED);
+        .expect(201);
     assert_eq!(created["Runtime"], "wasm32-wasip1");
     assert_eq!(created["Handler"], "handle");
     assert_eq!(created["MemorySize"], 3328);
     let message = h
         .create("f", &zip, json!({}))
         .await
-        .err(StatusCode::CONFLICT, "ResourceConflictException");
+        .expect_error(409, "ResourceConflictException");
     assert_eq!(message, "Function already exist: f");
     assert_eq!(h.artifacts(A).len(), 1);
 }
@@ -945,10 +845,7 @@ async fn creation_checks_every_setting() {
 #[tokio::test]
 async fn a_new_handler_is_checked_against_the_stored_module() {
     let h = Harness::new().await;
-    let created = h
-        .create("f", &hello(), json!({}))
-        .await
-        .ok(StatusCode::CREATED);
+    let created = h.create("f", &hello(), json!({})).await.expect(201);
     let message = h
         .call(
             A,
@@ -957,12 +854,12 @@ async fn a_new_handler_is_checked_against_the_stored_module() {
             json!({"Handler": "nope"}),
         )
         .await
-        .err(StatusCode::BAD_REQUEST, "InvalidParameterValueException");
+        .expect_error(400, "InvalidParameterValueException");
     assert!(message.contains("nope"), "{message}");
     let unchanged = h
         .get(A, "/2015-03-31/functions/f/configuration")
         .await
-        .ok(StatusCode::OK);
+        .expect(200);
     assert_eq!(unchanged, created);
     for bad in [
         json!({"Runtime": "nodejs22.x"}),
@@ -973,7 +870,7 @@ async fn a_new_handler_is_checked_against_the_stored_module() {
     ] {
         h.call(A, "PUT", "/2015-03-31/functions/f/configuration", bad)
             .await
-            .err(StatusCode::BAD_REQUEST, "InvalidParameterValueException");
+            .expect_error(400, "InvalidParameterValueException");
     }
 
     // A command ignores the handler: any name is fine once the code is one.
@@ -984,7 +881,7 @@ async fn a_new_handler_is_checked_against_the_stored_module() {
         json!({"ZipFile": STANDARD.encode(zip_of(&[("e.wasm", ember_examples::ECHO)]))}),
     )
     .await
-    .ok(StatusCode::OK);
+    .expect(200);
     let renamed = h
         .call(
             A,
@@ -993,7 +890,7 @@ async fn a_new_handler_is_checked_against_the_stored_module() {
             json!({"Handler": "main"}),
         )
         .await
-        .ok(StatusCode::OK);
+        .expect(200);
     assert_eq!(renamed["Handler"], "main");
     // New code is checked with the current handler: a reactor without `main` is refused.
     h.call(
@@ -1003,7 +900,7 @@ async fn a_new_handler_is_checked_against_the_stored_module() {
         json!({"ZipFile": STANDARD.encode(hello())}),
     )
     .await
-    .err(StatusCode::BAD_REQUEST, "InvalidParameterValueException");
+    .expect_error(400, "InvalidParameterValueException");
     h.call(
         A,
         "PUT",
@@ -1011,7 +908,7 @@ async fn a_new_handler_is_checked_against_the_stored_module() {
         json!({"S3Bucket": "b", "S3Key": "k"}),
     )
     .await
-    .err(StatusCode::BAD_REQUEST, "InvalidParameterValueException");
+    .expect_error(400, "InvalidParameterValueException");
     assert_eq!(h.artifacts(A).len(), 1);
 }
 
@@ -1029,13 +926,13 @@ async fn oversized_packages_and_bodies_are_too_large() {
     let message = h
         .create("f", &zip, json!({}))
         .await
-        .err(StatusCode::PAYLOAD_TOO_LARGE, "RequestTooLargeException");
+        .expect_error(413, "RequestTooLargeException");
     assert!(message.contains("Zipped size"), "{message}");
     // A body far past what any allowed package needs is refused before it is parsed.
     let body = vec![b' '; 4 * zip.len() + (2 << 20)];
     h.send(A, "PUT", "/2015-03-31/functions/f/code", body)
         .await
-        .err(StatusCode::PAYLOAD_TOO_LARGE, "RequestTooLargeException");
+        .expect_error(413, "RequestTooLargeException");
     assert!(h.artifacts(A).is_empty());
 }
 
@@ -1048,17 +945,13 @@ async fn code_storage_is_limited_per_account() {
         ..Settings::default()
     })
     .await;
-    h.create("a", &large, json!({}))
-        .await
-        .ok(StatusCode::CREATED);
+    h.create("a", &large, json!({})).await.expect(201);
     h.create("b", &small, json!({}))
         .await
-        .err(StatusCode::BAD_REQUEST, "CodeStorageExceededException");
+        .expect_error(400, "CodeStorageExceededException");
     assert_eq!(h.artifacts(A).len(), 1, "the refused upload is not kept");
     // Other accounts have their own quota.
-    h.create_in(B, "b", &small, json!({}))
-        .await
-        .ok(StatusCode::CREATED);
+    h.create_in(B, "b", &small, json!({})).await.expect(201);
     // Replacing code counts the new code instead of the old.
     h.call(
         A,
@@ -1067,14 +960,12 @@ async fn code_storage_is_limited_per_account() {
         json!({"ZipFile": STANDARD.encode(&small)}),
     )
     .await
-    .ok(StatusCode::OK);
-    h.create("b", &small, json!({}))
-        .await
-        .ok(StatusCode::CREATED);
+    .expect(200);
+    h.create("b", &small, json!({})).await.expect(201);
     // Until a published version keeps the old code too.
     h.call(A, "POST", "/2015-03-31/functions/b/versions", json!({}))
         .await
-        .ok(StatusCode::CREATED);
+        .expect(201);
     h.call(
         A,
         "PUT",
@@ -1082,7 +973,7 @@ async fn code_storage_is_limited_per_account() {
         json!({"ZipFile": STANDARD.encode(&large)}),
     )
     .await
-    .err(StatusCode::BAD_REQUEST, "CodeStorageExceededException");
+    .expect_error(400, "CodeStorageExceededException");
     assert_eq!(h.artifacts(A).len(), 2);
 }
 
@@ -1091,7 +982,7 @@ async fn accounts_see_only_their_own_functions() {
     let h = Harness::new().await;
     h.create("secret", &hello(), json!({"Publish": true}))
         .await
-        .ok(StatusCode::CREATED);
+        .expect(201);
     let full = arn(A, "secret");
     let not_found = [
         (
@@ -1149,12 +1040,12 @@ async fn accounts_see_only_their_own_functions() {
     for (method, uri, body) in not_found {
         h.call(B, method, &uri, body)
             .await
-            .err(StatusCode::NOT_FOUND, "ResourceNotFoundException");
+            .expect_error(404, "ResourceNotFoundException");
     }
     let list = h
         .get(B, "/2015-03-31/functions?FunctionVersion=ALL")
         .await
-        .ok(StatusCode::OK);
+        .expect(200);
     assert_eq!(list["Functions"], json!([]));
     assert!(h.artifacts(B).is_empty());
 
@@ -1162,12 +1053,12 @@ async fn accounts_see_only_their_own_functions() {
     let theirs = h
         .create_in(B, "secret", &echo(), json!({}))
         .await
-        .ok(StatusCode::CREATED);
+        .expect(201);
     assert_eq!(theirs["FunctionArn"], arn(B, "secret"));
     let ours = h
         .get(A, "/2015-03-31/functions/secret/configuration")
         .await
-        .ok(StatusCode::OK);
+        .expect(200);
     assert_eq!(ours["CodeSha256"], sha(&hello()));
     assert_eq!(ours["Timeout"], 3);
     assert_eq!(h.artifacts(A).len(), 1);
@@ -1176,9 +1067,7 @@ async fn accounts_see_only_their_own_functions() {
 #[tokio::test]
 async fn orphaned_artifacts_are_removed_once_old() {
     let h = Harness::new().await;
-    h.create("f", &hello(), json!({}))
-        .await
-        .ok(StatusCode::CREATED);
+    h.create("f", &hello(), json!({})).await.expect(201);
     let uploaded = h.artifacts(A);
     let now = ember_core::clock::now_unix();
     let [orphan, in_use, recent] = [(7200, 'a'), (7200, 'c'), (0, 'b')]
