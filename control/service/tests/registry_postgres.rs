@@ -8,9 +8,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ember_store::aliases::{self, Alias, Routing};
-use ember_store::concurrency::{self, ProvisionedConfig};
-use ember_store::functions::{self, Code, Config, ConfigChange, Error};
+use ember_store::aliases::{self, NewAlias};
+use ember_store::concurrency;
+use ember_store::functions::{self, Code, Config, ConfigChange};
 use ember_store::{accounts, Registry};
 use ember_testkit::postgres::Postgres;
 use ember_testkit::{write_packages, Control};
@@ -59,22 +59,42 @@ fn code(artifact_id: &str) -> Code {
     }
 }
 
-fn alias(name: &str, version: &str) -> Alias {
-    Alias {
+fn alias(name: &str, version: &str) -> NewAlias {
+    NewAlias {
         name: name.into(),
-        routing: Routing {
-            primary: version.into(),
-            additional: None,
-        },
+        function_version: version.into(),
         description: String::new(),
-        revision_id: format!("revision of {name}"),
+        weights: BTreeMap::new(),
     }
+}
+
+/// Begins a transaction that holds the row lock the store's writers take first (see
+/// `ember_store::database`): the account's, or with `function` the function's too.
+async fn hold_locks(
+    registry: &Registry,
+    function: Option<&str>,
+) -> sqlx::Transaction<'static, sqlx::Any> {
+    let mut tx = registry.pool().begin().await.unwrap();
+    match function {
+        None => sqlx::query("UPDATE accounts SET name = name WHERE id = $1").bind(ACCOUNT),
+        Some(name) => sqlx::query(
+            "UPDATE functions SET last_version = last_version \
+             WHERE account_id = $1 AND name = $2",
+        )
+        .bind(ACCOUNT)
+        .bind(name),
+    }
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx
 }
 
 #[tokio::test]
 async fn migrations_run_once_also_when_two_instances_open_a_new_database() {
     let postgres = Postgres::shared();
-    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+    // ember-store's, next to this crate.
+    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../store/migrations"))
         .unwrap()
         .count() as i64;
     let url = postgres.database("migrations");
@@ -119,17 +139,20 @@ async fn listings(registry: &Registry) -> [Vec<String>; 4] {
         .unwrap();
     }
     for name in NAMES {
-        aliases::insert(pool, ACCOUNT, "a", &alias(name, "1"))
+        aliases::create(pool, ACCOUNT, "a", alias(name, "1"))
             .await
             .unwrap();
-        let provisioned = ProvisionedConfig {
-            qualifier: name.into(),
-            requested: 1,
-            last_modified: String::new(),
-        };
-        concurrency::put_provisioned(pool, ACCOUNT, "a", &provisioned)
-            .await
-            .unwrap();
+        // Inserted as they are: `0` (a version number no function has) would be refused.
+        sqlx::query(
+            "INSERT INTO provisioned_concurrency \
+                 (account_id, function_name, qualifier, requested, last_modified) \
+             VALUES ($1, 'a', $2, 1, '')",
+        )
+        .bind(ACCOUNT)
+        .bind(name)
+        .execute(pool)
+        .await
+        .unwrap();
     }
     let accounts = accounts::list(pool)
         .await
@@ -240,8 +263,7 @@ async fn writers_of_one_function_take_turns() {
     };
 
     // A transaction holding the function's lock holds up every other writer of it.
-    let mut holder = registry.pool().begin().await.unwrap();
-    functions::lock(&mut holder, ACCOUNT, "f").await.unwrap();
+    let holder = hold_locks(&registry, Some("f")).await;
     let waiting = tokio::spawn(update(&registry, 30));
     tokio::time::sleep(WAIT).await;
     assert!(!waiting.is_finished(), "a writer did not wait for the lock");
@@ -285,28 +307,37 @@ async fn writers_of_one_function_take_turns() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn deletes_wait_for_alias_and_concurrency_writers() {
+async fn deletes_and_alias_and_concurrency_writers_take_turns() {
     let (_postgres, registry) = registry("deletes").await;
-    functions::create(
-        &registry,
-        ACCOUNT,
-        "f",
-        &config(),
-        &code("a"),
-        true,
-        u64::MAX,
-    )
-    .await
-    .unwrap();
-
-    // CreateAlias's transaction (api/aliases.rs): under the account's lock, check the
-    // version exists, then add the alias. A delete of that version meanwhile must wait
-    // and then find the alias, not leave it pointing at nothing.
-    let mut tx = registry.pool().begin().await.unwrap();
-    concurrency::lock_account(&mut tx, ACCOUNT).await.unwrap();
-    assert!(aliases::version_exists(&mut *tx, ACCOUNT, "f", "1")
+    for (name, artifact) in [("f", "a"), ("g", "b")] {
+        functions::create(
+            &registry,
+            ACCOUNT,
+            name,
+            &config(),
+            &code(artifact),
+            true,
+            u64::MAX,
+        )
         .await
-        .unwrap());
+        .unwrap();
+    }
+
+    // CreateAlias checks the version exists, then adds the alias; DeleteFunction of that
+    // version checks no alias routes to it, then deletes it. Both wait for the account's
+    // lock, so one runs after the other and an alias never points at nothing.
+    let holder = hold_locks(&registry, None).await;
+    let create = {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            aliases::create(registry.pool(), ACCOUNT, "f", alias("live", "1")).await
+        })
+    };
+    tokio::time::sleep(WAIT).await;
+    assert!(
+        !create.is_finished(),
+        "CreateAlias did not wait for the lock"
+    );
     let delete = {
         let registry = registry.clone();
         tokio::spawn(async move { functions::delete_version(&registry, ACCOUNT, "f", "1").await })
@@ -314,47 +345,55 @@ async fn deletes_wait_for_alias_and_concurrency_writers() {
     tokio::time::sleep(WAIT).await;
     assert!(
         !delete.is_finished(),
-        "DeleteFunction did not wait for CreateAlias"
+        "DeleteFunction did not wait for the lock"
     );
-    aliases::insert(&mut *tx, ACCOUNT, "f", &alias("live", "1"))
+    holder.commit().await.unwrap();
+    let (created, deleted) = (create.await.unwrap(), delete.await.unwrap());
+    let version = functions::get_version(&registry, ACCOUNT, "f", "1")
         .await
         .unwrap();
-    tx.commit().await.unwrap();
-    match delete.await.unwrap() {
-        Err(Error::InUse(users)) => assert_eq!(users, ["live"]),
-        other => panic!("deleting a version an alias routes to: {other:?}"),
-    }
-    assert!(functions::get_version(&registry, ACCOUNT, "f", "1")
+    let routing = aliases::resolve(registry.pool(), ACCOUNT, "f", "live")
         .await
-        .unwrap()
-        .is_some());
+        .unwrap();
+    match (created, deleted) {
+        (Ok(alias), Err(functions::Error::InUse(users))) => {
+            assert_eq!(users, [alias.name]);
+            assert!(version.is_some() && routing.is_some());
+        }
+        (Err(aliases::Error::VersionNotFound(v)), Ok(freed)) => {
+            assert_eq!((v.as_str(), freed), ("1", Vec::<String>::new()));
+            assert!(version.is_none() && routing.is_none());
+        }
+        other => panic!("CreateAlias and DeleteFunction of its version: {other:?}"),
+    }
 
-    // PutProvisionedConcurrencyConfig's (api/concurrency.rs), against deleting the
-    // function: the delete waits, then takes the configuration with it.
-    let mut tx = registry.pool().begin().await.unwrap();
-    concurrency::lock_account(&mut tx, ACCOUNT).await.unwrap();
-    assert_eq!(
-        concurrency::reservation(&mut *tx, ACCOUNT, "f")
-            .await
-            .unwrap(),
-        Some(None)
+    // PutProvisionedConcurrencyConfig against deleting the whole function: whichever
+    // comes second finds what the first left, and no configuration outlives its function.
+    let holder = hold_locks(&registry, None).await;
+    let put = {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            concurrency::put_provisioned(registry.pool(), ACCOUNT, "g", "1", 2).await
+        })
+    };
+    tokio::time::sleep(WAIT).await;
+    assert!(
+        !put.is_finished(),
+        "PutProvisionedConcurrencyConfig did not wait"
     );
     let delete = {
         let registry = registry.clone();
-        tokio::spawn(async move { functions::delete_function(&registry, ACCOUNT, "f").await })
+        tokio::spawn(async move { functions::delete_function(&registry, ACCOUNT, "g").await })
     };
     tokio::time::sleep(WAIT).await;
     assert!(!delete.is_finished(), "DeleteFunction did not wait");
-    let config = ProvisionedConfig {
-        qualifier: "live".into(),
-        requested: 2,
-        last_modified: String::new(),
-    };
-    concurrency::put_provisioned(&mut *tx, ACCOUNT, "f", &config)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    assert_eq!(delete.await.unwrap().unwrap(), ["a"]);
+    holder.commit().await.unwrap();
+    match put.await.unwrap() {
+        Ok(config) => assert_eq!(config.requested, 2),
+        Err(concurrency::Error::FunctionNotFound) => {}
+        Err(e) => panic!("PutProvisionedConcurrencyConfig: {e}"),
+    }
+    assert_eq!(delete.await.unwrap().unwrap(), ["b"]);
     let (left,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM provisioned_concurrency")
         .fetch_one(registry.pool())
         .await

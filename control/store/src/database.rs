@@ -9,20 +9,30 @@
 //! built-in byte-wise collation, which [`Registry::open`] first creates on PostgreSQL
 //! (there a database's default collation follows its locale, e.g. `a` < `B` in `en_US`).
 //!
+//! Every public store function takes the pool (or the [`Registry`] around it) and owns
+//! its transaction: it begins it, takes its locks, checks what it must, writes and
+//! commits; a write of one statement is a transaction by itself. Callers get a result or
+//! the module's typed error, never a transaction to finish.
+//!
 //! Writes that check rows before changing others serialise on a row lock taken by their
 //! transaction's first statement, a no-op `UPDATE` of the account's row
-//! ([`concurrency::lock_account`]) or the function's ([`functions::lock`]), account first
-//! when both. On SQLite the first write of a transaction takes the database's only write
-//! lock, which serialises every writer; PostgreSQL locks just that row, so writers that
-//! take different locks run side by side under READ COMMITTED: each statement after the
-//! lock sees every write committed before it, but two writers that must exclude each
-//! other have to share a lock.
+//! ([`lock_account`]) or the function's ([`lock_function`]), account first when both.
+//! Function writes (module `functions`) take the function's; alias and concurrency writes
+//! (modules `aliases` and `concurrency`), whose rules span the account's functions, take
+//! the account's; deletes of functions and versions take both, since what they delete is
+//! what alias and concurrency writers check. On SQLite the first write of a transaction
+//! takes the database's only write lock, which serialises every writer (taking it before
+//! anything is read: a transaction that read first may find, when it writes, that
+//! another writer committed since its snapshot, and fail); PostgreSQL locks just that
+//! row, so writers that take different locks run side by side under READ COMMITTED: each
+//! statement after the lock sees every write committed before it, but two writers that
+//! must exclude each other have to share a lock.
 
 use std::path::Path;
 use std::str::FromStr;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, ConnectOptions};
+use sqlx::{AnyConnection, AnyPool, ConnectOptions};
 
 /// The SQLite file's name inside the data directory.
 pub const DB_FILE: &str = "registry.db";
@@ -98,6 +108,38 @@ impl Registry {
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
+}
+
+/// Starts serializing the caller's transaction against every other transaction that
+/// locks `account`: a no-op write to the account's row. The first statement of the
+/// transaction, it takes SQLite's single writer lock, or the row's lock in PostgreSQL,
+/// before anything is read.
+pub(crate) async fn lock_account(
+    conn: &mut AnyConnection,
+    account: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE accounts SET name = name WHERE id = $1")
+        .bind(account)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Takes the function's row lock as a transaction's first statement (after the account's
+/// lock, if it takes that too); false if the function does not exist.
+pub(crate) async fn lock_function(
+    conn: &mut AnyConnection,
+    account: &str,
+    name: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE functions SET last_version = last_version WHERE account_id = $1 AND name = $2",
+    )
+    .bind(account)
+    .bind(name)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 /// Creates PostgreSQL's counterpart of SQLite's `BINARY` collation, which the migrations

@@ -6,8 +6,8 @@
 //! function are serialised on both backends (SQLite takes its write lock there, before
 //! anything is read; PostgreSQL locks the row) and checks like `RevisionId` see the state
 //! the write replaces. Deletes take the account's lock before that one: aliases and
-//! concurrency settings are written under it (see [`crate::concurrency::lock_account`]),
-//! and on PostgreSQL only a shared lock keeps a delete from racing their checks (an alias
+//! concurrency settings are written under it (see [`crate::database`]), and on
+//! PostgreSQL only a shared lock keeps a delete from racing their checks (an alias
 //! created for the version being deleted, say).
 //!
 //! Code lives in the artifact store; rows name it by artifact id. A write that leaves an
@@ -20,7 +20,7 @@ use ember_wire::function::ModuleKind;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::concurrency::lock_account;
+use crate::database::{lock_account, lock_function};
 use crate::Registry;
 use ember_core::clock;
 use ember_core::names::LATEST;
@@ -523,22 +523,50 @@ pub fn is_number(version: &str) -> bool {
     !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Takes the function's row lock (see the module's doc) as a transaction's first
-/// statement (after the account's lock, if it takes that too); `NotFound` if it does not
-/// exist. Aliases and concurrency settings are written under the account's lock instead,
-/// which the deletes here take first.
-pub async fn lock(conn: &mut AnyConnection, account: &str, name: &str) -> Result<(), Error> {
-    let done = sqlx::query(
-        "UPDATE functions SET last_version = last_version WHERE account_id = $1 AND name = $2",
+/// Whether the account has function `name`: for the alias and concurrency writers'
+/// checks, inside their transactions.
+pub(crate) async fn exists(
+    conn: &mut AnyConnection,
+    account: &str,
+    name: &str,
+) -> Result<bool, sqlx::Error> {
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT 1 FROM functions WHERE account_id = $1 AND name = $2")
+            .bind(account)
+            .bind(name)
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.is_some())
+}
+
+/// Whether function `name` has `version` (`$LATEST` or a published number): like
+/// [`exists`], for the other modules.
+pub(crate) async fn has_version(
+    conn: &mut AnyConnection,
+    account: &str,
+    name: &str,
+    version: &str,
+) -> Result<bool, sqlx::Error> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT 1 FROM versions WHERE account_id = $1 AND function_name = $2 AND version = $3",
     )
     .bind(account)
     .bind(name)
-    .execute(&mut *conn)
+    .bind(version)
+    .fetch_optional(conn)
     .await?;
-    if done.rows_affected() == 0 {
-        return Err(Error::NotFound);
+    Ok(row.is_some())
+}
+
+/// Takes the function's row lock (see the module's doc) as a transaction's first
+/// statement (after the account's lock, if it takes that too); `NotFound` if it does not
+/// exist.
+async fn lock(conn: &mut AnyConnection, account: &str, name: &str) -> Result<(), Error> {
+    if lock_function(conn, account, name).await? {
+        Ok(())
+    } else {
+        Err(Error::NotFound)
     }
-    Ok(())
 }
 
 /// `$LATEST`, checked against the caller's `revision_id` if given; under the lock.

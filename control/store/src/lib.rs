@@ -4,7 +4,9 @@
 //! One module per table family: [`accounts`] and their keys, [`functions`] and their
 //! versions, [`aliases`], [`concurrency`] settings, the [`workers`] of the fleet, the
 //! asynchronous [`events`] queue and function [`logs`]. Each exposes plain functions over
-//! the pool or a connection; `database`'s comment describes the locking rules writes share.
+//! the pool (or the [`Registry`] that holds it), each owning its transaction and
+//! answering with a result or its module's typed error; [`database`]'s comment describes
+//! the locking rules the writes share.
 
 pub mod accounts;
 pub mod aliases;
@@ -14,5 +16,8 @@ pub mod events;
 pub mod functions;
 pub mod logs;
 pub mod workers;
+
+#[cfg(test)]
+mod fixtures;
 
 pub use database::{Registry, RegistryError, DB_FILE};

@@ -10,7 +10,6 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
-use sqlx::AnyConnection;
 
 use crate::api::concurrency;
 use crate::api::error::ApiError;
@@ -20,8 +19,7 @@ use crate::api::shapes::FunctionsQuery;
 use crate::api::subject::{revision_mismatch, Subject};
 use crate::api::target::LATEST;
 use crate::service::{Principal, Service};
-use ember_store::aliases::{self, Alias, Routing};
-use ember_store::concurrency as store;
+use ember_store::aliases::{self, Alias, AliasChange, NewAlias, RoutingError, MAX_VERSION};
 use ember_store::functions::is_number;
 
 /// Longest alias description.
@@ -29,9 +27,6 @@ const MAX_DESCRIPTION: usize = 256;
 
 /// Longest alias name.
 const MAX_ALIAS: usize = 128;
-
-/// Longest version number in a request.
-const MAX_VERSION: usize = 1024;
 
 /// The alias routes.
 pub fn routes() -> Router<Arc<Service>> {
@@ -95,40 +90,27 @@ async fn create(
     let subject = Subject::unqualified(&function, &principal, &service)?;
     let name = required(request.name, "name")?;
     check_alias_name(&name)?;
-    let primary = required(request.function_version, "functionVersion")?;
-    check_version(&primary)?;
+    let function_version = required(request.function_version, "functionVersion")?;
+    check_version(&function_version)?;
     let description = request.description.unwrap_or_default();
     check_description(&description)?;
-    let weights = request
-        .routing_config
-        .map(|r| r.additional_version_weights)
-        .unwrap_or_default();
-    let additional = check_routing(&primary, &weights)?;
-    let alias = Alias {
+    let new = NewAlias {
         name,
-        routing: Routing {
-            primary,
-            additional,
-        },
+        function_version,
         description,
-        revision_id: new_revision(),
+        weights: request
+            .routing_config
+            .map(|r| r.additional_version_weights)
+            .unwrap_or_default(),
     };
-
-    let mut tx = service.registry.pool().begin().await?;
-    store::lock_account(&mut tx, &subject.account).await?;
-    subject.check_exists(&mut tx).await?;
-    check_versions(&mut tx, &subject, &alias.routing).await?;
-    if aliases::get(&mut *tx, &subject.account, &subject.name, &alias.name)
-        .await?
-        .is_some()
-    {
-        return Err(ApiError::conflict(format!(
-            "Alias already exists: {}",
-            subject.qualified_arn(&alias.name)
-        )));
-    }
-    aliases::insert(&mut *tx, &subject.account, &subject.name, &alias).await?;
-    tx.commit().await?;
+    let alias = aliases::create(
+        service.registry.pool(),
+        &subject.account,
+        &subject.name,
+        new,
+    )
+    .await
+    .map_err(|e| refused(&subject, e))?;
     Ok((StatusCode::CREATED, Json(configuration(&subject, alias))))
 }
 
@@ -139,9 +121,14 @@ async fn read(
 ) -> Result<Json<AliasConfiguration>, ApiError> {
     let subject = Subject::unqualified(&function, &principal, &service)?;
     check_alias_name(&name)?;
-    let mut conn = service.registry.pool().acquire().await?;
-    subject.check_exists(&mut conn).await?;
-    let alias = subject.alias(&mut conn, &name).await?;
+    let alias = aliases::get(
+        service.registry.pool(),
+        &subject.account,
+        &subject.name,
+        &name,
+    )
+    .await
+    .map_err(|e| refused(&subject, e))?;
     Ok(Json(configuration(&subject, alias)))
 }
 
@@ -159,37 +146,21 @@ async fn update(
     if let Some(description) = &request.description {
         check_description(description)?;
     }
-
-    let mut tx = service.registry.pool().begin().await?;
-    store::lock_account(&mut tx, &subject.account).await?;
-    subject.check_exists(&mut tx).await?;
-    let mut alias = subject.alias(&mut tx, &name).await?;
-    if request
-        .revision_id
-        .is_some_and(|expected| expected != alias.revision_id)
-    {
-        return Err(revision_mismatch());
-    }
-    // The result must satisfy the same rules as a new alias, whichever parts changed.
-    let primary = request
-        .function_version
-        .unwrap_or_else(|| alias.routing.primary.clone());
-    let weights = match request.routing_config {
-        Some(config) => config.additional_version_weights,
-        None => aliases::weights(&alias.routing),
+    let change = AliasChange {
+        function_version: request.function_version,
+        description: request.description,
+        weights: request.routing_config.map(|r| r.additional_version_weights),
+        revision_id: request.revision_id,
     };
-    alias.routing = Routing {
-        additional: check_routing(&primary, &weights)?,
-        primary,
-    };
-    if let Some(description) = request.description {
-        alias.description = description;
-    }
-    alias.revision_id = new_revision();
-    check_versions(&mut tx, &subject, &alias.routing).await?;
-    concurrency::check_alias_retarget(&mut tx, &subject, &alias).await?;
-    aliases::update(&mut *tx, &subject.account, &subject.name, &alias).await?;
-    tx.commit().await?;
+    let alias = aliases::update(
+        service.registry.pool(),
+        &subject.account,
+        &subject.name,
+        &name,
+        change,
+    )
+    .await
+    .map_err(|e| refused(&subject, e))?;
     Ok(Json(configuration(&subject, alias)))
 }
 
@@ -200,15 +171,14 @@ async fn remove(
 ) -> Result<StatusCode, ApiError> {
     let subject = Subject::unqualified(&function, &principal, &service)?;
     check_alias_name(&name)?;
-    let mut tx = service.registry.pool().begin().await?;
-    store::lock_account(&mut tx, &subject.account).await?;
-    subject.check_exists(&mut tx).await?;
-    if !aliases::delete(&mut *tx, &subject.account, &subject.name, &name).await? {
-        return Err(subject.alias_not_found(&name));
-    }
-    // An alias's provisioned concurrency goes with it, as in Lambda.
-    store::delete_provisioned(&mut *tx, &subject.account, &subject.name, &name).await?;
-    tx.commit().await?;
+    aliases::delete(
+        service.registry.pool(),
+        &subject.account,
+        &subject.name,
+        &name,
+    )
+    .await
+    .map_err(|e| refused(&subject, e))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -226,18 +196,16 @@ async fn list(
     let page = Page::parse(query.marker.as_deref(), query.max_items.as_deref(), |key| {
         check_alias_name(key).ok().map(|()| key.to_owned())
     })?;
-
-    let mut conn = service.registry.pool().acquire().await?;
-    subject.check_exists(&mut conn).await?;
     let found = aliases::list(
-        &mut *conn,
+        service.registry.pool(),
         &subject.account,
         &subject.name,
         version,
         page.after.as_deref().unwrap_or_default(),
         page.limit(),
     )
-    .await?;
+    .await
+    .map_err(|e| refused(&subject, e))?;
     let (found, next_marker) = page.split(found, |alias| alias.name.clone());
     let aliases = found
         .into_iter()
@@ -263,21 +231,49 @@ fn configuration(subject: &Subject, alias: Alias) -> AliasConfiguration {
     }
 }
 
-/// Fails with 404 unless every version `routing` names exists.
-async fn check_versions(
-    conn: &mut AnyConnection,
-    subject: &Subject,
-    routing: &Routing,
-) -> Result<(), ApiError> {
-    let additional = routing.additional.as_ref().map(|(version, _)| version);
-    for version in std::iter::once(&routing.primary).chain(additional) {
-        subject.check_version(conn, version).await?;
+/// The store's refusal as Lambda words it.
+fn refused(subject: &Subject, error: aliases::Error) -> ApiError {
+    match error {
+        aliases::Error::FunctionNotFound => subject.not_found(),
+        aliases::Error::VersionNotFound(version) => subject.version_not_found(&version),
+        aliases::Error::AliasNotFound(alias) => subject.alias_not_found(&alias),
+        aliases::Error::AliasExists(alias) => ApiError::conflict(format!(
+            "Alias already exists: {}",
+            subject.qualified_arn(&alias)
+        )),
+        aliases::Error::RevisionMismatch => revision_mismatch(),
+        aliases::Error::Routing(e) => routing_refused(e),
+        aliases::Error::Provisioned(e) => concurrency::provisioned_routing_refused(e),
+        aliases::Error::Sql(e) => e.into(),
     }
-    Ok(())
 }
 
-fn new_revision() -> String {
-    uuid::Uuid::new_v4().to_string()
+/// Lambda's words for the routing rules.
+fn routing_refused(error: RoutingError) -> ApiError {
+    match error {
+        RoutingError::TooManyVersions => ApiError::invalid_parameter(
+            "Number of items in AdditionalVersionWeights cannot be greater than 1",
+        ),
+        RoutingError::WeightOutOfRange { version, weight } => ApiError::invalid_parameter(format!(
+            "1 validation error detected: Value '{{{version}={weight}}}' at \
+                 'routingConfig.additionalVersionWeights' failed to satisfy constraint: Map \
+                 value must satisfy constraint: [Member must have value less than 1.0, Member \
+                 must have value greater than or equal to 0.0]"
+        )),
+        RoutingError::AdditionalIsPrimary(primary) => ApiError::invalid_parameter(format!(
+            "Invalid function version {primary}. Function version {primary} is already \
+             included in routing configuration."
+        )),
+        RoutingError::FromLatest => ApiError::invalid_parameter(
+            "$LATEST is not supported for an alias pointing to more than 1 version",
+        ),
+        RoutingError::NotAVersion { version, weight } => ApiError::invalid_parameter(format!(
+            "1 validation error detected: Value '{{{version}={weight}}}' at \
+             'routingConfig.additionalVersionWeights' failed to satisfy constraint: Map \
+             keys must satisfy constraint: [Member must satisfy regular expression pattern: \
+             [0-9]+]"
+        )),
+    }
 }
 
 /// Lambda's alias name rule: 1 to 128 of `[a-zA-Z0-9-_]`, not all digits (those are
@@ -323,52 +319,6 @@ fn check_description(description: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Lambda's routing rules, on the request alone: at most one additional version, a
-/// published one other than the primary, with a weight from 0.0 up to (not including)
-/// 1.0; and no routing from `$LATEST`.
-fn check_routing(
-    primary: &str,
-    weights: &BTreeMap<String, f64>,
-) -> Result<Option<(String, f64)>, ApiError> {
-    if weights.len() > 1 {
-        return Err(ApiError::invalid_parameter(
-            "Number of items in AdditionalVersionWeights cannot be greater than 1",
-        ));
-    }
-    let Some((version, &weight)) = weights.iter().next() else {
-        return Ok(None);
-    };
-    // A weight of 1.0 would leave the primary version nothing; Lambda refuses it too.
-    if !(0.0..1.0).contains(&weight) {
-        return Err(ApiError::invalid_parameter(format!(
-            "1 validation error detected: Value '{{{version}={weight}}}' at \
-             'routingConfig.additionalVersionWeights' failed to satisfy constraint: Map \
-             value must satisfy constraint: [Member must have value less than 1.0, Member \
-             must have value greater than or equal to 0.0]"
-        )));
-    }
-    if version == primary {
-        return Err(ApiError::invalid_parameter(format!(
-            "Invalid function version {primary}. Function version {primary} is already \
-             included in routing configuration."
-        )));
-    }
-    if primary == LATEST {
-        return Err(ApiError::invalid_parameter(
-            "$LATEST is not supported for an alias pointing to more than 1 version",
-        ));
-    }
-    if version.is_empty() || version.len() > MAX_VERSION || !is_number(version) {
-        return Err(ApiError::invalid_parameter(format!(
-            "1 validation error detected: Value '{{{version}={weight}}}' at \
-             'routingConfig.additionalVersionWeights' failed to satisfy constraint: Map \
-             keys must satisfy constraint: [Member must satisfy regular expression pattern: \
-             [0-9]+]"
-        )));
-    }
-    Ok(Some((version.clone(), weight)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,31 +330,6 @@ mod tests {
         }
         for bad in ["", "12", "$LATEST", "a:b", "a b", &"x".repeat(129)] {
             assert!(check_alias_name(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn routing_rules() {
-        let one = |v: &str, w: f64| BTreeMap::from([(v.to_owned(), w)]);
-        assert_eq!(check_routing("1", &BTreeMap::new()).unwrap(), None);
-        assert_eq!(
-            check_routing("1", &one("2", 0.0)).unwrap(),
-            Some(("2".into(), 0.0))
-        );
-        assert!(check_routing("1", &one("2", 0.999)).is_ok());
-        for (primary, weights) in [
-            ("1", one("2", 1.0)),
-            ("1", one("2", -0.1)),
-            ("1", one("1", 0.5)),
-            (LATEST, one("2", 0.5)),
-            ("1", one(LATEST, 0.5)),
-            ("1", one("x", 0.5)),
-            ("1", BTreeMap::from([("2".into(), 0.1), ("3".into(), 0.1)])),
-        ] {
-            assert!(
-                check_routing(primary, &weights).is_err(),
-                "{primary} {weights:?}"
-            );
         }
     }
 }

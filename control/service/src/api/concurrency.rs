@@ -3,11 +3,11 @@
 //! concurrency (Put/Get/Delete/ListProvisionedConcurrencyConfig(s)) keeps initialized
 //! environments ready for a published version or an alias.
 //!
-//! Each write runs in a transaction that first locks the account, so the rules that span
-//! rows hold under concurrent requests: the account keeps
-//! [`store::MIN_UNRESERVED_CONCURRENCY`] of [`store::ACCOUNT_CONCURRENCY_LIMIT`]
-//! unreserved, a function's provisioned total fits in its reservation, and no version is
-//! provisioned both directly and through an alias.
+//! The rules that span rows (the account keeps [`store::MIN_UNRESERVED_CONCURRENCY`] of
+//! [`store::ACCOUNT_CONCURRENCY_LIMIT`] unreserved, a function's provisioned total fits in
+//! its reservation, no version is provisioned both directly and through an alias) are the
+//! store's: each write is one call to [`ember_store::concurrency`], which checks them
+//! under the account's lock, and its refusal is worded here as Lambda words it.
 
 use std::sync::Arc;
 
@@ -17,7 +17,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
-use sqlx::AnyConnection;
 
 use crate::api::error::ApiError;
 use crate::api::paging::Page;
@@ -27,10 +26,8 @@ use crate::api::subject::Subject;
 use crate::api::target::{self, LATEST};
 use crate::fleet::provision::ConfigId;
 use crate::service::{Principal, Service};
-use ember_core::clock;
-use ember_store::aliases::{self as alias_store, Alias, Routing};
+use ember_store::aliases::ProvisionedRoutingError;
 use ember_store::concurrency::{self as store, ProvisionedConfig};
-use ember_store::functions::is_number;
 
 /// Lambda's message for provisioned concurrency on `$LATEST`, directly or via an alias.
 const UNPUBLISHED: &str =
@@ -169,32 +166,14 @@ async fn put_reserved(
              failed to satisfy constraint: Member must have value greater than or equal to 0"
         )));
     }
-
-    let mut tx = service.registry.pool().begin().await?;
-    store::lock_account(&mut tx, &subject.account).await?;
-    if store::reservation(&mut *tx, &subject.account, &subject.name)
-        .await?
-        .is_none()
-    {
-        return Err(subject.not_found());
-    }
-    let provisioned = provisioned_total(&mut tx, &subject).await?;
-    if reserved < provisioned {
-        return Err(ApiError::invalid_parameter(format!(
-            "Specified ReservedConcurrentExecutions for function is less than the function's \
-             total provisioned concurrency [{provisioned}]."
-        )));
-    }
-    let elsewhere = store::committed_elsewhere(&mut *tx, &subject.account, &subject.name).await?;
-    if elsewhere + reserved > reservable() {
-        return Err(ApiError::invalid_parameter(format!(
-            "Specified ReservedConcurrentExecutions for function decreases account's \
-             UnreservedConcurrentExecution below its minimum value of [{}].",
-            store::MIN_UNRESERVED_CONCURRENCY
-        )));
-    }
-    store::set_reserved(&mut *tx, &subject.account, &subject.name, Some(reserved)).await?;
-    tx.commit().await?;
+    store::put_reserved(
+        service.registry.pool(),
+        &subject.account,
+        &subject.name,
+        reserved,
+    )
+    .await
+    .map_err(|e| refused(&subject, e))?;
     Ok(Json(Concurrency {
         reserved_concurrent_executions: Some(reserved),
     }))
@@ -207,33 +186,23 @@ async fn get_reserved(
 ) -> Result<Json<Concurrency>, ApiError> {
     let subject = Subject::unqualified(&function, &principal, &service)?;
     let reserved = store::reservation(service.registry.pool(), &subject.account, &subject.name)
-        .await?
-        .ok_or_else(|| subject.not_found())?;
+        .await
+        .map_err(|e| refused(&subject, e))?;
     Ok(Json(Concurrency {
         reserved_concurrent_executions: reserved,
     }))
 }
 
-/// Removing a reservation never breaks a rule: the function's provisioned concurrency
-/// (at most its reservation) simply moves into the unreserved pool.
 async fn delete_reserved(
     State(service): State<Arc<Service>>,
     Extension(principal): Extension<Principal>,
     FunctionName(function): FunctionName,
 ) -> Result<StatusCode, ApiError> {
     let subject = Subject::unqualified(&function, &principal, &service)?;
-    if store::set_reserved(
-        service.registry.pool(),
-        &subject.account,
-        &subject.name,
-        None,
-    )
-    .await?
-    {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(subject.not_found())
-    }
+    store::delete_reserved(service.registry.pool(), &subject.account, &subject.name)
+        .await
+        .map_err(|e| refused(&subject, e))?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn put_provisioned(
@@ -258,51 +227,15 @@ async fn put_provisioned(
              value greater than or equal to 1"
         )));
     }
-
-    let mut tx = service.registry.pool().begin().await?;
-    store::lock_account(&mut tx, &subject.account).await?;
-    let reserved = store::reservation(&mut *tx, &subject.account, &subject.name)
-        .await?
-        .ok_or_else(|| subject.not_found())?;
-    let configs =
-        store::list_provisioned(&mut *tx, &subject.account, &subject.name, "", i64::MAX).await?;
-    match target(&mut tx, &subject, &qualifier).await? {
-        Some(alias) => check_alias_overlap(&alias.routing, &configs)?,
-        None => check_version_overlap(&mut tx, &subject, &qualifier, &configs).await?,
-    }
-    let others: i64 = configs
-        .iter()
-        .filter(|c| c.qualifier != qualifier)
-        .map(|c| c.requested)
-        .sum();
-    match reserved {
-        Some(reserved) if others + requested > reserved => {
-            return Err(ApiError::invalid_parameter(
-                "Requested Provisioned Concurrency should not be greater than the \
-                 reservedConcurrentExecution for function",
-            ));
-        }
-        Some(_) => {}
-        // Without a reservation, provisioned concurrency comes out of the unreserved pool.
-        None => {
-            let elsewhere =
-                store::committed_elsewhere(&mut *tx, &subject.account, &subject.name).await?;
-            if elsewhere + others + requested > reservable() {
-                return Err(ApiError::invalid_parameter(format!(
-                    "Specified ConcurrentExecutions for function decreases account's \
-                     UnreservedConcurrentExecution below its minimum value of [{}].",
-                    store::MIN_UNRESERVED_CONCURRENCY
-                )));
-            }
-        }
-    }
-    let config = ProvisionedConfig {
-        qualifier,
+    let config = store::put_provisioned(
+        service.registry.pool(),
+        &subject.account,
+        &subject.name,
+        &qualifier,
         requested,
-        last_modified: clock::lambda_timestamp(),
-    };
-    store::put_provisioned(&mut *tx, &subject.account, &subject.name, &config).await?;
-    tx.commit().await?;
+    )
+    .await
+    .map_err(|e| refused(&subject, e))?;
     service.fleet.provisioned.changed();
     Ok((
         StatusCode::ACCEPTED,
@@ -331,22 +264,20 @@ async fn get_provisioned(
             .into_response());
     }
     let (subject, qualifier) = provisioned_subject(&function, query, &principal, &service)?;
-    let mut conn = service.registry.pool().acquire().await?;
-    existing_target(&mut conn, &subject, &qualifier).await?;
-    let config = store::provisioned(&mut *conn, &subject.account, &subject.name, &qualifier)
-        .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "ProvisionedConcurrencyConfigNotFoundException",
-                "No Provisioned Concurrency Config found for this function",
-            )
-        })?;
+    check_configurable(&qualifier)?;
+    let config = store::get_provisioned(
+        service.registry.pool(),
+        &subject.account,
+        &subject.name,
+        &qualifier,
+    )
+    .await
+    .map_err(|e| refused(&subject, e))?;
     Ok(Json(ProvisionedStatus::new(&service, &subject, config, None)).into_response())
 }
 
 /// Like Lambda's, deleting a configuration that does not exist succeeds; the function and
-/// the version or alias must exist. Removing concurrency breaks no rule, so no lock.
+/// the version or alias must exist.
 async fn delete_provisioned(
     State(service): State<Arc<Service>>,
     Extension(principal): Extension<Principal>,
@@ -354,9 +285,15 @@ async fn delete_provisioned(
     Params(query): Params<FunctionsQuery>,
 ) -> Result<StatusCode, ApiError> {
     let (subject, qualifier) = provisioned_subject(&function, query, &principal, &service)?;
-    let mut conn = service.registry.pool().acquire().await?;
-    existing_target(&mut conn, &subject, &qualifier).await?;
-    store::delete_provisioned(&mut *conn, &subject.account, &subject.name, &qualifier).await?;
+    check_configurable(&qualifier)?;
+    store::delete_provisioned(
+        service.registry.pool(),
+        &subject.account,
+        &subject.name,
+        &qualifier,
+    )
+    .await
+    .map_err(|e| refused(&subject, e))?;
     service.fleet.provisioned.changed();
     Ok(StatusCode::NO_CONTENT)
 }
@@ -369,16 +306,15 @@ async fn list_provisioned(
     let page = Page::parse(query.marker.as_deref(), query.max_items.as_deref(), |key| {
         target::check_qualifier(key).ok().map(|()| key.to_owned())
     })?;
-    let mut conn = service.registry.pool().acquire().await?;
-    subject.check_exists(&mut conn).await?;
     let found = store::list_provisioned(
-        &mut *conn,
+        service.registry.pool(),
         &subject.account,
         &subject.name,
         page.after.as_deref().unwrap_or_default(),
         page.limit(),
     )
-    .await?;
+    .await
+    .map_err(|e| refused(subject, e))?;
     let (found, next_marker) = page.split(found, |config| config.qualifier.clone());
     let configs = found
         .into_iter()
@@ -393,24 +329,54 @@ async fn list_provisioned(
     }))
 }
 
-/// UpdateAlias's side of the provisioning rules: an alias with provisioned concurrency
-/// may only move to published versions that are not provisioned themselves.
-pub(crate) async fn check_alias_retarget(
-    conn: &mut AnyConnection,
-    subject: &Subject,
-    alias: &Alias,
-) -> Result<(), ApiError> {
-    let configs =
-        store::list_provisioned(&mut *conn, &subject.account, &subject.name, "", i64::MAX).await?;
-    if configs.iter().any(|c| c.qualifier == alias.name) {
-        check_alias_overlap(&alias.routing, &configs)?;
+/// The store's refusal as Lambda words it.
+fn refused(subject: &Subject, error: store::Error) -> ApiError {
+    match error {
+        store::Error::FunctionNotFound => subject.not_found(),
+        store::Error::VersionNotFound(version) => subject.version_not_found(&version),
+        store::Error::AliasNotFound(alias) => subject.alias_not_found(&alias),
+        store::Error::ConfigNotFound => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ProvisionedConcurrencyConfigNotFoundException",
+            "No Provisioned Concurrency Config found for this function",
+        ),
+        store::Error::ReservationBelowProvisioned { provisioned } => {
+            ApiError::invalid_parameter(format!(
+                "Specified ReservedConcurrentExecutions for function is less than the \
+                 function's total provisioned concurrency [{provisioned}]."
+            ))
+        }
+        store::Error::ReservationOverAccount => ApiError::invalid_parameter(format!(
+            "Specified ReservedConcurrentExecutions for function decreases account's \
+             UnreservedConcurrentExecution below its minimum value of [{}].",
+            store::MIN_UNRESERVED_CONCURRENCY
+        )),
+        store::Error::ProvisionedOverReservation => ApiError::invalid_parameter(
+            "Requested Provisioned Concurrency should not be greater than the \
+             reservedConcurrentExecution for function",
+        ),
+        store::Error::ProvisionedOverAccount => ApiError::invalid_parameter(format!(
+            "Specified ConcurrentExecutions for function decreases account's \
+             UnreservedConcurrentExecution below its minimum value of [{}].",
+            store::MIN_UNRESERVED_CONCURRENCY
+        )),
+        store::Error::VersionInProvisionedAlias => {
+            ApiError::conflict("Version is pointed by a Provisioned Concurrency alias")
+        }
+        store::Error::Routing(e) => provisioned_routing_refused(e),
+        store::Error::Sql(e) => e.into(),
     }
-    Ok(())
 }
 
-/// The concurrency the account can set aside for functions.
-fn reservable() -> i64 {
-    store::ACCOUNT_CONCURRENCY_LIMIT - store::MIN_UNRESERVED_CONCURRENCY
+/// Lambda's words for a routing that cannot take provisioned concurrency (also
+/// UpdateAlias's, moving an alias that has some).
+pub(crate) fn provisioned_routing_refused(error: ProvisionedRoutingError) -> ApiError {
+    match error {
+        ProvisionedRoutingError::Unpublished => ApiError::invalid_parameter(UNPUBLISHED),
+        ProvisionedRoutingError::VersionProvisioned => {
+            ApiError::conflict(ALIAS_ON_PROVISIONED_VERSION)
+        }
+    }
 }
 
 /// The function and the qualifier of a provisioned concurrency request: from `Qualifier`
@@ -428,83 +394,13 @@ fn provisioned_subject(
     Ok((subject, qualifier))
 }
 
-/// Sum of the function's provisioned concurrency.
-async fn provisioned_total(conn: &mut AnyConnection, subject: &Subject) -> Result<i64, ApiError> {
-    let configs =
-        store::list_provisioned(&mut *conn, &subject.account, &subject.name, "", i64::MAX).await?;
-    Ok(configs.iter().map(|c| c.requested).sum())
-}
-
-/// The version or alias of an existing function a configuration is for, which must exist:
-/// `Some(alias)` for an alias, `None` for a published version.
-async fn target(
-    conn: &mut AnyConnection,
-    subject: &Subject,
-    qualifier: &str,
-) -> Result<Option<Alias>, ApiError> {
-    if is_number(qualifier) {
-        subject.check_version(conn, qualifier).await?;
-        return Ok(None);
-    }
-    subject.alias(conn, qualifier).await.map(Some)
-}
-
-/// Like [`target`] for reading or removing a configuration, where `$LATEST` can have none.
-async fn existing_target(
-    conn: &mut AnyConnection,
-    subject: &Subject,
-    qualifier: &str,
-) -> Result<(), ApiError> {
+/// Reading or removing a configuration names an alias or a published version:
+/// `$LATEST` never has one.
+fn check_configurable(qualifier: &str) -> Result<(), ApiError> {
     if qualifier == LATEST {
         return Err(ApiError::invalid_parameter(
             "The function resource provided must be an alias or a published version.",
         ));
     }
-    subject.check_exists(conn).await?;
-    target(conn, subject, qualifier).await.map(drop)
-}
-
-/// An alias may be provisioned only when it routes to published versions that have no
-/// configuration of their own (each environment counts once).
-fn check_alias_overlap(routing: &Routing, configs: &[ProvisionedConfig]) -> Result<(), ApiError> {
-    if routing.primary == LATEST {
-        return Err(ApiError::invalid_parameter(UNPUBLISHED));
-    }
-    if versions(routing).any(|v| configs.iter().any(|c| c.qualifier == v)) {
-        return Err(ApiError::conflict(ALIAS_ON_PROVISIONED_VERSION));
-    }
     Ok(())
-}
-
-/// A version may be provisioned only when no provisioned alias routes to it.
-async fn check_version_overlap(
-    conn: &mut AnyConnection,
-    subject: &Subject,
-    version: &str,
-    configs: &[ProvisionedConfig],
-) -> Result<(), ApiError> {
-    for config in configs.iter().filter(|c| !is_number(&c.qualifier)) {
-        let Some(alias) = alias_store::get(
-            &mut *conn,
-            &subject.account,
-            &subject.name,
-            &config.qualifier,
-        )
-        .await?
-        else {
-            continue;
-        };
-        if versions(&alias.routing).any(|v| v == version) {
-            return Err(ApiError::conflict(
-                "Version is pointed by a Provisioned Concurrency alias",
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Every version a routing sends invocations to.
-fn versions(routing: &Routing) -> impl Iterator<Item = &str> {
-    std::iter::once(routing.primary.as_str())
-        .chain(routing.additional.as_ref().map(|(v, _)| v.as_str()))
 }

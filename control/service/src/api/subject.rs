@@ -2,12 +2,9 @@
 //! with the qualifier given in the name or a `Qualifier` parameter, and the ARNs and
 //! errors that speak of it.
 
-use sqlx::AnyConnection;
-
 use crate::api::error::ApiError;
 use crate::api::target::{self, LATEST};
 use crate::service::{Principal, Service};
-use ember_store::aliases::{self, Alias};
 use ember_store::functions::{self as store, Version};
 
 /// A function named in a request, inside the caller's account.
@@ -112,35 +109,6 @@ impl Subject {
             "Cannot find alias arn: {}",
             self.qualified_arn(alias)
         ))
-    }
-
-    /// Fails with 404 unless the function exists.
-    pub async fn check_exists(&self, conn: &mut AnyConnection) -> Result<(), ApiError> {
-        if aliases::function_exists(conn, &self.account, &self.name).await? {
-            Ok(())
-        } else {
-            Err(self.not_found())
-        }
-    }
-
-    /// Fails with 404 unless the function has `version`.
-    pub async fn check_version(
-        &self,
-        conn: &mut AnyConnection,
-        version: &str,
-    ) -> Result<(), ApiError> {
-        if aliases::version_exists(conn, &self.account, &self.name, version).await? {
-            Ok(())
-        } else {
-            Err(self.version_not_found(version))
-        }
-    }
-
-    /// The function's alias `name`, or 404 for it.
-    pub async fn alias(&self, conn: &mut AnyConnection, name: &str) -> Result<Alias, ApiError> {
-        aliases::get(conn, &self.account, &self.name, name)
-            .await?
-            .ok_or_else(|| self.alias_not_found(name))
     }
 
     /// The version the request names (`$LATEST` when unqualified).

@@ -1,0 +1,56 @@
+//! What the store's unit tests share: a SQLite registry with one account, and functions
+//! with published versions.
+
+use std::collections::BTreeMap;
+
+use ember_wire::function::ModuleKind;
+
+use crate::functions::{self, Code, Config};
+use crate::Registry;
+
+pub const ACCOUNT: &str = "111111111111";
+
+/// A new SQLite registry (in the returned directory) with account [`ACCOUNT`].
+pub async fn registry() -> (tempfile::TempDir, Registry) {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open_sqlite(dir.path()).await.unwrap();
+    sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, 'a', 0)")
+        .bind(ACCOUNT)
+        .execute(registry.pool())
+        .await
+        .unwrap();
+    (dir, registry)
+}
+
+/// Creates function `name` in [`ACCOUNT`] with versions 1..=`published`, each with new code.
+pub async fn function(registry: &Registry, name: &str, published: i64) {
+    let config = Config {
+        description: String::new(),
+        runtime: "wasm32-wasip1".into(),
+        handler: "handle".into(),
+        role: format!("arn:aws:iam::{ACCOUNT}:role/r"),
+        memory_size: 128,
+        timeout: 3,
+        environment: BTreeMap::new(),
+    };
+    let code = |n: i64| Code {
+        kind: ModuleKind::Reactor,
+        code_sha256: format!("sha of {name} {n}"),
+        code_size: 1,
+        artifact_id: format!("{name}-{n}"),
+    };
+    functions::create(registry, ACCOUNT, name, &config, &code(0), false, u64::MAX)
+        .await
+        .unwrap();
+    for n in 1..=published {
+        let change = functions::CodeChange {
+            code: &code(n),
+            handler: "handle",
+            revision_id: None,
+            publish: true,
+        };
+        functions::update_code(registry, ACCOUNT, name, change, u64::MAX)
+            .await
+            .unwrap();
+    }
+}
