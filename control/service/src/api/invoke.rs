@@ -31,10 +31,10 @@ use serde::Deserialize;
 
 use crate::api::error::ApiError;
 use crate::api::request::{FunctionName, Params};
+use crate::api::request_id::RequestId;
 use crate::api::subject::Subject;
 use crate::events;
 use crate::router::{self, Invocation, InvokeError, Invoked};
-use crate::api::request_id::RequestId;
 use crate::service::{Principal, Service};
 
 /// The Invoke route.

@@ -12,10 +12,10 @@ use ember_control::admin::account::AccountCommand;
 use ember_control::admin::keys::KeysCommand;
 use ember_control::admin::{DataDirArgs, DatabaseArgs, MasterKeyArgs};
 use ember_control::events::EventSettings;
-use ember_control::server::fleet_listener::FleetOptions;
 use ember_control::fleet::FleetSettings;
 use ember_control::logs::LogSettings;
 use ember_control::metrics::{self, http::MetricsListen};
+use ember_control::server::fleet_listener::FleetOptions;
 use ember_control::server::{self, ServeOptions};
 use ember_control::service::Settings;
 

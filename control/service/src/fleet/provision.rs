@@ -25,8 +25,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use ember_fleet::messages::{Provisioned, VersionKey};
 use tokio::sync::{Notify, OnceCell};
 
-use super::state::Workers;
 use super::function_config::{self as config, GRANT_LIFETIME};
+use super::state::Workers;
 use super::Fleet;
 use ember_core::clock;
 use ember_store::aliases::{self, Routing};
@@ -208,8 +208,7 @@ impl Placement {
                         .await?;
                 let Some(version) = found else { continue };
                 // The grant is left out: the key does not depend on it.
-                let key =
-                    config::function_config(&version, &fleet.region, String::new()).key;
+                let key = config::function_config(&version, &fleet.region, String::new()).key;
                 let demand = demands.entry(key.clone()).or_insert(Demand {
                     memory_mib: u64::try_from(version.config.memory_size).unwrap_or(u64::MAX),
                     count: 0,

@@ -5,7 +5,6 @@
 //! serves them through the CloudWatch Logs API subset the AWS CLI and SDKs use; `ember
 //! logs` reads them the same way. See `docs/logs.md`.
 
-
 pub mod format;
 pub mod writer;
 

@@ -22,20 +22,20 @@ use ember_fleet::messages::{self, InvokeRequest, InvokeResponse, Status};
 use ember_wire::function::LOG_TAIL;
 
 use crate::fleet::client::CallError;
-use crate::logs;
 use crate::fleet::function_config::{self as config, GRANT_LIFETIME};
 use crate::fleet::Fleet;
+use crate::logs;
 use crate::logs::Logs;
 use crate::metrics::{Metrics, Outcome};
-use ember_core::names::LATEST;
-use ember_core::roles::RoleIssuer;
-use ember_store::Registry;
 use ember_core::clock;
+use ember_core::names::LATEST;
 use ember_core::random;
+use ember_core::roles::RoleIssuer;
 use ember_store::aliases::{self, Routing};
 use ember_store::concurrency;
 use ember_store::functions::{self, Version};
 use ember_store::workers::{self as worker_store, WorkerState};
+use ember_store::Registry;
 
 /// What the invoke path needs: the store, the fleet (its workers, in-flight counts, code
 /// grants and region), the issuer of role credentials, and where logs and metrics go.

@@ -13,10 +13,10 @@ use ember_fleet::messages::{
     HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse,
 };
 
-use crate::fleet::certs::{self, FleetCa, WORKER_GRACE};
-use crate::fleet::token::BootstrapToken;
 use crate::api::error::ApiError;
 use crate::api::request::blocking;
+use crate::fleet::certs::{self, FleetCa, WORKER_GRACE};
+use crate::fleet::token::BootstrapToken;
 use crate::service::Service;
 use ember_core::clock;
 use ember_core::random;

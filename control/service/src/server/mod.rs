@@ -14,7 +14,6 @@ pub mod fleet_routes;
 pub mod request_metrics;
 pub mod sigv4;
 
-
 #[cfg(test)]
 mod test_signing;
 
@@ -35,10 +34,10 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::api;
 use crate::api::error::ApiError;
-use crate::tls;
-use fleet_listener::FleetOptions;
 use crate::service::{OpenError, Service, Settings};
+use crate::tls;
 use ember_core::keys::KeySource;
+use fleet_listener::FleetOptions;
 
 /// How long shutdown waits for requests in progress.
 pub const DRAIN: Duration = Duration::from_secs(30);
