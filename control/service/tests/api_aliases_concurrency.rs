@@ -1,80 +1,25 @@
 //! Aliases, reserved and provisioned concurrency through the Lambda REST routes, in
-//! process: requests go straight into the router with an authenticated [`Principal`], and
+//! process: requests go straight into the router with an authenticated principal, and
 //! the functions and versions they act on are inserted with SQL.
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use axum::Router;
-use ember_control::service::{Principal, Service, Settings};
-use ember_core::keys::KeySource;
+use axum::http::StatusCode;
+use ember_control::service::Settings;
 use ember_store::{aliases, concurrency};
-use http_body_util::BodyExt;
+use ember_testkit::api::{InProcess, Reply};
 use serde_json::{json, Value};
-use sqlx::AnyPool;
-use tower::ServiceExt;
 
 const A: &str = "111111111111";
 const B: &str = "222222222222";
 
 /// A service in a temporary directory. Account A has `f` (`$LATEST`, 1, 2, 3) and `g`
 /// (`$LATEST`, 1); account B has its own `f` (`$LATEST`).
-struct Api {
-    router: Router,
-    pool: AnyPool,
-    _dir: tempfile::TempDir,
-}
-
-/// A response: status, error type (from `x-amzn-ErrorType`) and JSON body (`Null` when
-/// empty).
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    error: Option<String>,
-    body: Value,
-}
-
-impl Reply {
-    /// Asserts an error of `status` and `kind`, returning its message.
-    #[track_caller]
-    fn expect_error(&self, status: u16, kind: &str) -> &str {
-        assert_eq!(self.status.as_u16(), status, "{self:?}");
-        assert_eq!(self.error.as_deref(), Some(kind), "{self:?}");
-        self.body["message"].as_str().unwrap()
-    }
-
-    /// Asserts `status` and returns the body.
-    #[track_caller]
-    fn expect(&self, status: u16) -> &Value {
-        assert_eq!(self.status.as_u16(), status, "{self:?}");
-        &self.body
-    }
-}
+struct Api(InProcess);
 
 impl Api {
     async fn new() -> Api {
-        let dir = tempfile::tempdir().unwrap();
-        let service = Service::open(
-            dir.path(),
-            None,
-            KeySource::DataDir(dir.path().to_owned()),
-            Settings::default(),
-        )
-        .await
-        .unwrap();
-        let pool = service.registry.pool().clone();
-        let api = Api {
-            router: ember_control::api::router().with_state(Arc::new(service)),
-            pool,
-            _dir: dir,
-        };
-        for (account, name) in [(A, "a"), (B, "b")] {
-            api.sql(&format!(
-                "INSERT INTO accounts (id, name, created_at) VALUES ('{account}', '{name}', 0)"
-            ))
-            .await;
-        }
+        let api = Api(InProcess::open(Settings::default(), &[(A, "a"), (B, "b")]).await);
         api.function(A, "f", 3).await;
         api.function(A, "g", 1).await;
         api.function(B, "f", 0).await;
@@ -104,47 +49,20 @@ impl Api {
     }
 
     async fn sql(&self, statement: &str) {
-        sqlx::query(statement).execute(&self.pool).await.unwrap();
+        sqlx::query(statement).execute(self.0.pool()).await.unwrap();
     }
 
     async fn count(&self, table: &str) -> i64 {
         let (n,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}"))
-            .fetch_one(&self.pool)
+            .fetch_one(self.0.pool())
             .await
             .unwrap();
         n
     }
 
     async fn call(&self, account: &str, method: &str, uri: &str, body: Option<Value>) -> Reply {
-        let principal = Principal {
-            account_id: account.to_owned(),
-            access_key_id: format!("AKIA{account}"),
-            role: None,
-        };
-        let body = body.map_or_else(Body::empty, |v| Body::from(v.to_string()));
-        let request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .extension(principal)
-            .body(body)
-            .unwrap();
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let error = response
-            .headers()
-            .get("x-amzn-ErrorType")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap()
-        };
-        Reply {
-            status,
-            error,
-            body,
-        }
+        let body = body.unwrap_or(Value::Null);
+        self.0.call(account, method, uri, body).await
     }
 
     async fn create_alias(&self, function: &str, body: Value) -> Reply {
@@ -220,7 +138,7 @@ async fn alias_lifecycle_with_weighted_routing() {
         .call(A, "GET", "/2015-03-31/functions/f/aliases/live", None)
         .await;
     assert_eq!(got.expect(200), updated);
-    let routing = aliases::resolve(&api.pool, A, "f", "live")
+    let routing = aliases::resolve(api.0.pool(), A, "f", "live")
         .await
         .unwrap()
         .unwrap();
@@ -238,12 +156,14 @@ async fn alias_lifecycle_with_weighted_routing() {
     let promoted = promoted.expect(200);
     assert_eq!(promoted["FunctionVersion"], "2");
     assert!(promoted.get("RoutingConfig").is_none(), "{promoted}");
-    let routing = aliases::resolve(&api.pool, A, "f", "live").await.unwrap();
+    let routing = aliases::resolve(api.0.pool(), A, "f", "live")
+        .await
+        .unwrap();
     assert_eq!(routing.unwrap().additional, None);
 
     // Versions resolve to themselves; unknown qualifiers to nothing.
     for version in ["$LATEST", "3"] {
-        let routing = aliases::resolve(&api.pool, A, "f", version)
+        let routing = aliases::resolve(api.0.pool(), A, "f", version)
             .await
             .unwrap()
             .unwrap();
@@ -254,7 +174,9 @@ async fn alias_lifecycle_with_weighted_routing() {
     }
     for missing in ["9", "nope"] {
         assert_eq!(
-            aliases::resolve(&api.pool, A, "f", missing).await.unwrap(),
+            aliases::resolve(api.0.pool(), A, "f", missing)
+                .await
+                .unwrap(),
             None
         );
     }
@@ -267,7 +189,7 @@ async fn alias_lifecycle_with_weighted_routing() {
     let deleted = api
         .call(A, "DELETE", "/2015-03-31/functions/f/aliases/live", None)
         .await;
-    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(deleted.status.as_u16(), 204);
     assert_eq!(deleted.body, Value::Null);
     let message = api
         .call(A, "GET", "/2015-03-31/functions/f/aliases/live", None)
@@ -332,7 +254,7 @@ async fn alias_requests_are_validated_like_lambda() {
         ),
     ] {
         let reply = api.create_alias("f", body).await;
-        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{why}: {reply:?}");
+        assert_eq!(reply.status.as_u16(), 400, "{why}: {reply:?}");
         assert_eq!(reply.error.as_deref(), Some(invalid), "{why}");
     }
     let message = api
@@ -472,7 +394,8 @@ async fn list_aliases_pages_with_an_opaque_marker() {
             None,
         )
         .await;
-    let filtered: Vec<&str> = filtered.expect(200)["Aliases"]
+    let filtered = filtered.expect(200);
+    let filtered: Vec<&str> = filtered["Aliases"]
         .as_array()
         .unwrap()
         .iter()
@@ -483,7 +406,7 @@ async fn list_aliases_pages_with_an_opaque_marker() {
     let empty = api
         .call(A, "GET", "/2015-03-31/functions/g/aliases", None)
         .await;
-    assert_eq!(empty.expect(200), &json!({"Aliases": []}));
+    assert_eq!(empty.expect(200), json!({"Aliases": []}));
 
     for query in [
         "Marker=%21%21%21",
@@ -508,22 +431,22 @@ async fn list_aliases_pages_with_an_opaque_marker() {
 #[tokio::test]
 async fn reserved_concurrency_keeps_the_unreserved_minimum() {
     let api = Api::new().await;
-    assert_eq!(api.get_reserved("f").await.expect(200), &json!({}));
+    assert_eq!(api.get_reserved("f").await.expect(200), json!({}));
     assert_eq!(
-        concurrency::reserved(&api.pool, A, "f").await.unwrap(),
+        concurrency::reserved(api.0.pool(), A, "f").await.unwrap(),
         None
     );
 
     assert_eq!(
         api.put_reserved("f", 800).await.expect(200),
-        &json!({"ReservedConcurrentExecutions": 800})
+        json!({"ReservedConcurrentExecutions": 800})
     );
     assert_eq!(
         api.get_reserved("f").await.expect(200),
-        &json!({"ReservedConcurrentExecutions": 800})
+        json!({"ReservedConcurrentExecutions": 800})
     );
     assert_eq!(
-        concurrency::reserved(&api.pool, A, "f").await.unwrap(),
+        concurrency::reserved(api.0.pool(), A, "f").await.unwrap(),
         Some(800)
     );
 
@@ -563,8 +486,8 @@ async fn reserved_concurrency_keeps_the_unreserved_minimum() {
     let deleted = api
         .call(A, "DELETE", "/2017-10-31/functions/f/concurrency", None)
         .await;
-    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
-    assert_eq!(api.get_reserved("f").await.expect(200), &json!({}));
+    assert_eq!(deleted.status.as_u16(), 204);
+    assert_eq!(api.get_reserved("f").await.expect(200), json!({}));
     // Another account's reservations are its own business.
     api.call(
         B,
@@ -865,13 +788,15 @@ async fn other_accounts_see_nothing() {
     let listed = api
         .call(B, "GET", "/2015-03-31/functions/f/aliases", None)
         .await;
-    assert_eq!(listed.expect(200), &json!({"Aliases": []}));
+    assert_eq!(listed.expect(200), json!({"Aliases": []}));
     assert_eq!(
-        aliases::resolve(&api.pool, B, "f", "live").await.unwrap(),
+        aliases::resolve(api.0.pool(), B, "f", "live")
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(
-        concurrency::reserved(&api.pool, B, "g").await.unwrap(),
+        concurrency::reserved(api.0.pool(), B, "g").await.unwrap(),
         None
     );
 
@@ -906,7 +831,9 @@ async fn deleting_a_function_removes_its_aliases_and_configs() {
         .await
         .expect_error(404, "ResourceNotFoundException");
     assert_eq!(
-        aliases::resolve(&api.pool, A, "f", "live").await.unwrap(),
+        aliases::resolve(api.0.pool(), A, "f", "live")
+            .await
+            .unwrap(),
         None
     );
 

@@ -10,13 +10,11 @@ use std::time::Duration;
 
 use ember_store::aliases::{self, NewAlias};
 use ember_store::concurrency;
-use ember_store::functions::{self, Code, Config, ConfigChange};
+use ember_store::fixtures::{self, code, config, ACCOUNT};
+use ember_store::functions::{self, ConfigChange};
 use ember_store::{accounts, Registry};
 use ember_testkit::postgres::Postgres;
 use ember_testkit::{write_packages, Control};
-use ember_wire::function::ModuleKind;
-
-const ACCOUNT: &str = "111111111111";
 
 /// Valid function, alias and account names whose byte order (digits, uppercase, `-`, `_`,
 /// lowercase) differs from a natural-language collation's (ICU's `en-US`: `0` < `a` < `A`
@@ -30,33 +28,8 @@ const WAIT: Duration = Duration::from_millis(300);
 async fn registry(label: &str) -> (Arc<Postgres>, Registry) {
     let postgres = Postgres::shared();
     let registry = Registry::open(&postgres.database(label)).await.unwrap();
-    sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, 'owner', 0)")
-        .bind(ACCOUNT)
-        .execute(registry.pool())
-        .await
-        .unwrap();
+    fixtures::add_account(&registry).await;
     (postgres, registry)
-}
-
-fn config() -> Config {
-    Config {
-        description: String::new(),
-        runtime: "wasm32-wasip1".into(),
-        handler: "handle".into(),
-        role: format!("arn:aws:iam::{ACCOUNT}:role/r"),
-        memory_size: 128,
-        timeout: 3,
-        environment: BTreeMap::from([("K".into(), "v".into())]),
-    }
-}
-
-fn code(artifact_id: &str) -> Code {
-    Code {
-        kind: ModuleKind::Reactor,
-        code_sha256: format!("sha of {artifact_id}"),
-        code_size: 100,
-        artifact_id: artifact_id.into(),
-    }
 }
 
 fn alias(name: &str, version: &str) -> NewAlias {
@@ -229,11 +202,7 @@ async fn lists_sort_and_page_in_byte_order_as_on_sqlite() {
 
     let dir = tempfile::tempdir().unwrap();
     let sqlite = Registry::open_sqlite(dir.path()).await.unwrap();
-    sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, 'owner', 0)")
-        .bind(ACCOUNT)
-        .execute(sqlite.pool())
-        .await
-        .unwrap();
+    fixtures::add_account(&sqlite).await;
     assert_eq!(listings(&sqlite).await, expected, "on SQLite");
 }
 

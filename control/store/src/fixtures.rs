@@ -1,5 +1,6 @@
-//! What the store's unit tests share: a SQLite registry with one account, and functions
-//! with published versions.
+//! What tests of the store share (its unit tests, and other crates' with the `test-util`
+//! feature): a SQLite registry with one account, a version's configuration and code, and
+//! functions with published versions.
 
 use std::collections::BTreeMap;
 
@@ -14,31 +15,46 @@ pub const ACCOUNT: &str = "111111111111";
 pub async fn registry() -> (tempfile::TempDir, Registry) {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::open_sqlite(dir.path()).await.unwrap();
-    sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, 'a', 0)")
+    add_account(&registry).await;
+    (dir, registry)
+}
+
+/// Adds account [`ACCOUNT`], named `owner`, to `registry`.
+pub async fn add_account(registry: &Registry) {
+    sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, 'owner', 0)")
         .bind(ACCOUNT)
         .execute(registry.pool())
         .await
         .unwrap();
-    (dir, registry)
 }
 
-/// Creates function `name` in [`ACCOUNT`] with versions 1..=`published`, each with new code.
-pub async fn function(registry: &Registry, name: &str, published: i64) {
-    let config = Config {
+/// A version's configuration in [`ACCOUNT`], with one environment variable.
+pub fn config() -> Config {
+    Config {
         description: String::new(),
         runtime: "wasm32-wasip1".into(),
         handler: "handle".into(),
         role: format!("arn:aws:iam::{ACCOUNT}:role/r"),
         memory_size: 128,
         timeout: 3,
-        environment: BTreeMap::new(),
-    };
-    let code = |n: i64| Code {
+        environment: BTreeMap::from([("K".into(), "v".into())]),
+    }
+}
+
+/// A reactor's code stored as `artifact_id`.
+pub fn code(artifact_id: &str) -> Code {
+    Code {
         kind: ModuleKind::Reactor,
-        code_sha256: format!("sha of {name} {n}"),
-        code_size: 1,
-        artifact_id: format!("{name}-{n}"),
-    };
+        code_sha256: format!("sha of {artifact_id}"),
+        code_size: 100,
+        artifact_id: artifact_id.into(),
+    }
+}
+
+/// Creates function `name` in [`ACCOUNT`] with versions 1..=`published`, each with new code.
+pub async fn function(registry: &Registry, name: &str, published: i64) {
+    let config = config();
+    let code = |n: i64| code(&format!("{name}-{n}"));
     functions::create(registry, ACCOUNT, name, &config, &code(0), false, u64::MAX)
         .await
         .unwrap();

@@ -804,39 +804,7 @@ fn new_revision() -> String {
 mod tests {
     use super::*;
 
-    const ACCOUNT: &str = "111111111111";
-
-    async fn registry() -> (tempfile::TempDir, Registry) {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::open_sqlite(dir.path()).await.unwrap();
-        sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, 'a', 0)")
-            .bind(ACCOUNT)
-            .execute(registry.pool())
-            .await
-            .unwrap();
-        (dir, registry)
-    }
-
-    fn config() -> Config {
-        Config {
-            description: String::new(),
-            runtime: "wasm32-wasip1".into(),
-            handler: "handle".into(),
-            role: format!("arn:aws:iam::{ACCOUNT}:role/r"),
-            memory_size: 128,
-            timeout: 3,
-            environment: BTreeMap::from([("K".into(), "v".into())]),
-        }
-    }
-
-    fn code(artifact_id: &str) -> Code {
-        Code {
-            kind: ModuleKind::Reactor,
-            code_sha256: format!("sha of {artifact_id}"),
-            code_size: 100,
-            artifact_id: artifact_id.into(),
-        }
-    }
+    use crate::fixtures::{code, config, registry, ACCOUNT};
 
     #[tokio::test]
     async fn a_taken_name_is_refused_by_the_insert() {

@@ -17,7 +17,7 @@ pub mod functions;
 pub mod logs;
 pub mod workers;
 
-#[cfg(test)]
-mod fixtures;
+#[cfg(any(test, feature = "test-util"))]
+pub mod fixtures;
 
 pub use database::{Registry, RegistryError, DB_FILE};
