@@ -10,10 +10,12 @@
 //!   client certificate.
 //!
 //! Both are TLS 1.3 only, AES-GCM cipher suites only, and every request but registration
-//! is mutually authenticated with certificates from control's CA.
+//! is mutually authenticated with certificates from control's CA. Between a VM and its
+//! host they run over vsock ([`vsock`] says how the two ends are named there).
 
 pub mod messages;
 pub mod tls;
+pub mod vsock;
 
 /// Worker → control: join the fleet (bootstrap token, no client certificate yet).
 pub const REGISTER: &str = "/fleet/v1/register";

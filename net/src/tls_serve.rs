@@ -2,7 +2,8 @@
 //! TLS handshake (bounded in time, so a silent client cannot hold a task), asks the
 //! caller's [`Admission`] whether that peer may talk here, then serves HTTP/1.1 by hyper
 //! with an axum router. On shutdown the listener closes and open connections finish their
-//! requests, for up to the drain limit.
+//! requests, for up to the drain limit. Any [`Listener`] is served the same way: TCP, or
+//! a Unix socket such as the one a hybrid vsock connection arrives on.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,9 +14,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use rustls_pki_types::CertificateDer;
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
+
+use crate::listen::Listener;
 
 /// How long a client may take to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,8 +39,8 @@ pub fn admit_all(_: &PeerCertificate) -> bool {
 
 /// Accepts TLS connections on `listener` and serves `app` on each connection `admit`
 /// allows, until `shutdown`; then lets open connections finish for up to `drain`.
-pub async fn serve(
-    listener: TcpListener,
+pub async fn serve<L: Listener>(
+    listener: L,
     acceptor: TlsAcceptor,
     app: Router,
     admit: Admission,
@@ -52,7 +54,7 @@ pub async fn serve(
     let http = Arc::new(http);
     tokio::pin!(shutdown);
     loop {
-        let (tcp, peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -64,12 +66,10 @@ pub async fn serve(
                 }
             },
         };
-        // Requests and answers are small and latency-bound: send them at once.
-        let _ = tcp.set_nodelay(true);
         let (acceptor, app, http) = (acceptor.clone(), app.clone(), http.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
