@@ -27,13 +27,18 @@ pub fn binary(package: &str, bin: &str) -> PathBuf {
         .clone()
 }
 
-fn build(package: &str, bin: &str) -> PathBuf {
-    // A test runs from TARGET/PROFILE/deps/.
+/// The directory of the test's build profile, `TARGET/PROFILE` (a test runs from
+/// `TARGET/PROFILE/deps/`).
+pub fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test's own path");
-    let profile_dir = exe
-        .parent()
+    exe.parent()
         .and_then(Path::parent)
-        .expect("tests run from TARGET/PROFILE/deps");
+        .expect("tests run from TARGET/PROFILE/deps")
+        .to_owned()
+}
+
+fn build(package: &str, bin: &str) -> PathBuf {
+    let profile_dir = profile_dir();
     let target_dir = profile_dir.parent().expect("a target directory");
     let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") => "dev",
