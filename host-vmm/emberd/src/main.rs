@@ -1,7 +1,12 @@
 //! `emberd`: ember's worker daemon. `emberd serve` joins a control service's fleet and
 //! runs its invocations (`docs/fleet.md`). By hand, `emberd vm run --mem 16 --echo hello`
 //! boots guest-init, talks to it over vsock, prints the guest's log and the round trip,
-//! and shuts it down.
+//! and shuts it down. `emberd selftest` qualifies this machine (`ember-selftest: ok ...`).
+//! Run as PID 1 (a worker image's `/init`), or as `emberd init`, it is the machine's init
+//! ([`init`]).
+
+mod init;
+mod selftest;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -23,6 +28,16 @@ struct Cli {
 enum Command {
     /// Join a control service's fleet and run its invocations until the lease ends.
     Serve(emberd::config::ServeArgs),
+    /// Init mode, what emberd does as PID 1: mount, load modules, then serve or self-test
+    /// per the kernel command line and the config file (docs/emberd-init.md).
+    Init,
+    /// Boot a micro-VM, echo through it and run a wasm function cold and warm; print one
+    /// `ember-selftest: ok ...` or `ember-selftest: FAILED ...` line.
+    Selftest {
+        /// The KVM device to check.
+        #[arg(long, default_value = "/dev/kvm")]
+        kvm: PathBuf,
+    },
     /// Micro-VM tools.
     Vm {
         #[command(subcommand)]
@@ -77,10 +92,24 @@ enum VmCommand {
 }
 
 fn main() -> ExitCode {
+    // The kernel starts init with no arguments worth parsing.
+    if std::process::id() == 1 {
+        return init::main();
+    }
     block_termination_signals();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let Cli { command } = Cli::parse();
     let result = match command {
+        Command::Init => return init::main(),
+        Command::Selftest { kvm } => {
+            let result = selftest::run(&kvm);
+            println!("{}", selftest::line(&result));
+            return if result.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
         Command::Serve(args) => emberd::run(args).map_err(Into::into),
         Command::Vm {
             command:
