@@ -27,6 +27,7 @@ pub fn line(text: &str) {
 pub fn attach() {
     match open("/dev/ttyS0") {
         Ok(serial) => {
+            log::info!("console: /dev/ttyS0 is stdin, stdout and stderr");
             for fd in 0..=2 {
                 // SAFETY: fds 0-2 are the standard streams; dup2 over them is how a
                 // process changes its console, and `serial` stays open until it returns.
@@ -38,7 +39,10 @@ pub fn attach() {
         )),
     }
     match open("/dev/tty0") {
-        Ok(screen) => *SCREEN.lock().unwrap_or_else(|e| e.into_inner()) = Some(screen),
+        Ok(screen) => {
+            log::info!("console: log lines also on the screen, /dev/tty0");
+            *SCREEN.lock().unwrap_or_else(|e| e.into_inner()) = Some(screen);
+        }
         Err(e) => line(&format!("emberd: console: no screen /dev/tty0 ({e})")),
     }
 }

@@ -3,7 +3,8 @@
 //! (Ctrl-Alt-Del) to drain. Registration already retries an unreachable control with
 //! backoff (`register.rs`); a refusal (a wrong or expired token) ends `serve`, and here,
 //! with no operator to restart it, is retried with backoff too: the token may be
-//! replaced on control meanwhile.
+//! replaced on control meanwhile. The first SIGTERM or SIGINT drains; a second one, for
+//! a worker still registering (which does not watch for the drain), stops it at once.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -75,24 +76,34 @@ pub fn run(settings: &Settings) -> Result<(), String> {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
-    let stop = stop_on_signals().map_err(|e| format!("taking SIGTERM and SIGINT: {e}"))?;
+    let signals = count_signals().map_err(|e| format!("taking SIGTERM and SIGINT: {e}"))?;
     let mut backoff = FIRST_BACKOFF;
     loop {
-        let mut stopped = stop.clone();
-        let until = async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
+        let mut first = signals.clone();
+        let drain = async move {
+            let _ = first.wait_for(|n| *n >= 1).await;
         };
-        match emberd::serve_until(args.clone(), until).await {
+        let mut second = signals.clone();
+        // `serve` drains on the first signal once registered; while registering it does
+        // not look, so a second signal ends it at once.
+        let result = tokio::select! {
+            result = emberd::serve_until(args.clone(), drain) => result,
+            _ = second.wait_for(|n| *n >= 2) => {
+                log::warn!("worker: a second signal: stopping without draining");
+                return Ok(());
+            }
+        };
+        match result {
             Ok(()) => {
                 log::info!("worker: drained");
                 return Ok(());
             }
             Err(WorkerError::Register(e)) => {
                 log::error!("worker: {e}; trying again in {backoff:?}");
-                let mut stopped = stop.clone();
+                let mut stopped = signals.clone();
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
-                    _ = stopped.wait_for(|stop| *stop) => return Ok(()),
+                    _ = stopped.wait_for(|n| *n >= 1) => return Ok(()),
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
@@ -101,19 +112,21 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     }
 }
 
-/// A flag set on the first SIGTERM or SIGINT.
-fn stop_on_signals() -> std::io::Result<watch::Receiver<bool>> {
+/// How many SIGTERMs and SIGINTs (Ctrl-Alt-Del) have come.
+fn count_signals() -> std::io::Result<watch::Receiver<u32>> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let (set, flag) = watch::channel(false);
+    let (count, counted) = watch::channel(0);
     tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => log::info!("worker: SIGTERM, draining"),
-            _ = int.recv() => log::info!("worker: SIGINT (Ctrl-Alt-Del), draining"),
+        loop {
+            tokio::select! {
+                _ = term.recv() => log::info!("worker: SIGTERM, draining"),
+                _ = int.recv() => log::info!("worker: SIGINT (Ctrl-Alt-Del), draining"),
+            }
+            count.send_modify(|n| *n += 1);
         }
-        let _ = set.send(true);
     });
-    Ok(flag)
+    Ok(counted)
 }
 
 fn write_token(path: &Path, token: &str) -> std::io::Result<()> {
