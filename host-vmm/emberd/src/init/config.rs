@@ -68,6 +68,12 @@ pub enum ConfigError {
         line: usize,
         text: String,
     },
+    #[error("{file} line {line}: {key} is set twice")]
+    Twice {
+        file: String,
+        line: usize,
+        key: String,
+    },
     #[error("{key}={value:?}: {expected}")]
     Value {
         key: String,
@@ -136,7 +142,7 @@ fn split_words(text: &str) -> Vec<String> {
 }
 
 /// The settings of a config file: `KEY=VALUE` lines (spaces around `=` allowed), blank
-/// lines and `#` comments. `file` names it in errors.
+/// lines and `#` comments; a key set twice is an error. `file` names it in errors.
 pub fn parse_file(file: &str, text: &str) -> Result<Vec<Entry>, ConfigError> {
     let mut entries = Vec::new();
     for (index, line) in text.lines().enumerate() {
@@ -145,6 +151,13 @@ pub fn parse_file(file: &str, text: &str) -> Result<Vec<Entry>, ConfigError> {
             continue;
         }
         match line.split_once('=') {
+            Some((key, _)) if entries.iter().any(|e: &Entry| e.key == key.trim()) => {
+                return Err(ConfigError::Twice {
+                    file: file.to_owned(),
+                    line: index + 1,
+                    key: key.trim().to_owned(),
+                })
+            }
             Some((key, value)) if !key.trim().is_empty() => entries.push(Entry {
                 key: key.trim().to_owned(),
                 value: value.trim().to_owned(),
@@ -314,6 +327,12 @@ mod tests {
                 line: 1,
                 text: "control".into()
             })
+        );
+        assert_eq!(
+            parse_file("f", "name=a\n# again\nname = b\n")
+                .unwrap_err()
+                .to_string(),
+            "f line 3: name is set twice"
         );
     }
 

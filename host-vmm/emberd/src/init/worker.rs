@@ -21,6 +21,13 @@ use super::config::{serve_argv, Settings};
 /// Where the token goes: `/run` is a tmpfs init mounted.
 const TOKEN_FILE: &str = "/run/ember/token";
 
+/// Serve flags with a default in the image (docs/worker-image.md): the CA that
+/// `ember-image` copies in, and the state on the tmpfs.
+const DEFAULTS: [(&str, &str); 2] = [
+    ("ca", "/etc/ember/ca.pem"),
+    ("state_dir", "/run/ember/state"),
+];
+
 /// The first and the longest pause between refused registrations.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -36,7 +43,13 @@ struct Serve {
 /// `emberd serve`'s arguments from the `serve` settings, checked by clap; an error is
 /// clap's message on one line (`unexpected argument '--contorl' found`).
 fn serve_args(serve: &BTreeMap<String, String>, token_file: &Path) -> Result<ServeArgs, String> {
-    Serve::try_parse_from(serve_argv(serve, token_file))
+    let mut serve = serve.clone();
+    for (key, default) in DEFAULTS {
+        serve
+            .entry(key.to_owned())
+            .or_insert_with(|| default.to_owned());
+    }
+    Serve::try_parse_from(serve_argv(&serve, token_file))
         .map(|serve| serve.args)
         .map_err(|e| {
             // clap's message without the usage and tips that follow its first blank line.
@@ -153,15 +166,16 @@ mod tests {
     fn serve_keys_become_the_flags_that_clap_checks() {
         let serve = BTreeMap::from([
             ("control".to_owned(), "https://c:9444".to_owned()),
-            ("ca".to_owned(), "/etc/ember/ca.pem".to_owned()),
-            ("state_dir".to_owned(), "/run/ember/state".to_owned()),
+            ("ca".to_owned(), "/image/ca.pem".to_owned()),
+            ("state_dir".to_owned(), "/var/ember".to_owned()),
             ("max_envs".to_owned(), "8".to_owned()),
         ]);
         let args = serve_args(&serve, Path::new("/run/ember/token")).unwrap();
         assert_eq!(args.control, "https://c:9444");
         assert_eq!(args.max_envs, 8);
         assert_eq!(args.token_file, PathBuf::from("/run/ember/token"));
-        assert_eq!(args.state_dir, PathBuf::from("/run/ember/state"));
+        assert_eq!(args.ca, PathBuf::from("/image/ca.pem"));
+        assert_eq!(args.state_dir, PathBuf::from("/var/ember"));
 
         let mut typo = serve.clone();
         typo.insert("contorl".to_owned(), "x".to_owned());
@@ -171,6 +185,11 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains('\n'));
+        let defaults = BTreeMap::from([("control".to_owned(), "https://c:9444".to_owned())]);
+        let args = serve_args(&defaults, Path::new("/t")).unwrap();
+        assert_eq!(args.ca, PathBuf::from("/etc/ember/ca.pem"));
+        assert_eq!(args.state_dir, PathBuf::from("/run/ember/state"));
+
         let mut missing = serve;
         missing.remove("control");
         let err = serve_args(&missing, Path::new("/t")).err().unwrap();
