@@ -27,12 +27,12 @@ pub fn line(text: &str) {
 pub fn attach() {
     match open("/dev/ttyS0") {
         Ok(serial) => {
-            log::info!("console: /dev/ttyS0 is stdin, stdout and stderr");
             for fd in 0..=2 {
                 // SAFETY: fds 0-2 are the standard streams; dup2 over them is how a
                 // process changes its console, and `serial` stays open until it returns.
                 let _ = unsafe { libc::dup2(serial.as_raw_fd(), fd) };
             }
+            log::info!("console: /dev/ttyS0 is stdin, stdout and stderr");
         }
         Err(e) => line(&format!(
             "emberd: console: no /dev/ttyS0 ({e}); keeping the kernel's console"
