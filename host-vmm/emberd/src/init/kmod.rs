@@ -270,6 +270,12 @@ kernel/net/vmw_vsock/vsock.ko:
         let mut xz = Vec::new();
         lzma_rs::xz_compress(&mut &image[..], &mut xz).unwrap();
         assert_eq!(decompress("m.ko.xz", &xz).unwrap(), image);
+        let zst = ruzstd::encoding::compress_to_vec(
+            &image[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        assert_eq!(decompress("m.ko.zst", &zst).unwrap(), image);
+        assert!(decompress("m.ko.zst", &xz).is_err());
         assert!(decompress("m.ko.xz", b"not xz").is_err());
         assert!(decompress("m.ko.gz", &xz).is_err());
     }
