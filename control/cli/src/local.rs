@@ -81,6 +81,7 @@ pub async fn start(options: LocalOptions) -> Result<Platform, LocalError> {
         fleet: FleetOptions {
             listen: options.fleet_listen,
             names: Vec::new(),
+            vsock: None,
         },
         metrics_listen: options.metrics_listen,
     })

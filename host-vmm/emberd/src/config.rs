@@ -10,7 +10,9 @@ use ember_net::exposition::MetricsListen;
 /// How a worker joins the fleet and what it offers.
 #[derive(Args, Clone, Debug)]
 pub struct ServeArgs {
-    /// Control's fleet listener, `https://HOST:PORT`.
+    /// Control's fleet listener, `https://HOST:PORT`; or `unix:///PATH`, a Unix socket
+    /// that leads to it (on a host: the `PATH_PORT` socket control listens on behind a VM's
+    /// hybrid vsock socket), over which control's certificate is checked for its vsock name.
     #[arg(long, value_name = "URL")]
     pub control: String,
     /// Control's CA certificate (`DIR/ca.pem` of ember-control's data directory): the only
@@ -24,7 +26,8 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:9445")]
     pub listen: SocketAddr,
     /// The `HOST:PORT` control reaches the worker API by, when not the listen address
-    /// (required when listening on 0.0.0.0 or ::).
+    /// (required when listening on 0.0.0.0 or ::); `vsock://CID:PORT` for a worker that
+    /// registers over vsock (control keeps only the port, see docs/fleet.md).
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise: Option<String>,
     /// Where the worker keeps its key, certificate and encrypted code cache.

@@ -1,6 +1,11 @@
 //! The worker's client for control's fleet listener: HTTPS trusting only control's CA,
 //! TLS 1.3 with AES-GCM only ([`ember_fleet::tls::client_config`]), with the worker's
 //! certificate once it has one (registration is the only call without).
+//!
+//! Control is `https://HOST:PORT`, or `unix:///PATH`: a Unix socket, such as the one a
+//! hybrid vsock connection arrives on at control's end (`PATH_PORT` behind
+//! `vhost-device-vsock`), over which the worker checks control's certificate for its vsock
+//! name ([`ember_fleet::vsock::CONTROL_NAME`]), as it would through AF_VSOCK.
 
 use std::time::Duration;
 
@@ -46,24 +51,27 @@ pub struct ControlClient {
 }
 
 impl ControlClient {
-    /// A client for `base` (`https://HOST:PORT`) trusting `ca_pem`, presenting `identity`
-    /// when given.
+    /// A client for `base` (`https://HOST:PORT` or `unix:///PATH`) trusting `ca_pem`,
+    /// presenting `identity` when given.
     pub fn new(
         base: &str,
         ca_pem: &str,
         identity: Option<&Identity<'_>>,
     ) -> Result<ControlClient, ClientError> {
         let tls = ember_fleet::tls::client_config(ca_pem, identity).map_err(ClientError::Tls)?;
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .use_preconfigured_tls((*tls).clone())
             .connect_timeout(CALL_TIMEOUT)
-            .no_proxy()
-            .build()
-            .map_err(ClientError::Http)?;
-        Ok(ControlClient {
-            http,
-            base: base.trim_end_matches('/').to_owned(),
-        })
+            .no_proxy();
+        let (builder, base) = match base.strip_prefix("unix://") {
+            Some(path) => (
+                builder.unix_socket(path),
+                format!("https://{}", ember_fleet::vsock::CONTROL_NAME),
+            ),
+            None => (builder, base.trim_end_matches('/').to_owned()),
+        };
+        let http = builder.build().map_err(ClientError::Http)?;
+        Ok(ControlClient { http, base })
     }
 
     pub async fn register(&self, request: &RegisterRequest) -> Result<RegisterResponse, CallError> {

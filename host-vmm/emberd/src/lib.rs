@@ -4,7 +4,8 @@
 //! ([`heartbeat`]) and leaves gracefully when its lease ends ([`lease`]). Its files live
 //! in the state directory ([`state_dir`]). `docs/fleet.md` describes the protocol.
 //!
-//! Once it serves, it prints `emberd worker ID serving on https://ADDRESS` on stdout, then
+//! Once it serves, it prints `emberd worker ID serving on https://ADDRESS` (or
+//! `vsock://CID:PORT`, as advertised) on stdout, then
 //! `emberd metrics on http://ADDRESS` when it serves metrics ([`metrics`]).
 
 mod api;
@@ -228,10 +229,12 @@ async fn serve(
         log::info!("serving metrics over plain HTTP on {metrics_addr}");
     }
     if announce == Announce::Stdout {
-        let mut lines = format!(
-            "emberd worker {} serving on https://{address}\n",
-            response.worker_id
-        );
+        // A vsock address is already a URL of its own.
+        let url = match address.starts_with("vsock://") {
+            true => address.clone(),
+            false => format!("https://{address}"),
+        };
+        let mut lines = format!("emberd worker {} serving on {url}\n", response.worker_id);
         if let Some(metrics_addr) = metrics_addr {
             lines.push_str(&format!("emberd metrics on http://{metrics_addr}\n"));
         }

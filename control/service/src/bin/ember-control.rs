@@ -15,7 +15,7 @@ use ember_control::events::EventSettings;
 use ember_control::fleet::FleetSettings;
 use ember_control::logs::LogSettings;
 use ember_control::metrics::{self, http::MetricsListen};
-use ember_control::server::fleet_listener::FleetOptions;
+use ember_control::server::fleet_listener::{FleetOptions, HybridVsock};
 use ember_control::server::{self, ServeOptions};
 use ember_control::service::Settings;
 
@@ -70,6 +70,14 @@ struct ServeArgs {
     /// covers localhost, the loopback addresses and the listen address already).
     #[arg(long = "fleet-name", value_name = "HOST")]
     fleet_names: Vec<String>,
+    /// Also take workers in a VM over vsock: the VM's hybrid vsock socket
+    /// (`vhost-device-vsock --uds-path`); guests dial `vsock://2:PORT` (`--fleet-vsock-port`)
+    /// and control listens on `PATH_PORT`.
+    #[arg(long, value_name = "PATH", requires = "fleet_vsock_port")]
+    fleet_vsock_uds: Option<PathBuf>,
+    /// The vsock port guests dial control's fleet listener on (with `--fleet-vsock-uds`).
+    #[arg(long, value_name = "PORT", requires = "fleet_vsock_uds")]
+    fleet_vsock_port: Option<u32>,
     /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP without
     /// authentication: keep it on loopback or a scrape-only network); port 0 picks a free
     /// one (printed once listening); `off` serves none.
@@ -166,6 +174,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         fleet: FleetOptions {
             listen: args.fleet_listen,
             names: args.fleet_names,
+            vsock: args
+                .fleet_vsock_uds
+                .zip(args.fleet_vsock_port)
+                .map(|(uds, port)| HybridVsock { uds, port }),
         },
         metrics_listen: args.metrics_listen.0,
         data_dir,

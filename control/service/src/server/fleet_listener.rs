@@ -3,16 +3,32 @@
 //! CA (the one workers are given as `--ca`), and asks every client for a certificate from
 //! that CA without requiring one, since a registering worker has none yet; the routes
 //! ([`super::fleet_routes`]) require it everywhere else.
+//!
+//! Workers in a VM on this host reach it over vsock as well: a guest dialing CID 2 port P
+//! arrives, through `vhost-device-vsock --uds-path PATH`, on the Unix socket `PATH_P`,
+//! which control listens on with the same TLS and routes. What a worker registering there
+//! claims as its address is not trusted: control keeps only the port and records
+//! `worker.vsock.ember:PORT` ([`ember_fleet::vsock`]), which its worker client dials through
+//! `PATH` with `CONNECT PORT`, into that same VM and nowhere else. Registrations over TCP
+//! may not claim that name.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::Router;
-use tokio::net::TcpListener;
+use ember_fleet::messages::RegisterRequest;
+use ember_fleet::vsock::{VsockAddr, WORKER_HOST};
+use tokio::net::{TcpListener, UnixListener};
 use tokio_rustls::TlsAcceptor;
 
 use super::fleet_routes::{self as routes, FleetApp};
 use super::ServeError;
+use crate::api::error::ApiError;
 use crate::fleet::certs::FleetCa;
 use crate::fleet::client::WorkerClient;
 use crate::fleet::token::BootstrapToken;
@@ -28,6 +44,25 @@ pub struct FleetOptions {
     /// Host names (or addresses) workers reach control by, beyond `localhost`, the
     /// loopback addresses and the listen address.
     pub names: Vec<String>,
+    /// Also accept workers over vsock, through this hybrid socket.
+    pub vsock: Option<HybridVsock>,
+}
+
+/// A VM's hybrid vsock socket (`vhost-device-vsock --uds-path`) and the port its guest
+/// dials control on.
+#[derive(Clone, Debug)]
+pub struct HybridVsock {
+    pub uds: PathBuf,
+    pub port: u32,
+}
+
+impl HybridVsock {
+    /// The Unix socket a guest's connection to host port `port` arrives on.
+    pub fn listen_path(&self) -> PathBuf {
+        let mut path = self.uds.clone().into_os_string();
+        path.push(format!("_{}", self.port));
+        path.into()
+    }
 }
 
 /// A bound fleet listener, ready to serve.
@@ -35,6 +70,8 @@ pub struct FleetListener {
     pub listener: TcpListener,
     pub acceptor: TlsAcceptor,
     pub app: Router,
+    /// The hybrid vsock socket's listener and its application, when asked for.
+    pub vsock: Option<(UnixListener, Router)>,
 }
 
 /// Prepares everything the fleet needs (bootstrap token, certificates, the client that
@@ -48,10 +85,15 @@ pub async fn bind(
     let fleet_error = |e: ember_fleet::tls::TlsError| TlsError::Invalid(e.to_string());
 
     let own = ca.control_client()?;
-    let client = WorkerClient::new(ca.ca_pem(), &own).map_err(TlsError::Invalid)?;
+    let hybrid = options.vsock.as_ref().map(|vsock| vsock.uds.clone());
+    let client = WorkerClient::new(ca.ca_pem(), &own, hybrid).map_err(TlsError::Invalid)?;
     service.fleet.set_client(client);
 
-    let server = ca.listener(options.listen.ip(), &options.names)?;
+    let mut names = options.names.clone();
+    if options.vsock.is_some() {
+        names.push(ember_fleet::vsock::CONTROL_NAME.to_owned());
+    }
+    let server = ca.listener(options.listen.ip(), &names)?;
     let identity = ember_fleet::tls::Identity {
         certificate_pem: &server.certificate,
         key_pem: &server.key,
@@ -73,14 +115,127 @@ pub async fn bind(
     }
 
     let listener = ember_net::listen::bind(options.listen).await?;
+    let vsock = match &options.vsock {
+        Some(vsock) => Some(ember_net::listen::bind_unix(&vsock.listen_path())?),
+        None => None,
+    };
     let app = routes::router(Arc::new(FleetApp {
         service: service.clone(),
         ca,
         token,
     }));
+    let vsock = vsock.map(|listener| {
+        let app = app.clone().layer(middleware::from_fn_with_state(
+            Transport::HybridVsock,
+            check_address,
+        ));
+        (listener, app)
+    });
     Ok(FleetListener {
         listener,
         acceptor: TlsAcceptor::from(config),
-        app,
+        app: app.layer(middleware::from_fn_with_state(
+            Transport::Tcp,
+            check_address,
+        )),
+        vsock,
     })
+}
+
+/// Which listener a registration came through.
+#[derive(Clone, Copy, Debug)]
+enum Transport {
+    Tcp,
+    HybridVsock,
+}
+
+/// The most a registration's body may hold (a name, a CSR and a token).
+const MAX_REGISTRATION: usize = 64 << 10;
+
+/// Before a registration reaches its route: over TCP the address may not be the vsock
+/// worker name; over vsock it must be `vsock://CID:PORT` and becomes
+/// `worker.vsock.ember:PORT`, whatever CID the worker claimed.
+async fn check_address(
+    State(transport): State<Transport>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.uri().path() != ember_fleet::REGISTER {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_REGISTRATION).await else {
+        return ApiError::invalid_parameter("Registration too large").into_response();
+    };
+    // A body that is not a registration goes on unchanged, for the route to refuse.
+    let Ok(mut registration) = serde_json::from_slice::<RegisterRequest>(&bytes) else {
+        return next
+            .run(Request::from_parts(parts, Body::from(bytes)))
+            .await;
+    };
+    match address_over(transport, &registration.address) {
+        Ok(Some(address)) => registration.address = address,
+        Ok(None) => {
+            return next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(e) => return e.into_response(),
+    }
+    let body = serde_json::to_vec(&registration).expect("a registration serializes");
+    let mut parts = parts;
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    next.run(Request::from_parts(parts, Body::from(body))).await
+}
+
+/// The address control records for a worker that claims `claimed` over `transport`:
+/// `None` keeps the claim (to be checked as `host:port` by the route).
+fn address_over(transport: Transport, claimed: &str) -> Result<Option<String>, ApiError> {
+    match transport {
+        Transport::Tcp => {
+            let host = claimed.rsplit_once(':').map_or(claimed, |(host, _)| host);
+            if host.eq_ignore_ascii_case(WORKER_HOST) || claimed.starts_with("vsock://") {
+                return Err(ApiError::invalid_parameter(format!(
+                    "Worker address {claimed:?} is for workers registering over vsock"
+                )));
+            }
+            Ok(None)
+        }
+        Transport::HybridVsock => {
+            let vsock: VsockAddr = claimed.parse().map_err(|e: String| {
+                ApiError::invalid_parameter(format!("Invalid worker address: {e}"))
+            })?;
+            Ok(Some(format!("{WORKER_HOST}:{}", vsock.port)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vsock_addresses_are_controls_own_and_only_over_vsock() {
+        let over = |transport, claimed| address_over(transport, claimed).map_err(drop);
+        assert_eq!(over(Transport::Tcp, "127.0.0.1:7000"), Ok(None));
+        assert!(over(Transport::Tcp, "worker.vsock.ember:7000").is_err());
+        assert!(over(Transport::Tcp, "vsock://3:7000").is_err());
+        assert_eq!(
+            over(Transport::HybridVsock, "vsock://3:7000"),
+            Ok(Some("worker.vsock.ember:7000".to_owned()))
+        );
+        // Another VM's CID changes nothing: the socket it came through decides.
+        assert_eq!(
+            over(Transport::HybridVsock, "vsock://42:7000"),
+            over(Transport::HybridVsock, "vsock://3:7000")
+        );
+        for bad in ["127.0.0.1:7000", "/tmp/other.sock", "vsock://3"] {
+            assert!(over(Transport::HybridVsock, bad).is_err(), "{bad}");
+        }
+        let vsock = HybridVsock {
+            uds: "/run/vm.sock".into(),
+            port: 9444,
+        };
+        assert_eq!(vsock.listen_path(), PathBuf::from("/run/vm.sock_9444"));
+    }
 }

@@ -75,8 +75,9 @@ pub enum ServeError {
 
 /// Runs the service until `shutdown` completes. Prints `ember-control listening on
 /// https://ADDR` and then `ember-control fleet listening on https://ADDR` on stdout once
-/// both listeners accept connections, then `ember-control metrics on http://ADDR` when
-/// it serves metrics.
+/// both listeners accept connections, then `ember-control metrics on http://ADDR` when it
+/// serves metrics, then `ember-control fleet vsock on unix:PATH` when workers in a VM
+/// reach it through a hybrid vsock socket.
 pub async fn run(
     options: ServeOptions,
     shutdown: impl Future<Output = ()>,
@@ -89,6 +90,12 @@ pub async fn run(
     );
     if let Some(metrics_addr) = started.metrics_addr {
         lines.push_str(&format!("ember-control metrics on http://{metrics_addr}\n"));
+    }
+    if let Some(path) = &started.fleet_vsock {
+        lines.push_str(&format!(
+            "ember-control fleet vsock on unix:{}\n",
+            path.display()
+        ));
     }
     announce(&lines);
     started.serve(shutdown).await;
@@ -113,6 +120,8 @@ pub struct Started {
     pub addr: SocketAddr,
     /// The fleet listener's address.
     pub fleet_addr: SocketAddr,
+    /// The Unix socket the fleet listener takes vsock connections on, when it does.
+    pub fleet_vsock: Option<PathBuf>,
     /// The metrics listener's address, when it serves metrics.
     pub metrics_addr: Option<SocketAddr>,
     pub service: Arc<Service>,
@@ -150,6 +159,11 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServeError> {
     let addr = listener.local_addr()?;
     let fleet_listener = fleet_listener::bind(&service, &options.fleet).await?;
     let fleet_addr = fleet_listener.listener.local_addr()?;
+    let fleet_vsock = options
+        .fleet
+        .vsock
+        .as_ref()
+        .map(|vsock| vsock.listen_path());
     tracing::info!(%addr, fleet = %fleet_addr, "listening");
     let metrics_listener = match options.metrics_listen {
         Some(metrics_addr) => Some(listen::bind(metrics_addr).await?),
@@ -165,6 +179,7 @@ pub async fn start(options: ServeOptions) -> Result<Started, ServeError> {
     Ok(Started {
         addr,
         fleet_addr,
+        fleet_vsock,
         metrics_addr,
         service,
         listener,
@@ -212,12 +227,20 @@ impl Started {
             ),
             tls_serve::serve(
                 fleet_listener.listener,
-                fleet_listener.acceptor,
+                fleet_listener.acceptor.clone(),
                 fleet_listener.app,
                 tls_serve::admit_all,
                 DRAIN,
-                stopping(stopped),
+                stopping(stopped.clone()),
             ),
+            async move {
+                if let Some((listener, app)) = fleet_listener.vsock {
+                    let admit = tls_serve::admit_all;
+                    let acceptor = fleet_listener.acceptor;
+                    tls_serve::serve(listener, acceptor, app, admit, DRAIN, stopping(stopped))
+                        .await;
+                }
+            },
         );
     }
 }
