@@ -88,9 +88,12 @@ pub fn complete_exit(vcpu: &mut VcpuFd) -> Result<(), RegisterError> {
 /// guest between two instructions.
 pub fn capture(vcpu: &mut VcpuFd) -> Result<VcpuState, RegisterError> {
     complete_exit(vcpu)?;
+    let mut sregs = vcpu.get_sregs().map_err(RegisterError::GetSregs)?;
+    // KVM reports TR as busy; a state restored from it must keep the type entry gets.
+    sregs.tr.type_ = cpu::tss_type();
     Ok(VcpuState {
         regs: vcpu.get_regs().map_err(RegisterError::GetRegs)?,
-        sregs: vcpu.get_sregs().map_err(RegisterError::GetSregs)?,
+        sregs,
         fpu: vcpu.get_fpu().map_err(RegisterError::GetFpu)?,
     })
 }
