@@ -16,6 +16,17 @@ fn selftest_image(dir: &std::path::Path) -> Image {
     Image::build(dir, &["--selftest"])
 }
 
+/// Boots `image` directly on a CPU of QEMU's model `cpu`.
+fn boot_direct(image: &Image, cpu: &str) -> Qemu {
+    let (kernel, initrd, cmdline) = (image.kernel(), image.initrd(), image.cmdline());
+    let boot = Boot::Direct {
+        kernel: &kernel,
+        initrd: &initrd,
+        cmdline: &cmdline,
+    };
+    Qemu::start(boot, cpu)
+}
+
 fn expect_ok_then_power_off(mut qemu: Qemu) {
     let line = qemu.wait_for("ember-selftest:", SELFTEST);
     assert!(
@@ -31,13 +42,7 @@ fn expect_ok_then_power_off(mut qemu: Qemu) {
 fn direct_boot_passes_the_selftest_and_powers_off() {
     let dir = tempfile::tempdir().unwrap();
     let image = selftest_image(dir.path());
-    let (kernel, initrd, cmdline) = (image.kernel(), image.initrd(), image.cmdline());
-    let boot = Boot::Direct {
-        kernel: &kernel,
-        initrd: &initrd,
-        cmdline: &cmdline,
-    };
-    expect_ok_then_power_off(Qemu::start(boot, "max"));
+    expect_ok_then_power_off(boot_direct(&image, "max"));
 }
 
 #[test]
@@ -52,13 +57,7 @@ fn uefi_boot_of_the_disk_image_passes_the_selftest() {
 fn without_virtualization_the_selftest_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let image = selftest_image(dir.path());
-    let (kernel, initrd, cmdline) = (image.kernel(), image.initrd(), image.cmdline());
-    let boot = Boot::Direct {
-        kernel: &kernel,
-        initrd: &initrd,
-        cmdline: &cmdline,
-    };
-    let mut qemu = Qemu::start(boot, "max,-svm,-vmx");
+    let mut qemu = boot_direct(&image, "max,-svm,-vmx");
     let line = qemu.wait_for("ember-selftest:", SELFTEST);
     assert!(
         line.contains("ember-selftest: FAILED") && line.contains("kvm"),
