@@ -3,6 +3,7 @@
 //! runs a sample function, prints `ember-selftest: ok` and powers the machine off; on a
 //! CPU without virtualization it says why it failed.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use qemu_tests::image::Image;
@@ -12,8 +13,14 @@ use qemu_tests::qemu::{Boot, Qemu};
 /// takes longer still.
 const SELFTEST: Duration = Duration::from_secs(900);
 
-fn selftest_image(dir: &std::path::Path) -> Image {
-    Image::build(dir, &["--selftest"])
+/// The self-test image, built once per test process: the boots share it, and concurrent
+/// builds would race on ember-image's download cache.
+fn selftest_image() -> &'static Image {
+    static IMAGE: OnceLock<Image> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let dir = ember_testkit::binaries::profile_dir().join("qemu-tests/selftest-image");
+        Image::build(&dir, &["--selftest"])
+    })
 }
 
 /// Boots `image` directly on a CPU of QEMU's model `cpu`.
@@ -40,24 +47,21 @@ fn expect_ok_then_power_off(mut qemu: Qemu) {
 
 #[test]
 fn direct_boot_passes_the_selftest_and_powers_off() {
-    let dir = tempfile::tempdir().unwrap();
-    let image = selftest_image(dir.path());
-    expect_ok_then_power_off(boot_direct(&image, "max"));
+    let image = selftest_image();
+    expect_ok_then_power_off(boot_direct(image, "max"));
 }
 
 #[test]
 fn uefi_boot_of_the_disk_image_passes_the_selftest() {
-    let dir = tempfile::tempdir().unwrap();
-    let image = selftest_image(dir.path());
+    let image = selftest_image();
     let disk = image.disk();
     expect_ok_then_power_off(Qemu::start(Boot::Uefi { disk: &disk }, "max"));
 }
 
 #[test]
 fn without_virtualization_the_selftest_says_why() {
-    let dir = tempfile::tempdir().unwrap();
-    let image = selftest_image(dir.path());
-    let mut qemu = boot_direct(&image, "max,-svm,-vmx");
+    let image = selftest_image();
+    let mut qemu = boot_direct(image, "max,-svm,-vmx");
     let line = qemu.wait_for("ember-selftest:", SELFTEST);
     assert!(
         line.contains("ember-selftest: FAILED") && line.contains("kvm"),
