@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::net::settings::NetSettings;
+
 /// Where the config file is, unless `ember.config=PATH` says otherwise.
 pub const DEFAULT_FILE: &str = "/etc/ember/emberd.conf";
 
@@ -28,6 +30,10 @@ const INIT_KEYS: &[&str] = &[
     "modules",
     "log",
     "token",
+    "net",
+    "net_iface",
+    "net_gateway",
+    "net_dns",
 ];
 
 /// What to do once the worker or the self-test has ended.
@@ -53,6 +59,8 @@ pub struct Settings {
     pub log: log::LevelFilter,
     /// The bootstrap token, from the file only.
     pub token: Option<String>,
+    /// The interface to bring up besides `lo` (`net=...`), if any.
+    pub net: Option<NetSettings>,
     /// `emberd serve` flags by key (`state_dir` → `--state-dir`).
     pub serve: BTreeMap<String, String>,
     /// Lines to print about the configuration (ignored secrets on the command line).
@@ -246,6 +254,7 @@ pub fn merge(file: &[Entry], cmdline: &[Entry]) -> Result<Settings, ConfigError>
             )
         })?,
     };
+    let net = super::net::settings::parse(&values)?;
     let token = values.get("token").cloned();
     let serve = values
         .into_iter()
@@ -258,6 +267,7 @@ pub fn merge(file: &[Entry], cmdline: &[Entry]) -> Result<Settings, ConfigError>
         modules,
         log,
         token,
+        net,
         serve,
         warnings,
     })
@@ -373,6 +383,7 @@ mod tests {
         assert_eq!(settings.modules, None);
         assert_eq!(settings.log, log::LevelFilter::Info);
         assert!(settings.token.is_none() && settings.serve.is_empty());
+        assert_eq!(settings.net, None);
 
         let err = merge(&[], &[entry("on_exit", "halt")]).unwrap_err();
         assert_eq!(
@@ -386,6 +397,22 @@ mod tests {
             modules.modules,
             Some(vec!["kvm_amd".to_owned(), "vsock".to_owned()])
         );
+    }
+
+    #[test]
+    fn network_keys_belong_to_init_not_to_serve() {
+        let file = [
+            entry("net", "10.0.0.5/24"),
+            entry("net_gateway", "10.0.0.1"),
+        ];
+        let cmdline = [entry("net", "dhcp"), entry("net_iface", "eth1")];
+        let settings = merge(&file, &cmdline).unwrap();
+        let net = settings.net.unwrap();
+        assert_eq!(net.mode, super::super::net::settings::Mode::Dhcp);
+        assert_eq!(net.iface.as_deref(), Some("eth1"));
+        assert_eq!(net.gateway, Some("10.0.0.1".parse().unwrap()));
+        assert!(settings.serve.is_empty());
+        assert!(merge(&[], &[entry("net", "dchp")]).is_err());
     }
 
     #[test]

@@ -1,17 +1,20 @@
 //! `emberd` as PID 1 (init mode): what a worker image's initramfs runs as `/init`. In
 //! order, one console line per step: mount the file systems ([`mounts`]), attach the
 //! console ([`console`]), read the configuration ([`config`]: the kernel command line
-//! and the image's file), load the kernel modules ([`kmod`]), report the entropy
-//! ([`entropy`]), start reaping orphans ([`reaper`]), then run the worker ([`worker`]) or
+//! and the image's file), load the kernel modules ([`kmod`]), check the clock
+//! ([`clock`]), report the entropy ([`entropy`]), bring up the network ([`net`]), start
+//! reaping orphans ([`reaper`]), then run the worker ([`worker`]) or
 //! the self-test, and power off or reboot ([`power`]). A panic or an error on the way
 //! prints one `emberd: fatal: ...` line and, after a delay, powers off or reboots: PID 1
 //! never exits. `docs/emberd-init.md` is the operator's side.
 
+mod clock;
 mod config;
 mod console;
 mod entropy;
 mod kmod;
 mod mounts;
+mod net;
 mod power;
 mod reaper;
 mod worker;
@@ -90,7 +93,9 @@ fn boot(
         log::warn!("config: {warning}");
     }
     load_modules(settings.modules.as_deref())?;
+    clock::set();
     entropy::report();
+    net::bring_up(settings.net.as_ref())?;
     reaper::start().map_err(|e| format!("starting the reaper thread: {e}"))?;
     log::info!("init: reaping orphaned processes");
     if settings.selftest {
