@@ -17,6 +17,10 @@ use tokio::net::{TcpListener, UnixListener};
 pub enum Address {
     Tcp(SocketAddr),
     Unix(PathBuf),
+    /// An AF_VSOCK port, on any CID.
+    Vsock {
+        port: u32,
+    },
 }
 
 impl fmt::Display for Address {
@@ -24,6 +28,7 @@ impl fmt::Display for Address {
         match self {
             Address::Tcp(addr) => addr.fmt(f),
             Address::Unix(path) => write!(f, "unix:{}", path.display()),
+            Address::Vsock { port } => write!(f, "vsock://-1:{port}"),
         }
     }
 }
@@ -69,7 +74,8 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, ListenError> {
     UnixListener::bind(path).map_err(error)
 }
 
-/// A stream listener the HTTPS accept loop serves: TCP, or a Unix socket.
+/// A stream listener the HTTPS accept loop serves: TCP, a Unix socket, or AF_VSOCK
+/// ([`crate::vsock`]).
 pub trait Listener: Send + 'static {
     /// One accepted connection.
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;

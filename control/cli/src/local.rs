@@ -98,6 +98,7 @@ pub async fn start(options: LocalOptions) -> Result<Platform, LocalError> {
         ca: options.data_dir.join("ca.pem"),
         token_file: options.data_dir.join("worker-token"),
         listen: options.worker_listen,
+        vsock_port: None,
         advertise: None,
         state_dir: options.data_dir.join("worker"),
         name: Some("local".to_owned()),

@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use ember_fleet::messages::InvokeRequest;
+use ember_net::listen::Listener;
 use ember_net::tls_serve::{self, PeerCertificate};
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::Worker;
@@ -35,10 +35,10 @@ fn router(worker: Arc<Worker>) -> Router {
         .with_state(worker)
 }
 
-/// Serves the worker API on `listener` until `stop` completes, then lets requests in
+/// Serves the worker API on `listener` (TCP or AF_VSOCK) until `stop` completes, then lets requests in
 /// progress finish.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Listener,
     acceptor: TlsAcceptor,
     worker: Arc<Worker>,
     stop: impl std::future::Future<Output = ()>,

@@ -10,9 +10,10 @@ use ember_net::exposition::MetricsListen;
 /// How a worker joins the fleet and what it offers.
 #[derive(Args, Clone, Debug)]
 pub struct ServeArgs {
-    /// Control's fleet listener, `https://HOST:PORT`; or `unix:///PATH`, a Unix socket
-    /// that leads to it (on a host: the `PATH_PORT` socket control listens on behind a VM's
-    /// hybrid vsock socket), over which control's certificate is checked for its vsock name.
+    /// Control's fleet listener, `https://HOST:PORT`; `vsock://2:PORT` from inside a VM
+    /// (AF_VSOCK to the host); or `unix:///PATH`, a Unix socket that leads to it (on a host:
+    /// the `PATH_PORT` socket control listens on behind a VM's hybrid vsock socket). Over
+    /// vsock and Unix sockets control's certificate is checked for its vsock name.
     #[arg(long, value_name = "URL")]
     pub control: String,
     /// Control's CA certificate (`DIR/ca.pem` of ember-control's data directory): the only
@@ -25,6 +26,11 @@ pub struct ServeArgs {
     /// Where to serve the worker API (mutual TLS); port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:9445")]
     pub listen: SocketAddr,
+    /// Also serve the worker API on this AF_VSOCK port (a worker inside a VM); the worker
+    /// then registers `vsock://CID:PORT` with this VM's CID, unless --advertise says
+    /// otherwise.
+    #[arg(long, value_name = "PORT")]
+    pub vsock_port: Option<u32>,
     /// The `HOST:PORT` control reaches the worker API by, when not the listen address
     /// (required when listening on 0.0.0.0 or ::); `vsock://CID:PORT` for a worker that
     /// registers over vsock (control keeps only the port, see docs/fleet.md).

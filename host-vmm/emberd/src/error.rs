@@ -25,6 +25,8 @@ pub enum WorkerError {
     Listen(#[from] ListenError),
     #[error("reading the listening address: {0}")]
     LocalAddr(#[source] io::Error),
+    #[error("this VM's vsock CID (/dev/vsock): {0}")]
+    LocalCid(#[source] io::Error),
     #[error(
         "listening on {0}: give --advertise HOST:PORT, the address control reaches this worker by"
     )]

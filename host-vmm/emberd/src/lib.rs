@@ -137,10 +137,15 @@ async fn serve(
     let token = read(&args.token_file)?;
     let listener = ember_net::listen::bind(args.listen).await?;
     let local = listener.local_addr().map_err(WorkerError::LocalAddr)?;
-    let address = match &args.advertise {
-        Some(address) => address.clone(),
-        None if local.ip().is_unspecified() => return Err(WorkerError::NoAdvertise(local)),
-        None => local.to_string(),
+    let vsock_listener = args.vsock_port.map(ember_net::vsock::bind).transpose()?;
+    let address = match (&args.advertise, args.vsock_port) {
+        (Some(address), _) => address.clone(),
+        (None, Some(port)) => {
+            let cid = ember_net::vsock::local_cid().map_err(WorkerError::LocalCid)?;
+            format!("vsock://{cid}:{port}")
+        }
+        (None, None) if local.ip().is_unspecified() => return Err(WorkerError::NoAdvertise(local)),
+        (None, None) => local.to_string(),
     };
     let metrics_listener = match args.metrics_listen.0 {
         Some(addr) => Some(
@@ -193,25 +198,31 @@ async fn serve(
     });
 
     let (stop, stopped) = watch::channel(());
+    let until_stopped = |mut stopped: watch::Receiver<()>| async move {
+        let _ = stopped.changed().await;
+    };
     let metrics_server = metrics_listener.map(|listener| {
-        let mut stopped = stopped.clone();
         let registry = metrics::registry(worker.clone());
         tokio::spawn(ember_net::exposition::serve(
             listener,
             Arc::new(registry),
-            async move {
-                let _ = stopped.changed().await;
-            },
+            until_stopped(stopped.clone()),
+        ))
+    });
+    let acceptor = TlsAcceptor::from(server_config);
+    let vsock_server = vsock_listener.map(|vsock| {
+        tokio::spawn(api::serve(
+            vsock,
+            acceptor.clone(),
+            worker.clone(),
+            until_stopped(stopped.clone()),
         ))
     });
     let server = tokio::spawn(api::serve(
         listener,
-        TlsAcceptor::from(server_config),
+        acceptor,
         worker.clone(),
-        async move {
-            let mut stopped = stopped;
-            let _ = stopped.changed().await;
-        },
+        until_stopped(stopped),
     ));
     tokio::spawn(heartbeat::run(
         worker.clone(),
@@ -257,6 +268,9 @@ async fn serve(
     lease::drain(&worker, &control, reason).await;
     let _ = stop.send(());
     let _ = server.await;
+    if let Some(vsock_server) = vsock_server {
+        let _ = vsock_server.await;
+    }
     if let Some(metrics_server) = metrics_server {
         let _ = metrics_server.await;
     }
