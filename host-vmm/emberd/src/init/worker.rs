@@ -28,6 +28,10 @@ const DEFAULTS: [(&str, &str); 2] = [
     ("state_dir", "/run/ember/state"),
 ];
 
+/// The worker API's vsock port when control is reached over vsock and no port is given:
+/// a worker that dials control through the VM's vsock device is served through it too.
+const VSOCK_PORT: &str = "9445";
+
 /// The first and the longest pause between refused registrations.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -48,6 +52,14 @@ fn serve_args(serve: &BTreeMap<String, String>, token_file: &Path) -> Result<Ser
         serve
             .entry(key.to_owned())
             .or_insert_with(|| default.to_owned());
+    }
+    if serve
+        .get("control")
+        .is_some_and(|url| url.starts_with("vsock://"))
+    {
+        serve
+            .entry("vsock_port".to_owned())
+            .or_insert_with(|| VSOCK_PORT.to_owned());
     }
     Serve::try_parse_from(serve_argv(&serve, token_file))
         .map(|serve| serve.args)
@@ -189,6 +201,12 @@ mod tests {
         let args = serve_args(&defaults, Path::new("/t")).unwrap();
         assert_eq!(args.ca, PathBuf::from("/etc/ember/ca.pem"));
         assert_eq!(args.state_dir, PathBuf::from("/run/ember/state"));
+        assert_eq!(args.vsock_port, None, "no vsock for a worker on TCP");
+        let in_vm = BTreeMap::from([("control".to_owned(), "vsock://2:9444".to_owned())]);
+        assert_eq!(
+            serve_args(&in_vm, Path::new("/t")).unwrap().vsock_port,
+            Some(9445)
+        );
 
         let mut missing = serve;
         missing.remove("control");
