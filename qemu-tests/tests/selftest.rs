@@ -7,31 +7,19 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use qemu_tests::image::Image;
-use qemu_tests::qemu::{Boot, Qemu};
+use qemu_tests::qemu::{Machine, Qemu};
 
 /// Under TCG the kernel boots in tens of seconds and the micro-VM, nested in emulation,
 /// takes longer still.
 const SELFTEST: Duration = Duration::from_secs(900);
 
-/// The self-test image, built once per test process: the boots share it, and concurrent
-/// builds would race on ember-image's download cache.
+/// The self-test image, built once per test process: the boots share it.
 fn selftest_image() -> &'static Image {
     static IMAGE: OnceLock<Image> = OnceLock::new();
     IMAGE.get_or_init(|| {
         let dir = ember_testkit::binaries::profile_dir().join("qemu-tests/selftest-image");
         Image::build(&dir, &["--selftest"])
     })
-}
-
-/// Boots `image` directly on a CPU of QEMU's model `cpu`.
-fn boot_direct(image: &Image, cpu: &str) -> Qemu {
-    let (kernel, initrd, cmdline) = (image.kernel(), image.initrd(), image.cmdline());
-    let boot = Boot::Direct {
-        kernel: &kernel,
-        initrd: &initrd,
-        cmdline: &cmdline,
-    };
-    Qemu::start(boot, cpu)
 }
 
 fn expect_ok_then_power_off(mut qemu: Qemu) {
@@ -48,20 +36,19 @@ fn expect_ok_then_power_off(mut qemu: Qemu) {
 #[test]
 fn direct_boot_passes_the_selftest_and_powers_off() {
     let image = selftest_image();
-    expect_ok_then_power_off(boot_direct(image, "max"));
+    expect_ok_then_power_off(Machine::new(image.direct()).start());
 }
 
 #[test]
 fn uefi_boot_of_the_disk_image_passes_the_selftest() {
     let image = selftest_image();
-    let disk = image.disk();
-    expect_ok_then_power_off(Qemu::start(Boot::Uefi { disk: &disk }, "max"));
+    expect_ok_then_power_off(Machine::new(image.uefi()).start());
 }
 
 #[test]
 fn without_virtualization_the_selftest_says_why() {
     let image = selftest_image();
-    let mut qemu = boot_direct(image, "max,-svm,-vmx");
+    let mut qemu = Machine::new(image.direct()).cpu("max,-svm,-vmx").start();
     let line = qemu.wait_for("ember-selftest:", SELFTEST);
     assert!(
         line.contains("ember-selftest: FAILED") && line.contains("kvm"),
