@@ -143,7 +143,7 @@ pub async fn create(
     };
     let mut tx = pool.begin().await?;
     lock_account(&mut tx, account).await?;
-    check_function(&mut tx, account, function).await?;
+    functions::require(&mut tx, account, function, Error::FunctionNotFound).await?;
     check_versions(&mut tx, account, function, &alias.routing).await?;
     if fetch(&mut tx, account, function, &alias.name)
         .await?
@@ -179,7 +179,7 @@ pub async fn update(
 ) -> Result<Alias, Error> {
     let mut tx = pool.begin().await?;
     lock_account(&mut tx, account).await?;
-    check_function(&mut tx, account, function).await?;
+    functions::require(&mut tx, account, function, Error::FunctionNotFound).await?;
     let mut alias = fetch(&mut tx, account, function, name)
         .await?
         .ok_or_else(|| Error::AliasNotFound(name.to_owned()))?;
@@ -229,7 +229,7 @@ pub async fn delete(
 ) -> Result<(), Error> {
     let mut tx = pool.begin().await?;
     lock_account(&mut tx, account).await?;
-    check_function(&mut tx, account, function).await?;
+    functions::require(&mut tx, account, function, Error::FunctionNotFound).await?;
     let done = sqlx::query(
         "DELETE FROM aliases WHERE account_id = $1 AND function_name = $2 AND name = $3",
     )
@@ -263,7 +263,7 @@ pub async fn get(
     name: &str,
 ) -> Result<Alias, Error> {
     let mut conn = pool.acquire().await?;
-    check_function(&mut conn, account, function).await?;
+    functions::require(&mut conn, account, function, Error::FunctionNotFound).await?;
     fetch(&mut conn, account, function, name)
         .await?
         .ok_or_else(|| Error::AliasNotFound(name.to_owned()))
@@ -280,7 +280,7 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<Alias>, Error> {
     let mut conn = pool.acquire().await?;
-    check_function(&mut conn, account, function).await?;
+    functions::require(&mut conn, account, function, Error::FunctionNotFound).await?;
     let rows: Vec<Row> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM aliases WHERE account_id = $1 AND function_name = $2 \
          AND name > $3 AND ($4 = '' OR function_version = $4) ORDER BY name LIMIT $5"
@@ -391,19 +391,6 @@ fn routing(primary: String, weights: &BTreeMap<String, f64>) -> Result<Routing, 
         primary,
         additional: Some((version.clone(), weight)),
     })
-}
-
-/// `FunctionNotFound` unless the function exists.
-async fn check_function(
-    conn: &mut AnyConnection,
-    account: &str,
-    function: &str,
-) -> Result<(), Error> {
-    if functions::exists(conn, account, function).await? {
-        Ok(())
-    } else {
-        Err(Error::FunctionNotFound)
-    }
 }
 
 /// `VersionNotFound` unless every version `routing` names exists.

@@ -264,7 +264,7 @@ pub async fn list_provisioned(
     limit: i64,
 ) -> Result<Vec<ProvisionedConfig>, Error> {
     let mut conn = pool.acquire().await?;
-    check_function(&mut conn, account, function).await?;
+    functions::require(&mut conn, account, function, Error::FunctionNotFound).await?;
     let rows: Vec<(String, i64, String)> = sqlx::query_as(
         "SELECT qualifier, requested, last_modified FROM provisioned_concurrency \
          WHERE account_id = $1 AND function_name = $2 AND qualifier > $3 \
@@ -319,19 +319,6 @@ async fn function_row(
     .fetch_optional(conn)
     .await?;
     Ok(row.map(|(reserved,)| reserved))
-}
-
-/// `FunctionNotFound` unless the function exists.
-async fn check_function(
-    conn: &mut AnyConnection,
-    account: &str,
-    function: &str,
-) -> Result<(), Error> {
-    if functions::exists(conn, account, function).await? {
-        Ok(())
-    } else {
-        Err(Error::FunctionNotFound)
-    }
 }
 
 /// The function's reservation, `FunctionNotFound` if there is no such function.
@@ -433,7 +420,7 @@ async fn existing_target(
     if qualifier == LATEST {
         return Err(ProvisionedRoutingError::Unpublished.into());
     }
-    check_function(conn, account, function).await?;
+    functions::require(conn, account, function, Error::FunctionNotFound).await?;
     target(conn, account, function, qualifier).await.map(drop)
 }
 

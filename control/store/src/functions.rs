@@ -523,8 +523,21 @@ pub fn is_number(version: &str) -> bool {
     !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Whether the account has function `name`: for the alias and concurrency writers'
-/// checks, inside their transactions.
+/// `Ok` if the account has function `name`, else `missing` (the caller's own not-found
+/// error): the alias and concurrency writers' check, inside their transactions.
+pub(crate) async fn require<E: From<sqlx::Error>>(
+    conn: &mut AnyConnection,
+    account: &str,
+    name: &str,
+    missing: E,
+) -> Result<(), E> {
+    match exists(conn, account, name).await? {
+        true => Ok(()),
+        false => Err(missing),
+    }
+}
+
+/// Whether the account has function `name`.
 pub(crate) async fn exists(
     conn: &mut AnyConnection,
     account: &str,
