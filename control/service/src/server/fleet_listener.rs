@@ -16,19 +16,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::Router;
-use ember_fleet::messages::RegisterRequest;
-use ember_fleet::vsock::{VsockAddr, WORKER_HOST};
+use axum::{Extension, Router};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_rustls::TlsAcceptor;
 
-use super::fleet_routes::{self as routes, FleetApp};
+use super::fleet_routes::{self as routes, FleetApp, Transport};
 use super::ServeError;
-use crate::api::error::ApiError;
 use crate::fleet::certs::FleetCa;
 use crate::fleet::client::WorkerClient;
 use crate::fleet::token::BootstrapToken;
@@ -125,89 +118,15 @@ pub async fn bind(
         token,
     }));
     let vsock = vsock.map(|listener| {
-        let app = app.clone().layer(middleware::from_fn_with_state(
-            Transport::HybridVsock,
-            check_address,
-        ));
+        let app = app.clone().layer(Extension(Transport::HybridVsock));
         (listener, app)
     });
     Ok(FleetListener {
         listener,
         acceptor: TlsAcceptor::from(config),
-        app: app.layer(middleware::from_fn_with_state(
-            Transport::Tcp,
-            check_address,
-        )),
+        app: app.layer(Extension(Transport::Tcp)),
         vsock,
     })
-}
-
-/// Which listener a registration came through.
-#[derive(Clone, Copy, Debug)]
-enum Transport {
-    Tcp,
-    HybridVsock,
-}
-
-/// The most a registration's body may hold (a name, a CSR and a token).
-const MAX_REGISTRATION: usize = 64 << 10;
-
-/// Before a registration reaches its route: over TCP the address may not be the vsock
-/// worker name; over vsock it must be `vsock://CID:PORT` and becomes
-/// `worker.vsock.ember:PORT`, whatever CID the worker claimed.
-async fn check_address(
-    State(transport): State<Transport>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if request.uri().path() != ember_fleet::REGISTER {
-        return next.run(request).await;
-    }
-    let (parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_REGISTRATION).await else {
-        return ApiError::invalid_parameter("Registration too large").into_response();
-    };
-    // A body that is not a registration goes on unchanged, for the route to refuse.
-    let Ok(mut registration) = serde_json::from_slice::<RegisterRequest>(&bytes) else {
-        return next
-            .run(Request::from_parts(parts, Body::from(bytes)))
-            .await;
-    };
-    match address_over(transport, &registration.address) {
-        Ok(Some(address)) => registration.address = address,
-        Ok(None) => {
-            return next
-                .run(Request::from_parts(parts, Body::from(bytes)))
-                .await
-        }
-        Err(e) => return e.into_response(),
-    }
-    let body = serde_json::to_vec(&registration).expect("a registration serializes");
-    let mut parts = parts;
-    parts.headers.remove(http::header::CONTENT_LENGTH);
-    next.run(Request::from_parts(parts, Body::from(body))).await
-}
-
-/// The address control records for a worker that claims `claimed` over `transport`:
-/// `None` keeps the claim (to be checked as `host:port` by the route).
-fn address_over(transport: Transport, claimed: &str) -> Result<Option<String>, ApiError> {
-    match transport {
-        Transport::Tcp => {
-            let host = claimed.rsplit_once(':').map_or(claimed, |(host, _)| host);
-            if host.eq_ignore_ascii_case(WORKER_HOST) || claimed.starts_with("vsock://") {
-                return Err(ApiError::invalid_parameter(format!(
-                    "Worker address {claimed:?} is for workers registering over vsock"
-                )));
-            }
-            Ok(None)
-        }
-        Transport::HybridVsock => {
-            let vsock: VsockAddr = claimed.parse().map_err(|e: String| {
-                ApiError::invalid_parameter(format!("Invalid worker address: {e}"))
-            })?;
-            Ok(Some(format!("{WORKER_HOST}:{}", vsock.port)))
-        }
-    }
 }
 
 #[cfg(test)]
@@ -215,23 +134,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn vsock_addresses_are_controls_own_and_only_over_vsock() {
-        let over = |transport, claimed| address_over(transport, claimed).map_err(drop);
-        assert_eq!(over(Transport::Tcp, "127.0.0.1:7000"), Ok(None));
-        assert!(over(Transport::Tcp, "worker.vsock.ember:7000").is_err());
-        assert!(over(Transport::Tcp, "vsock://3:7000").is_err());
-        assert_eq!(
-            over(Transport::HybridVsock, "vsock://3:7000"),
-            Ok(Some("worker.vsock.ember:7000".to_owned()))
-        );
-        // Another VM's CID changes nothing: the socket it came through decides.
-        assert_eq!(
-            over(Transport::HybridVsock, "vsock://42:7000"),
-            over(Transport::HybridVsock, "vsock://3:7000")
-        );
-        for bad in ["127.0.0.1:7000", "/tmp/other.sock", "vsock://3"] {
-            assert!(over(Transport::HybridVsock, bad).is_err(), "{bad}");
-        }
+    fn a_guest_port_arrives_on_the_uds_path_and_port() {
         let vsock = HybridVsock {
             uds: "/run/vm.sock".into(),
             port: 9444,

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -12,6 +12,7 @@ use axum::{Extension, Json, Router};
 use ember_fleet::messages::{
     HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse,
 };
+use ember_fleet::vsock::{VsockAddr, WORKER_HOST};
 
 use crate::api::error::ApiError;
 use crate::api::request::blocking;
@@ -26,6 +27,17 @@ use ember_store::workers::{self as registry, WorkerRow, WorkerState};
 /// Longest worker name accepted.
 const MAX_NAME: usize = 255;
 
+/// The most a registration's body may hold (a name, a CSR and a token).
+const MAX_REGISTRATION: usize = 64 << 10;
+
+/// Which listener a request came through: each app carries its own as an extension.
+#[derive(Clone, Copy, Debug)]
+pub enum Transport {
+    Tcp,
+    /// A VM's hybrid vsock socket (see `super::fleet_listener`).
+    HybridVsock,
+}
+
 /// What the fleet routes share.
 #[derive(Debug)]
 pub struct FleetApp {
@@ -37,7 +49,10 @@ pub struct FleetApp {
 /// The fleet listener's application.
 pub fn router(app: Arc<FleetApp>) -> Router {
     Router::new()
-        .route(ember_fleet::REGISTER, post(register))
+        .route(
+            ember_fleet::REGISTER,
+            post(register).layer(DefaultBodyLimit::max(MAX_REGISTRATION)),
+        )
         .route(ember_fleet::HEARTBEAT, post(heartbeat))
         .route(ember_fleet::DEREGISTER, post(deregister))
         .route(
@@ -49,7 +64,8 @@ pub fn router(app: Arc<FleetApp>) -> Router {
 
 async fn register(
     State(app): State<Arc<FleetApp>>,
-    Json(request): Json<RegisterRequest>,
+    Extension(transport): Extension<Transport>,
+    Json(mut request): Json<RegisterRequest>,
 ) -> Result<Json<RegisterResponse>, ApiError> {
     if !app.token.matches(&request.token) {
         tracing::warn!(name = %request.name, "registration with a wrong bootstrap token");
@@ -60,6 +76,7 @@ async fn register(
     if !name_ok {
         return Err(ApiError::invalid_parameter("Invalid worker name"));
     }
+    request.address = address_over(transport, &request.address)?;
     let host = worker_host(&request.address)?;
     let capacity = request.capacity;
     if capacity.vcpus == 0 || capacity.max_environments == 0 || capacity.memory_mib == 0 {
@@ -205,6 +222,30 @@ fn known(app: &FleetApp, id: &str) -> Option<WorkerState> {
         .filter(|state| *state != WorkerState::Gone)
 }
 
+/// The address control records for a worker that claims `claimed` over `transport`.
+/// Over TCP it may not be the vsock worker name; over vsock it must be `vsock://CID:PORT`
+/// and becomes `worker.vsock.ember:PORT`, whatever CID the worker claimed: control
+/// reaches it through the socket its registration came through, into that VM only.
+fn address_over(transport: Transport, claimed: &str) -> Result<String, ApiError> {
+    match transport {
+        Transport::Tcp => {
+            let host = claimed.rsplit_once(':').map_or(claimed, |(host, _)| host);
+            if host.eq_ignore_ascii_case(WORKER_HOST) || claimed.starts_with("vsock://") {
+                return Err(ApiError::invalid_parameter(format!(
+                    "Worker address {claimed:?} is for workers registering over vsock"
+                )));
+            }
+            Ok(claimed.to_owned())
+        }
+        Transport::HybridVsock => {
+            let vsock: VsockAddr = claimed.parse().map_err(|e: String| {
+                ApiError::invalid_parameter(format!("Invalid worker address: {e}"))
+            })?;
+            Ok(format!("{WORKER_HOST}:{}", vsock.port))
+        }
+    }
+}
+
 /// The host in a worker's `host:port` address, checked.
 fn worker_host(address: &str) -> Result<&str, ApiError> {
     let invalid = || ApiError::invalid_parameter(format!("Invalid worker address {address:?}"));
@@ -231,6 +272,29 @@ mod tests {
         assert_eq!(worker_host("worker-1.lan:7000").unwrap(), "worker-1.lan");
         for bad in ["127.0.0.1", "127.0.0.1:0", "127.0.0.1:x", ":7000", "a b:1"] {
             assert!(worker_host(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn vsock_addresses_are_controls_own_and_only_over_vsock() {
+        let over = |transport, claimed| address_over(transport, claimed).map_err(drop);
+        assert_eq!(
+            over(Transport::Tcp, "127.0.0.1:7000"),
+            Ok("127.0.0.1:7000".to_owned())
+        );
+        assert!(over(Transport::Tcp, "worker.vsock.ember:7000").is_err());
+        assert!(over(Transport::Tcp, "vsock://3:7000").is_err());
+        assert_eq!(
+            over(Transport::HybridVsock, "vsock://3:7000"),
+            Ok("worker.vsock.ember:7000".to_owned())
+        );
+        // Another VM's CID changes nothing: the socket it came through decides.
+        assert_eq!(
+            over(Transport::HybridVsock, "vsock://42:7000"),
+            over(Transport::HybridVsock, "vsock://3:7000")
+        );
+        for bad in ["127.0.0.1:7000", "/tmp/other.sock", "vsock://3"] {
+            assert!(over(Transport::HybridVsock, bad).is_err(), "{bad}");
         }
     }
 }
