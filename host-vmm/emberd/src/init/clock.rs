@@ -106,18 +106,21 @@ pub fn set() {
             ),
         },
         Decision::Advance => {
-            let rtc = match rtc {
+            let found = match rtc {
                 Ok(Some(seconds)) => format!("the hardware clock says {}", format(seconds)),
-                Ok(None) => "the hardware clock's time is invalid".to_owned(),
-                Err(e) => format!("no hardware clock ({e})"),
+                Ok(None) => format!(
+                    "the hardware clock holds no valid time and the clock says {}",
+                    format(now)
+                ),
+                Err(e) => format!("no hardware clock ({e}) and the clock says {}", format(now)),
             };
+            let floor = format(NOT_BEFORE);
             let result = set_system(NOT_BEFORE).map_or_else(
-                |e| format!("setting it to {} failed: {e}", format(NOT_BEFORE)),
-                |()| format!("set to {} instead", format(NOT_BEFORE)),
+                |e| format!("setting the clock to that failed ({e})"),
+                |()| "the clock is set to that".to_owned(),
             );
             log::warn!(
-                "clock: {} and {rtc}, both before this emberd was built; {result}: TLS certificates issued later look not yet valid until the machine's clock is set (firmware setup)",
-                format(now)
+                "clock: {found}, before this emberd was built ({floor}); {result}: TLS certificates issued since then look not yet valid until the machine's clock is set (firmware setup)"
             );
         }
     }
@@ -164,7 +167,7 @@ fn rtc_seconds(rtc: &RtcTime) -> Option<i64> {
 fn set_system(seconds: i64) -> std::io::Result<()> {
     // SAFETY: timespec is two integers (and padding on some targets), valid as zeroes.
     let mut time: libc::timespec = unsafe { std::mem::zeroed() };
-    time.tv_sec = seconds as libc::time_t;
+    time.tv_sec = seconds as _;
     // SAFETY: clock_settime reads one timespec.
     if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &time) } < 0 {
         return Err(std::io::Error::last_os_error());

@@ -1,9 +1,10 @@
-//! The DHCP client's exchange (RFC 2131 section 4.4.1): DISCOVER until an OFFER comes,
-//! then REQUEST it until the ACK, each retransmitted after 4, 8, 16 and 32 seconds
-//! (doubling from 4 s, as 4.1 says, with up to a second of random jitter so a rack
-//! booting at once does not retransmit in step). The messages go through a
-//! [`Transport`]: a UDP socket bound to the interface ([`UdpTransport`]), or a script in
-//! the tests.
+//! The DHCP client's exchanges (RFC 2131 section 4.4). [`obtain`]: DISCOVER until an
+//! OFFER comes, then REQUEST it until the ACK, each retransmitted after 4, 8, 16 and 32
+//! seconds (doubling from 4 s, as 4.1 says, with up to a second of random jitter so a
+//! rack booting at once does not retransmit in step). [`renew`]: at half the lease, ask
+//! the server that gave it to extend it, and from seven eighths on any server (4.4.5).
+//! The messages go through a [`Transport`]: a UDP socket bound to the interface
+//! ([`UdpTransport`]), or a script in the tests.
 
 use std::io::{self, Read};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -24,7 +25,8 @@ const WAITS: [Duration; 4] = [
 
 /// Broadcast datagrams out, the replies in.
 pub trait Transport {
-    fn send(&mut self, message: &[u8]) -> io::Result<()>;
+    /// Sends `message` to port 67 of `to` (a server, or the broadcast address).
+    fn send(&mut self, message: &[u8], to: Ipv4Addr) -> io::Result<()>;
     /// The next datagram that arrives before `deadline`; `None` once it has passed.
     fn recv(&mut self, deadline: Instant) -> io::Result<Option<Vec<u8>>>;
 }
@@ -46,6 +48,8 @@ pub enum Failure {
         address: Ipv4Addr,
         message: String,
     },
+    #[error("no answer to the renewal of {address} before its lease ended")]
+    Expired { address: Ipv4Addr },
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -62,15 +66,21 @@ pub fn obtain(
         transport,
         xid,
         mac,
-        jitter,
     };
+    let waits = WAITS.map(|wait| wait + jitter);
     let offer = transaction
-        .ask(&dhcp::discover(xid, mac), |reply| match reply {
-            Reply::Offer(lease) => Some(lease),
-            _ => None,
-        })?
+        .ask(
+            &dhcp::discover(xid, mac),
+            Ipv4Addr::BROADCAST,
+            &waits,
+            |reply| match reply {
+                Reply::Offer(lease) => Some(lease),
+                _ => None,
+            },
+        )?
         .ok_or(Failure::NoOffer(WAITS.len()))?;
-    let answer = transaction.ask(&dhcp::request(xid, mac, &offer), |reply| match reply {
+    let request = dhcp::request(xid, mac, &offer);
+    let answer = transaction.ask(&request, Ipv4Addr::BROADCAST, &waits, |reply| match reply {
         Reply::Ack(lease) if lease.server == offer.server => Some(Ok(lease)),
         Reply::Nak(message) => Some(Err(message)),
         _ => None,
@@ -90,24 +100,78 @@ pub fn obtain(
     }
 }
 
+/// Renews `lease` (which has a lease time), at half its time: REQUESTs to its server
+/// until seven eighths, then broadcast until it ends, each retransmitted after half the
+/// time left, at least a minute (4.4.5). The renewed lease, or why there is none.
+pub fn renew(
+    transport: &mut dyn Transport,
+    xid: u32,
+    mac: [u8; 6],
+    lease: &Lease,
+) -> Result<Lease, Failure> {
+    let time = lease.time.unwrap_or(Duration::MAX);
+    let mut transaction = Transaction {
+        transport,
+        xid,
+        mac,
+    };
+    let message = dhcp::renew(xid, mac, lease.address);
+    let wanted = |reply: Reply| match reply {
+        Reply::Ack(renewed) => Some(Ok(renewed)),
+        Reply::Nak(message) => Some(Err(message)),
+        Reply::Offer(_) => None,
+    };
+    let renewing = retransmissions(time * 3 / 8);
+    let rebinding = retransmissions(time / 8);
+    let answer = match transaction.ask(&message, lease.server, &renewing, wanted)? {
+        Some(answer) => Some(answer),
+        None => transaction.ask(&message, Ipv4Addr::BROADCAST, &rebinding, wanted)?,
+    };
+    match answer {
+        Some(Ok(renewed)) => Ok(renewed),
+        Some(Err(message)) => Err(Failure::Nak {
+            server: lease.server,
+            address: lease.address,
+            message,
+        }),
+        None => Err(Failure::Expired {
+            address: lease.address,
+        }),
+    }
+}
+
+/// The pauses that fill `total`: half the time left each, at least a minute.
+fn retransmissions(total: Duration) -> Vec<Duration> {
+    const MIN: Duration = Duration::from_secs(60);
+    let mut waits = Vec::new();
+    let mut left = total;
+    while !left.is_zero() {
+        let wait = (left / 2).max(MIN).min(left);
+        waits.push(wait);
+        left -= wait;
+    }
+    waits
+}
+
 struct Transaction<'a> {
     transport: &'a mut dyn Transport,
     xid: u32,
     mac: [u8; 6],
-    jitter: Duration,
 }
 
 impl Transaction<'_> {
-    /// Sends `message` after every pause of [`WAITS`] until `wanted` picks a reply to
-    /// this transaction.
+    /// Sends `message` to `to`, again after every pause but the last of `waits`, until
+    /// `wanted` picks a reply to this transaction.
     fn ask<T>(
         &mut self,
         message: &[u8],
+        to: Ipv4Addr,
+        waits: &[Duration],
         wanted: impl Fn(Reply) -> Option<T>,
     ) -> io::Result<Option<T>> {
-        for wait in WAITS {
-            self.transport.send(message)?;
-            let deadline = Instant::now() + wait + self.jitter;
+        for wait in waits {
+            self.transport.send(message, to)?;
+            let deadline = Instant::now() + *wait;
             while let Some(bytes) = self.transport.recv(deadline)? {
                 if let Some(found) = dhcp::parse_reply(&bytes, self.xid, self.mac).and_then(&wanted)
                 {
@@ -138,8 +202,8 @@ impl UdpTransport {
 }
 
 impl Transport for UdpTransport {
-    fn send(&mut self, message: &[u8]) -> io::Result<()> {
-        let to: SockAddr = SocketAddrV4::new(Ipv4Addr::BROADCAST, SERVER_PORT).into();
+    fn send(&mut self, message: &[u8], to: Ipv4Addr) -> io::Result<()> {
+        let to: SockAddr = SocketAddrV4::new(to, SERVER_PORT).into();
         self.socket.send_to(message, &to).map(drop)
     }
 
@@ -182,13 +246,16 @@ mod tests {
     struct Scripted<F: FnMut(usize, &[u8]) -> Vec<Vec<u8>>> {
         script: F,
         sent: usize,
+        /// Where each message went.
+        to: Vec<Ipv4Addr>,
         replies: VecDeque<Vec<u8>>,
     }
 
     impl<F: FnMut(usize, &[u8]) -> Vec<Vec<u8>>> Transport for Scripted<F> {
-        fn send(&mut self, message: &[u8]) -> io::Result<()> {
+        fn send(&mut self, message: &[u8], to: Ipv4Addr) -> io::Result<()> {
             self.replies.extend((self.script)(self.sent, message));
             self.sent += 1;
+            self.to.push(to);
             Ok(())
         }
 
@@ -198,13 +265,19 @@ mod tests {
     }
 
     fn run(script: impl FnMut(usize, &[u8]) -> Vec<Vec<u8>>) -> (Result<Lease, Failure>, usize) {
-        let mut server = Scripted {
+        let mut server = scripted(script);
+        let result = obtain(&mut server, 7, MAC, Duration::ZERO);
+        assert!(server.to.iter().all(|to| *to == Ipv4Addr::BROADCAST));
+        (result, server.sent)
+    }
+
+    fn scripted<F: FnMut(usize, &[u8]) -> Vec<Vec<u8>>>(script: F) -> Scripted<F> {
+        Scripted {
             script,
             sent: 0,
+            to: Vec::new(),
             replies: VecDeque::new(),
-        };
-        let result = obtain(&mut server, 7, MAC, Duration::ZERO);
-        (result, server.sent)
+        }
     }
 
     /// What a well-behaved server answers: an OFFER to a DISCOVER, an ACK to a REQUEST.
@@ -271,5 +344,53 @@ mod tests {
             "no answer from DHCP server 10.0.2.2 to 4 REQUESTs for 10.0.2.15"
         );
         assert_eq!(sent, 5);
+    }
+
+    #[test]
+    fn renewal_asks_the_server_then_anyone_until_the_lease_ends() {
+        let lease = qemu_lease();
+        let server = lease.server;
+        // An answer to the first REQUEST.
+        let mut first = scripted(|_, message| vec![answer(message, MessageType::Ack)]);
+        assert_eq!(renew(&mut first, 9, MAC, &lease).unwrap(), lease);
+        assert_eq!(first.to, [server]);
+        // The server is gone: unicasts until 7/8 of a day, then broadcasts, then nothing.
+        let mut gone = scripted(|_, _| vec![]);
+        let err = renew(&mut gone, 9, MAC, &lease).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no answer to the renewal of 10.0.2.15 before its lease ended"
+        );
+        let unicasts = gone.to.iter().filter(|to| **to == server).count();
+        assert_eq!(
+            unicasts,
+            retransmissions(Duration::from_secs(86400 * 3 / 8)).len()
+        );
+        assert_eq!(gone.to.last(), Some(&Ipv4Addr::BROADCAST));
+        // Another server answers the broadcast; a NAK ends the lease.
+        let mut other = scripted(|n, message| {
+            if n < unicasts {
+                vec![]
+            } else {
+                vec![answer(message, MessageType::Ack)]
+            }
+        });
+        assert!(renew(&mut other, 9, MAC, &lease).is_ok());
+        let mut nak = scripted(|_, message| vec![answer(message, MessageType::Nak)]);
+        assert!(matches!(
+            renew(&mut nak, 9, MAC, &lease),
+            Err(Failure::Nak { .. })
+        ));
+    }
+
+    #[test]
+    fn retransmissions_halve_the_time_left_down_to_a_minute() {
+        let secs = |s: u64| Duration::from_secs(s);
+        assert_eq!(
+            retransmissions(secs(600)),
+            [secs(300), secs(150), secs(75), secs(60), secs(15)]
+        );
+        assert_eq!(retransmissions(secs(90)), [secs(60), secs(30)]);
+        assert!(retransmissions(Duration::ZERO).is_empty());
     }
 }

@@ -51,6 +51,14 @@ pub fn request(xid: u32, mac: [u8; 6], offer: &Lease) -> Vec<u8> {
     encode(&message)
 }
 
+/// DHCPREQUEST renewing the lease of `address`, which the interface has: the server
+/// answers to it directly (RFC 2131 4.3.2, RENEWING and REBINDING).
+pub fn renew(xid: u32, mac: [u8; 6], address: Ipv4Addr) -> Vec<u8> {
+    let mut message = request_message(xid, mac, MessageType::Request);
+    message.set_ciaddr(address).set_flags(Flags::default());
+    encode(&message)
+}
+
 fn request_message(xid: u32, mac: [u8; 6], kind: MessageType) -> Message {
     let mut message = Message::new_with_id(
         xid,
@@ -257,6 +265,16 @@ mod tests {
             opts.get(OptionCode::ServerIdentifier),
             Some(&DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 0, 2, 2)))
         );
+    }
+
+    #[test]
+    fn renewal_is_from_the_leased_address_without_server_or_requested_address() {
+        let message = decode(&renew(XID, MAC, Ipv4Addr::new(10, 0, 2, 15)));
+        assert_eq!(message.opts().msg_type(), Some(MessageType::Request));
+        assert_eq!(message.ciaddr(), Ipv4Addr::new(10, 0, 2, 15));
+        assert!(!message.flags().broadcast());
+        assert!(!message.opts().contains(OptionCode::ServerIdentifier));
+        assert!(!message.opts().contains(OptionCode::RequestedIpAddress));
     }
 
     #[test]

@@ -94,7 +94,15 @@ pub fn set_address(name: &str, address: Ipv4Addr, prefix: u8) -> io::Result<()> 
     ioctl(libc::SIOCSIFNETMASK, &mut request)
 }
 
-/// Adds the default route through `gateway` on `name`.
+/// Takes the address off `name` (and with it the routes through it).
+pub fn clear_address(name: &str) -> io::Result<()> {
+    let mut request = ifreq(name)?;
+    request.ifr_ifru.ifru_addr = sockaddr(Ipv4Addr::UNSPECIFIED);
+    ioctl(libc::SIOCSIFADDR, &mut request)
+}
+
+/// Adds the default route through `gateway` on `name`; one that is there already (a new
+/// lease with the same router) is fine.
 pub fn add_default_route(name: &str, gateway: Ipv4Addr) -> io::Result<()> {
     let mut device = ifreq(name)?.ifr_name;
     // SAFETY: rtentry is plain data (integers, sockaddrs and a pointer), for which all
@@ -109,10 +117,11 @@ pub fn add_default_route(name: &str, gateway: Ipv4Addr) -> io::Result<()> {
     // SAFETY: SIOCADDRT reads one rtentry, whose rt_dev points at `device`, a
     // NUL-terminated name that outlives the call.
     let result = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCADDRT as _, &mut route) };
-    if result < 0 {
-        return Err(io::Error::last_os_error());
+    match io::Error::last_os_error() {
+        _ if result >= 0 => Ok(()),
+        e if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        e => Err(e),
     }
-    Ok(())
 }
 
 /// The netmask of a prefix length (24 is 255.255.255.0).

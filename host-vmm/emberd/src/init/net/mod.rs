@@ -8,12 +8,12 @@
 //! refuses) is fatal, like any bad setting. What is missing in the network (no link, no
 //! DHCP answer) is waited for with a warning line now and then, as the worker waits for
 //! an unreachable control: the machine comes up once the switch or the DHCP server
-//! does, without a power cycle. The lease is taken once and not renewed: see
-//! docs/worker-image.md.
+//! does, without a power cycle.
 
 mod client;
 mod dhcp;
 mod iface;
+mod lease;
 pub mod settings;
 
 use std::net::Ipv4Addr;
@@ -33,7 +33,8 @@ const DHCP_PAUSE: Duration = Duration::from_secs(4);
 /// Where the name servers go (musl's resolver reads the first three).
 const RESOLV_CONF: &str = "/etc/resolv.conf";
 
-/// Brings up `lo` and, with `settings`, the configured interface.
+/// Brings up `lo` and, with `settings`, the configured interface; with DHCP, a thread
+/// keeps the lease from then on ([`lease`]).
 pub fn bring_up(settings: Option<&NetSettings>) -> Result<(), String> {
     iface::set_up("lo", true).map_err(|e| format!("network: bringing lo up: {e}"))?;
     let Some(settings) = settings else {
@@ -51,53 +52,98 @@ pub fn bring_up(settings: Option<&NetSettings>) -> Result<(), String> {
         }
         None => first_with_link()?,
     };
-    let (address, prefix, gateway, dns, source) = match settings.mode {
-        Mode::Static { address, prefix } => (
-            address,
-            prefix,
-            settings.gateway,
-            settings.dns.clone(),
-            "static".to_owned(),
-        ),
+    match settings.mode {
+        Mode::Static { address, prefix } => {
+            let addressing = Addressing {
+                address,
+                prefix,
+                gateway: settings.gateway,
+                dns: settings.dns.clone(),
+            };
+            apply(&name, &addressing)?;
+            log::info!("network: {name} is {addressing} (static)");
+        }
         Mode::Dhcp => {
-            let (lease, took) = dhcp_lease(&name)?;
-            let time = lease
-                .time
-                .map_or_else(|| "infinite".to_owned(), |t| format!("{}s", t.as_secs()));
-            let source = format!("DHCP from {} in {took:.1?}, lease {time}", lease.server);
-            let dns = if settings.dns.is_empty() {
-                lease.dns
+            let mac = iface::mac(&name).map_err(|e| format!("network: {e}"))?;
+            let mut transport = UdpTransport::bind(&name)
+                .map_err(|e| format!("network: the DHCP client's socket on {name}: {e}"))?;
+            let (lease, took) = dhcp_lease(&name, mac, &mut transport)?;
+            let addressing = Addressing::from_lease(&lease, settings);
+            apply(&name, &addressing)?;
+            log::info!(
+                "network: {name} is {addressing} (DHCP from {} in {took:.1?}, {})",
+                lease.server,
+                lease::describe(&lease)
+            );
+            lease::keep(lease::Keeper {
+                name,
+                mac,
+                transport,
+                settings: settings.clone(),
+                lease,
+            })
+            .map_err(|e| format!("network: starting the lease's thread: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// What the interface is given.
+#[derive(Debug, PartialEq, Eq)]
+struct Addressing {
+    address: Ipv4Addr,
+    prefix: u8,
+    gateway: Option<Ipv4Addr>,
+    dns: Vec<Ipv4Addr>,
+}
+
+impl Addressing {
+    /// The lease's, with `net_gateway` and `net_dns` in place of the server's.
+    fn from_lease(lease: &dhcp::Lease, settings: &NetSettings) -> Addressing {
+        Addressing {
+            address: lease.address,
+            prefix: lease.prefix,
+            gateway: settings.gateway.or(lease.router),
+            dns: if settings.dns.is_empty() {
+                lease.dns.clone()
             } else {
                 settings.dns.clone()
-            };
-            (
-                lease.address,
-                lease.prefix,
-                settings.gateway.or(lease.router),
-                dns,
-                source,
-            )
+            },
         }
-    };
-    iface::set_address(&name, address, prefix)
+    }
+}
+
+/// `10.0.2.15/24, gateway 10.0.2.2, DNS 10.0.2.3`.
+impl std::fmt::Display for Addressing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}, ", self.address, self.prefix)?;
+        match self.gateway {
+            Some(gateway) => write!(f, "gateway {gateway}, ")?,
+            None => write!(f, "no gateway, ")?,
+        }
+        if self.dns.is_empty() {
+            return write!(f, "no DNS");
+        }
+        let dns: Vec<String> = self.dns.iter().map(Ipv4Addr::to_string).collect();
+        write!(f, "DNS {}", dns.join(", "))
+    }
+}
+
+/// Sets the address, the default route and the name servers.
+fn apply(name: &str, addressing: &Addressing) -> Result<(), String> {
+    let Addressing {
+        address, prefix, ..
+    } = addressing;
+    iface::set_address(name, *address, *prefix)
         .map_err(|e| format!("network: setting {address}/{prefix} on {name}: {e}"))?;
-    if let Some(gateway) = gateway {
-        iface::add_default_route(&name, gateway)
+    if let Some(gateway) = addressing.gateway {
+        iface::add_default_route(name, gateway)
             .map_err(|e| format!("network: the default route via {gateway} on {name}: {e}"))?;
     }
-    if !dns.is_empty() {
-        std::fs::write(RESOLV_CONF, resolv_conf(&dns))
+    if !addressing.dns.is_empty() {
+        std::fs::write(RESOLV_CONF, resolv_conf(&addressing.dns))
             .map_err(|e| format!("network: writing {RESOLV_CONF}: {e}"))?;
     }
-    log::info!(
-        "network: {name} is {address}/{prefix}, {}, {} ({source})",
-        gateway.map_or_else(|| "no gateway".to_owned(), |g| format!("gateway {g}")),
-        if dns.is_empty() {
-            "no DNS".to_owned()
-        } else {
-            format!("DNS {}", join(&dns))
-        }
-    );
     Ok(())
 }
 
@@ -175,15 +221,16 @@ fn wait_for_link(names: &[String]) -> String {
 
 /// A lease for `name`, however many transactions it takes, and how long the one that
 /// succeeded took.
-fn dhcp_lease(name: &str) -> Result<(dhcp::Lease, Duration), String> {
-    let mac = iface::mac(name).map_err(|e| format!("network: {e}"))?;
-    let mut transport = UdpTransport::bind(name)
-        .map_err(|e| format!("network: the DHCP client's socket on {name}: {e}"))?;
+fn dhcp_lease(
+    name: &str,
+    mac: [u8; 6],
+    transport: &mut UdpTransport,
+) -> Result<(dhcp::Lease, Duration), String> {
     loop {
         let xid = getrandom::u32().map_err(|e| format!("network: getrandom: {e}"))?;
         let jitter = Duration::from_millis(u64::from(xid >> 22)); // 0 to 1023 ms
         let start = Instant::now();
-        match client::obtain(&mut transport, xid, mac, jitter) {
+        match client::obtain(transport, xid, mac, jitter) {
             Ok(lease) => return Ok((lease, start.elapsed())),
             Err(Failure::Io(e)) => return Err(format!("network: DHCP on {name}: {e}")),
             Err(failure) => {
@@ -201,17 +248,37 @@ fn resolv_conf(servers: &[Ipv4Addr]) -> String {
         .collect()
 }
 
-fn join(addresses: &[Ipv4Addr]) -> String {
-    addresses
-        .iter()
-        .map(Ipv4Addr::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_settings_override_the_lease_s_gateway_and_name_servers() {
+        let lease = dhcp::testing::qemu_lease();
+        let mut settings = NetSettings {
+            mode: Mode::Dhcp,
+            iface: None,
+            gateway: None,
+            dns: Vec::new(),
+        };
+        let from_server = Addressing::from_lease(&lease, &settings);
+        assert_eq!(
+            from_server.to_string(),
+            "10.0.2.15/24, gateway 10.0.2.2, DNS 10.0.2.3"
+        );
+        settings.gateway = Some(Ipv4Addr::new(10, 0, 2, 1));
+        settings.dns = vec![Ipv4Addr::new(9, 9, 9, 9), Ipv4Addr::new(1, 1, 1, 1)];
+        assert_eq!(
+            Addressing::from_lease(&lease, &settings).to_string(),
+            "10.0.2.15/24, gateway 10.0.2.1, DNS 9.9.9.9, 1.1.1.1"
+        );
+        let bare = Addressing {
+            gateway: None,
+            dns: Vec::new(),
+            ..from_server
+        };
+        assert_eq!(bare.to_string(), "10.0.2.15/24, no gateway, no DNS");
+    }
 
     #[test]
     fn resolv_conf_lists_the_servers_in_order() {
