@@ -11,7 +11,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// The modules emberd needs: KVM for its micro-VMs, AF_VSOCK over virtio for the worker
-/// API inside a VM, the virtio PCI transport, and the NICs of QEMU and common servers.
+/// API inside a VM, the virtio PCI transport, and the NICs of QEMU and common servers
+/// ([`NICS`]).
 pub const DEFAULT: &[&str] = &[
     "kvm",
     "kvm_intel",
@@ -24,6 +25,22 @@ pub const DEFAULT: &[&str] = &[
     "e1000e",
     "igb",
     "ixgbe",
+    "i40e",
+    "r8169",
+];
+
+/// The NIC drivers among [`DEFAULT`], for `net=` (docs/worker-image.md): QEMU's and
+/// clouds' virtio, QEMU's default e1000/e1000e, Intel's 1, 10 and 40 GbE server NICs and
+/// Realtek's common 1 GbE one. A kernel without one of them (a custom `--kernel`) builds
+/// an image without it rather than failing: a machine only needs its own.
+pub const NICS: &[&str] = &[
+    "virtio_net",
+    "e1000",
+    "e1000e",
+    "igb",
+    "ixgbe",
+    "i40e",
+    "r8169",
 ];
 
 /// One module to pack, uncompressed.
@@ -114,7 +131,7 @@ fn depends(name: &str, bytes: &[u8]) -> Result<Vec<String>> {
 
 /// The modules `wanted` and everything they depend on, dependencies before dependents
 /// (the order to load them in). Built-in modules are left out; a module that is neither
-/// built in nor in `dir` is an error.
+/// built in nor in `dir` is an error, unless it is one of the [`NICS`], which is left out.
 pub fn resolve(dir: &Path, wanted: &[String]) -> Result<Vec<Module>> {
     let files = index(dir)?;
     let builtin = builtin(dir)?;
@@ -155,6 +172,13 @@ fn visit(
         bail!("module dependency cycle: {} -> {name}", path.join(" -> "));
     }
     let Some(file) = files.get(name) else {
+        if path.is_empty() && NICS.contains(&name) {
+            eprintln!(
+                "ember-image: no NIC driver {name} in {}; the image goes without it",
+                dir.display()
+            );
+            return Ok(());
+        }
         bail!(
             "module {name} is neither built into the kernel nor in {}",
             dir.display()
@@ -254,5 +278,15 @@ mod tests {
              kernel/transport.ko: kernel/common.ko kernel/vsock.ko\n"
         );
         assert_eq!(modules_order(&modules).lines().count(), 6);
+    }
+
+    #[test]
+    fn a_missing_nic_driver_is_left_out_and_any_other_module_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("kernel")).unwrap();
+        let nics: Vec<String> = NICS.iter().map(|n| n.to_string()).collect();
+        assert!(resolve(dir.path(), &nics).unwrap().is_empty());
+        let err = resolve(dir.path(), &["kvm".to_owned()]).err().unwrap();
+        assert!(err.to_string().contains("module kvm is neither"), "{err}");
     }
 }
