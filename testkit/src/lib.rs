@@ -200,6 +200,28 @@ impl Control {
         command
     }
 
+    /// Runs the boto3 script that drives a whole function lifecycle (`py/lambda_boto3.py`)
+    /// as `profile` of `credentials`, with the sample packages written to `dir`; panics
+    /// with the script's output if it fails.
+    pub fn boto3_lifecycle(&self, credentials: &Path, profile: &str, dir: &Path) {
+        write_packages(dir);
+        let out = self
+            .boto3("lambda_boto3.py", credentials)
+            .arg(&self.endpoint)
+            .arg(self.ca())
+            .arg(credentials)
+            .arg(profile)
+            .arg(dir)
+            .output()
+            .expect("run python3");
+        assert!(
+            out.status.success(),
+            "boto3 lifecycle failed (needs boto3: .ci/run installs it):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Adds an account with `ember-control account create` and returns a credentials file
     /// holding both the admin's profile and the new one's.
     pub fn add_account(&self, name: &str, into: &Path) -> PathBuf {

@@ -8,21 +8,7 @@ fn boto3_drives_the_whole_lifecycle() {
     let dir = tempfile::tempdir().unwrap();
     let control = Control::start(&dir.path().join("data"));
     let credentials = control.add_account("other", dir.path());
-    write_packages(dir.path());
-    let mut python = control.boto3("lambda_boto3.py", &credentials);
-    python
-        .arg(&control.endpoint)
-        .arg(control.ca())
-        .arg(&credentials)
-        .arg("other")
-        .arg(dir.path());
-    let out = python.output().expect("run python3");
-    assert!(
-        out.status.success(),
-        "boto3 lifecycle failed (needs boto3: .ci/run installs it):\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    control.boto3_lifecycle(&credentials, "other", dir.path());
 }
 
 #[test]

@@ -14,7 +14,7 @@ use ember_store::fixtures::{self, code, config, ACCOUNT};
 use ember_store::functions::{self, ConfigChange};
 use ember_store::{accounts, Registry};
 use ember_testkit::postgres::Postgres;
-use ember_testkit::{write_packages, Control};
+use ember_testkit::Control;
 
 /// Valid function, alias and account names whose byte order (digits, uppercase, `-`, `_`,
 /// lowercase) differs from a natural-language collation's (ICU's `en-US`: `0` < `a` < `A`
@@ -399,21 +399,7 @@ fn boto3_drives_the_whole_lifecycle_on_postgres() {
     profiles.extend_from_slice(&out.stdout);
     std::fs::write(&credentials, profiles).unwrap();
 
-    write_packages(dir.path());
-    let mut python = control.boto3("lambda_boto3.py", &credentials);
-    python
-        .arg(&control.endpoint)
-        .arg(control.ca())
-        .arg(&credentials)
-        .arg("other")
-        .arg(dir.path());
-    let out = python.output().expect("run python3");
-    assert!(
-        out.status.success(),
-        "boto3 lifecycle on PostgreSQL failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    control.boto3_lifecycle(&credentials, "other", dir.path());
 
     // It all went to PostgreSQL: no SQLite file, and the functions the script left (its
     // paging ones) are in the database.
