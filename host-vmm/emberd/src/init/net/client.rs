@@ -23,7 +23,7 @@ const WAITS: [Duration; 4] = [
     Duration::from_secs(32),
 ];
 
-/// Broadcast datagrams out, the replies in.
+/// DHCP messages out (to a server or broadcast), the replies in.
 pub trait Transport {
     /// Sends `message` to port 67 of `to` (a server, or the broadcast address).
     fn send(&mut self, message: &[u8], to: Ipv4Addr) -> io::Result<()>;
@@ -100,7 +100,7 @@ pub fn obtain(
     }
 }
 
-/// Renews `lease` (which has a lease time), at half its time: REQUESTs to its server
+/// Renews `lease` at half its time (an infinite one needs nothing): REQUESTs to its server
 /// until seven eighths, then broadcast until it ends, each retransmitted after half the
 /// time left, at least a minute (4.4.5). The renewed lease, or why there is none.
 pub fn renew(
@@ -109,7 +109,9 @@ pub fn renew(
     mac: [u8; 6],
     lease: &Lease,
 ) -> Result<Lease, Failure> {
-    let time = lease.time.unwrap_or(Duration::MAX);
+    let Some(time) = lease.time else {
+        return Ok(lease.clone());
+    };
     let mut transaction = Transaction {
         transport,
         xid,
@@ -153,6 +155,7 @@ fn retransmissions(total: Duration) -> Vec<Duration> {
     waits
 }
 
+/// Where replies come in; those to this `xid` and `mac` are the transaction's.
 struct Transaction<'a> {
     transport: &'a mut dyn Transport,
     xid: u32,
@@ -160,8 +163,8 @@ struct Transaction<'a> {
 }
 
 impl Transaction<'_> {
-    /// Sends `message` to `to`, again after every pause but the last of `waits`, until
-    /// `wanted` picks a reply to this transaction.
+    /// Sends `message` to `to` once per pause of `waits`, each time waiting that long
+    /// for a reply to this transaction that `wanted` picks.
     fn ask<T>(
         &mut self,
         message: &[u8],
@@ -183,7 +186,7 @@ impl Transaction<'_> {
     }
 }
 
-/// UDP port 68 on one interface, broadcasting to port 67. The kernel sends from
+/// UDP port 68 on one interface, talking to port 67 of the servers. The kernel sends from
 /// 0.0.0.0 while the interface has no address and hands up broadcast replies, so no
 /// raw socket (and no hand-made IP and UDP headers) is needed.
 pub struct UdpTransport {
