@@ -18,6 +18,8 @@ pub struct Settings {
     pub on_exit: Option<String>,
     pub listen: Option<String>,
     pub vsock_port: Option<u32>,
+    /// Any other key (`--set KEY=VALUE`: `net=dhcp`, `advertise=...`), in the given order.
+    pub other: Vec<(String, String)>,
 }
 
 impl Settings {
@@ -37,7 +39,27 @@ impl Settings {
         let mut out = String::from(
             "# emberd's configuration, written by ember-image (docs/worker-image.md)\n",
         );
-        for (key, value) in pairs {
+        let fixed: Vec<&str> = pairs.iter().map(|(key, _)| *key).collect();
+        for (key, _) in &self.other {
+            let well_formed = !key.is_empty()
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !well_formed {
+                bail!("--set {key}=...: a key is lowercase letters, digits and _");
+            }
+            if fixed.contains(&key.as_str()) {
+                bail!("--set {key}=...: ember-image has a flag for {key}; use it");
+            }
+            if self.other.iter().filter(|(k, _)| k == key).count() > 1 {
+                bail!("--set {key}=... is given twice");
+            }
+        }
+        let other = self
+            .other
+            .iter()
+            .map(|(k, v)| (k.as_str(), Some(v.as_str())));
+        for (key, value) in pairs.into_iter().chain(other) {
             let Some(value) = value else { continue };
             if value.is_empty() || value.contains(['\n', '\r']) || value != value.trim() {
                 bail!("{key} must be one line without surrounding spaces, got {value:?}");
@@ -91,6 +113,31 @@ mod tests {
             ..Settings::default()
         };
         assert!(settings.file().is_err());
+    }
+
+    #[test]
+    fn other_keys_follow_and_may_not_shadow_a_flag() {
+        let with = |other: &[(&str, &str)]| Settings {
+            control: Some("vsock://2:9444".into()),
+            other: other
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Settings::default()
+        };
+        let text = with(&[("net", "dhcp"), ("net_dns", "10.0.0.2")])
+            .file()
+            .unwrap();
+        assert!(text.ends_with("control = vsock://2:9444\nnet = dhcp\nnet_dns = 10.0.0.2\n"));
+        for bad in [
+            &[("token", "x")][..],
+            &[("control", "x")],
+            &[("Net", "dhcp")],
+            &[("net", "dhcp"), ("net", "none")],
+            &[("net", "dhcp\nselftest = 1")],
+        ] {
+            assert!(with(bad).file().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -51,6 +51,9 @@ struct BuildArgs {
     /// The AF_VSOCK port of the worker API.
     #[arg(long, value_name = "PORT")]
     vsock_port: Option<u32>,
+    /// Any other configuration key (repeatable): `--set net=dhcp`, `--set advertise=…`.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = key_value)]
+    other: Vec<(String, String)>,
     /// A kernel package (.deb) instead of the one `linux-image-amd64` depends on.
     #[arg(long, value_name = "DEB", conflicts_with_all = ["kernel", "modules"])]
     kernel_deb: Option<PathBuf>,
@@ -69,6 +72,13 @@ struct BuildArgs {
     /// Where downloads and unpacked packages are kept.
     #[arg(long, value_name = "DIR")]
     cache: Option<PathBuf>,
+}
+
+/// `KEY=VALUE` as a pair.
+fn key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
 }
 
 fn main() -> ExitCode {
@@ -117,6 +127,7 @@ fn run(args: BuildArgs) -> anyhow::Result<()> {
             on_exit: args.on_exit,
             listen: args.listen,
             vsock_port: args.vsock_port,
+            other: args.other,
         },
         ca: args.ca,
         selftest: args.selftest,
