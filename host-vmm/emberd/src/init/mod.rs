@@ -182,7 +182,11 @@ fn load_modules(wanted: Option<&[String]>) -> Result<(), String> {
     for module in order {
         match kmod::load(&dir.join(&module.path)) {
             Ok(kmod::Loaded::Now) => log::info!("modules: loaded {}", module.name),
-            Ok(kmod::Loaded::Already) => log::info!("modules: {} already loaded", module.name),
+            // kvm_intel and kvm_amd also answer EEXIST when the other one is loaded.
+            Ok(kmod::Loaded::Already) => log::info!(
+                "modules: {}: EEXIST, loaded already (or, for a KVM vendor module, the other vendor's is)",
+                module.name
+            ),
             Ok(kmod::Loaded::NoDevice) => {
                 log::info!("modules: {} has no device here; skipped", module.name)
             }

@@ -28,9 +28,10 @@ const DEFAULTS: [(&str, &str); 2] = [
     ("state_dir", "/run/ember/state"),
 ];
 
-/// The worker API's vsock port when control is reached over vsock and no port is given:
-/// a worker that dials control through the VM's vsock device is served through it too.
-const VSOCK_PORT: &str = "9445";
+/// Defaults for a worker that reaches control over vsock (a VM without an IP network):
+/// its API is served on this vsock port, and no metrics listener is opened, as nothing
+/// outside the VM could reach one on loopback.
+const VSOCK_DEFAULTS: [(&str, &str); 2] = [("vsock_port", "9445"), ("metrics_listen", "off")];
 
 /// The first and the longest pause between refused registrations.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -57,9 +58,11 @@ fn serve_args(serve: &BTreeMap<String, String>, token_file: &Path) -> Result<Ser
         .get("control")
         .is_some_and(|url| url.starts_with("vsock://"))
     {
-        serve
-            .entry("vsock_port".to_owned())
-            .or_insert_with(|| VSOCK_PORT.to_owned());
+        for (key, default) in VSOCK_DEFAULTS {
+            serve
+                .entry(key.to_owned())
+                .or_insert_with(|| default.to_owned());
+        }
     }
     Serve::try_parse_from(serve_argv(&serve, token_file))
         .map(|serve| serve.args)
@@ -203,10 +206,10 @@ mod tests {
         assert_eq!(args.state_dir, PathBuf::from("/run/ember/state"));
         assert_eq!(args.vsock_port, None, "no vsock for a worker on TCP");
         let in_vm = BTreeMap::from([("control".to_owned(), "vsock://2:9444".to_owned())]);
-        assert_eq!(
-            serve_args(&in_vm, Path::new("/t")).unwrap().vsock_port,
-            Some(9445)
-        );
+        let in_vm = serve_args(&in_vm, Path::new("/t")).unwrap();
+        assert_eq!(in_vm.vsock_port, Some(9445));
+        assert_eq!(in_vm.metrics_listen.0, None);
+        assert!(args.metrics_listen.0.is_some(), "metrics on TCP as usual");
 
         let mut missing = serve;
         missing.remove("control");
