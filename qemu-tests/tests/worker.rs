@@ -5,6 +5,7 @@
 //! has ended. While control is unreachable, or refuses the image's token, it says so on
 //! the console and keeps trying.
 
+use base64::Engine;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -84,26 +85,6 @@ fn workers(control: &Control, state: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {series} in control's metrics:\n{page}"))
 }
 
-/// Standard base64, as the AWS CLI prints `LogResult`.
-fn base64_decode(text: &str) -> Vec<u8> {
-    let value = |c: u8| -> u32 {
-        u32::from(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => panic!("not base64: {text:?}"),
-        })
-    };
-    let mut bytes = Vec::new();
-    for group in text.trim_end_matches('=').as_bytes().chunks(4) {
-        let bits = group.iter().fold(0, |bits, &c| bits << 6 | value(c)) << (6 * (4 - group.len()));
-        bytes.extend_from_slice(&bits.to_be_bytes()[1..group.len()]);
-    }
-    bytes
-}
-
 /// Reads the console until `text` has appeared `times` times.
 fn wait_for_times(qemu: &mut Qemu, text: &str, times: usize, timeout: Duration) -> Vec<String> {
     let deadline = Instant::now() + timeout;
@@ -153,7 +134,9 @@ fn the_image_joins_over_vsock_runs_an_invocation_and_powers_off_when_its_lease_e
         std::fs::read_to_string(&response).unwrap(),
         r#"{"message":"Hello, qemu!"}"#
     );
-    let tail = base64_decode(printed["LogResult"].as_str().expect("a log tail"));
+    let tail = base64::engine::general_purpose::STANDARD
+        .decode(printed["LogResult"].as_str().expect("a log tail"))
+        .expect("LogResult is base64");
     let tail = String::from_utf8_lossy(&tail);
     assert!(tail.contains(r#"hello: greeting "qemu""#), "{tail}");
     // The function ran in the image: its log is on the machine's console too.
