@@ -28,6 +28,8 @@ pub enum VsockError {
     RxUsedRing(#[source] virtio_queue::Error),
     #[error("guest waits for vsock packets but offers no RX buffers")]
     NoRxBuffers,
+    #[error("guest left more than {0} vsock control packets unread (no RX buffers)")]
+    ControlOverflow(usize),
 }
 
 /// Why a host stream to the guest failed or ended.

@@ -27,6 +27,10 @@ const HOST_TX_LIMIT: usize = 8 << 20;
 /// Connections one VM may have open at once.
 const MAX_CONNECTIONS: usize = 64;
 const FIRST_LOCAL_PORT: u32 = 1024;
+/// Control packets (resets, credit updates) queued for a guest that posts no RX buffers
+/// to take them: a guest can make the host queue one per packet it sends, so past this
+/// many it has broken the device contract and loses its VM (see [`Hub::overflowed`]).
+pub const MAX_CONTROL_QUEUED: usize = 1024;
 
 #[derive(Clone, Debug)]
 enum ConnState {
@@ -131,12 +135,18 @@ struct State {
     stop: bool,
     /// Leave the park for a snapshot or reset (see [`Pause`]).
     pause: Option<Pause>,
+    /// A control packet found the queue full ([`MAX_CONTROL_QUEUED`]).
+    overflowed: bool,
     /// Trim guest memory once the guest has been idle for `TRIM_WHEN_IDLE_FOR`.
     trim: bool,
 }
 
 impl State {
     fn push_ctrl(&mut self, local: u32, peer: u32, op: u16, flags: u32) {
+        if self.ctrl.len() >= MAX_CONTROL_QUEUED {
+            self.overflowed = true;
+            return;
+        }
         self.ctrl.push_back(Ctrl {
             local,
             peer,
@@ -472,6 +482,11 @@ impl Hub {
         Some(out)
     }
 
+    /// Whether the guest left more control packets unread than the host keeps.
+    pub fn overflowed(&self) -> bool {
+        self.lock().overflowed
+    }
+
     pub fn has_outgoing(&self) -> bool {
         self.lock().has_outgoing()
     }
@@ -667,6 +682,24 @@ mod tests {
         let err = hub.read(local, &mut [0u8; 4], None).unwrap_err();
         assert!(err.to_string().contains("guest fault"), "{err}");
         assert!(hub.connect(52, Duration::from_millis(10)).is_err());
+    }
+
+    #[test]
+    fn a_guest_that_reads_no_control_packets_cannot_grow_the_queue() {
+        let hub = Hub::default();
+        let stray = |port: usize| packet(5000 + port as u32, OP_RW, b"stray");
+        for port in 0..MAX_CONTROL_QUEUED {
+            hub.incoming(stray(port));
+        }
+        assert!(
+            !hub.overflowed(),
+            "a full queue is still within the contract"
+        );
+        for port in MAX_CONTROL_QUEUED..10 * MAX_CONTROL_QUEUED {
+            hub.incoming(stray(port));
+        }
+        assert!(hub.overflowed());
+        assert_eq!(hub.lock().ctrl.len(), MAX_CONTROL_QUEUED);
     }
 
     #[test]

@@ -183,6 +183,9 @@ impl VsockDevice {
                 .add_used(mem, head, 0)
                 .map_err(VsockError::TxUsedRing)?;
         }
+        if self.hub.overflowed() {
+            return Err(VsockError::ControlOverflow(hub::MAX_CONTROL_QUEUED));
+        }
         Ok(())
     }
 
@@ -237,7 +240,7 @@ fn write_data<B: BitmapSlice>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_memory::{Bytes, GuestAddress};
+    use vm_memory::{Address, Bytes, GuestAddress};
 
     fn write(dev: &mut VsockDevice, mem: &GuestMemory, offset: u64, v: u32) {
         dev.mmio_write(offset, &v.to_le_bytes(), mem).unwrap();
@@ -320,5 +323,43 @@ mod tests {
         mem.write_obj(1u16, GuestAddress(0x2100 + 2)).unwrap();
         let err = dev.doorbell(false, &mem).unwrap_err();
         assert!(matches!(err, VsockError::MalformedTx(_)), "{err}");
+    }
+
+    #[test]
+    fn a_guest_that_floods_stray_packets_without_rx_buffers_is_a_guest_error() {
+        let mem = memory();
+        let mut dev = VsockDevice::new(3, Arc::default());
+        activate(&mut dev, &mem, [0x1000, 0x2000]);
+        // One header-only RW packet to a port the host never opened, which the host must
+        // answer with a reset; no RX buffers are ever posted to take the resets.
+        let header = GuestAddress(0x8000);
+        mem.write_obj(3u64, header).unwrap();
+        mem.write_obj(HOST_CID, header.unchecked_add(8)).unwrap();
+        mem.write_obj(1u32, header.unchecked_add(16)).unwrap();
+        mem.write_obj(9999u32, header.unchecked_add(20)).unwrap();
+        mem.write_obj(TYPE_STREAM, header.unchecked_add(28))
+            .unwrap();
+        mem.write_obj(OP_RW, header.unchecked_add(30)).unwrap();
+        for d in 0..16u64 {
+            mem.write_obj(header.0, GuestAddress(0x2000 + 16 * d))
+                .unwrap();
+            mem.write_obj(PKT_HEADER_SIZE as u32, GuestAddress(0x2008 + 16 * d))
+                .unwrap();
+        }
+        let mut posted = 0u16;
+        for _ in 0..2 * hub::MAX_CONTROL_QUEUED / 16 {
+            for d in 0..16u16 {
+                let slot = u64::from(posted % 16);
+                mem.write_obj(d, GuestAddress(0x2104 + 2 * slot)).unwrap();
+                posted = posted.wrapping_add(1);
+            }
+            mem.write_obj(posted, GuestAddress(0x2102)).unwrap();
+            if let Err(err) = dev.doorbell(false, &mem) {
+                assert!(matches!(err, VsockError::ControlOverflow(_)), "{err}");
+                assert!(usize::from(posted) > hub::MAX_CONTROL_QUEUED);
+                return;
+            }
+        }
+        panic!("{posted} stray packets and no RX buffers, yet the VM lives");
     }
 }
