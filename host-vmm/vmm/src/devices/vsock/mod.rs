@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use ember_wire::layout::HOST_CID;
 use ember_wire::virtio::vsock::{DEVICE_ID, OP_RW, TYPE_STREAM};
-use virtio_queue::{QueueOwnedT, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use virtio_vsock::packet::{VsockPacket, PKT_HEADER_SIZE};
 use vm_memory::bitmap::BitmapSlice;
 use vm_memory::VolatileSlice;
@@ -148,7 +148,7 @@ impl VsockDevice {
 
     fn drain_tx(&mut self, mem: &GuestMemory) -> Result<(), VsockError> {
         let queue = &mut self.transport.queues_mut()[TX];
-        while let Some(mut chain) = queue.pop_descriptor_chain(mem) {
+        while let Some(mut chain) = next_chain(queue, mem)? {
             let head = chain.head_index();
             let pkt = VsockPacket::from_tx_virtq_chain(mem, &mut chain, MAX_PKT_DATA)
                 .map_err(VsockError::MalformedTx)?;
@@ -194,7 +194,7 @@ impl VsockDevice {
         let mut delivered = 0;
         let queue = &mut self.transport.queues_mut()[RX];
         while self.hub.has_outgoing() {
-            let Some(mut chain) = queue.pop_descriptor_chain(mem) else {
+            let Some(mut chain) = next_chain(queue, mem)? else {
                 break;
             };
             let head = chain.head_index();
@@ -235,6 +235,16 @@ fn write_data<B: BitmapSlice>(
 ) -> Result<(), vm_memory::VolatileMemoryError> {
     slice.subslice(0, data.len())?.copy_from(data);
     Ok(())
+}
+
+/// The next chain the guest offers, if any. virtio-queue's `pop_descriptor_chain` logs an
+/// error and offers nothing when the available index is impossible, on every kick a guest
+/// cares to make; here a malformed ring is the guest's fault, and ends its VM.
+fn next_chain<'m>(
+    queue: &mut Queue,
+    mem: &'m GuestMemory,
+) -> Result<Option<DescriptorChain<&'m GuestMemory>>, VsockError> {
+    Ok(queue.iter(mem).map_err(VsockError::Virtqueue)?.next())
 }
 
 #[cfg(test)]
@@ -361,5 +371,16 @@ mod tests {
             }
         }
         panic!("{posted} stray packets and no RX buffers, yet the VM lives");
+    }
+
+    #[test]
+    fn an_impossible_available_index_is_a_guest_error() {
+        let mem = memory();
+        let mut dev = VsockDevice::new(3, Arc::default());
+        activate(&mut dev, &mem, [0x1000, 0x2000]);
+        // 17 chains offered on a ring of 16.
+        mem.write_obj(17u16, GuestAddress(0x2102)).unwrap();
+        let err = dev.doorbell(false, &mem).unwrap_err();
+        assert!(matches!(err, VsockError::Virtqueue(_)), "{err}");
     }
 }
