@@ -24,8 +24,8 @@ mod state_dir;
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ember_fleet::messages::{Capacity, HeartbeatRequest, ProvisionFailure};
 use ember_fleet::tls::Identity;
@@ -36,8 +36,12 @@ use tokio_rustls::TlsAcceptor;
 use config::ServeArgs;
 use control::ControlClient;
 use ember_vmm::function::{FunctionSpec, Pool, PoolConfig};
+use ember_vmm::log_budget::{Admit, LogBudget};
 pub use error::WorkerError;
 use invoke::Functions;
+
+/// Lines a second of functions' output the worker's log takes.
+const FUNCTION_LINES_PER_SECOND: u32 = 200;
 
 /// What the worker API and the heartbeats share.
 pub struct Worker {
@@ -181,8 +185,18 @@ async fn serve(
     let server_config =
         ember_fleet::tls::server_config(&ca_pem, &identity, false).map_err(WorkerError::ApiTls)?;
 
-    let log_sink = Arc::new(|spec: &FunctionSpec, chunk: &[u8]| {
+    // Functions' output is theirs (it reaches callers as log tails); the worker's own log
+    // takes a bounded share of it, whatever a function prints.
+    let budget = Mutex::new(LogBudget::new(FUNCTION_LINES_PER_SECOND));
+    let log_sink = Arc::new(move |spec: &FunctionSpec, chunk: &[u8]| {
         for line in String::from_utf8_lossy(chunk).lines() {
+            let admitted = budget.lock().unwrap().admit(Instant::now());
+            let Admit::Log { dropped } = admitted else {
+                continue;
+            };
+            if dropped > 0 {
+                log::warn!(target: "function", "{dropped} function output lines not logged (over {FUNCTION_LINES_PER_SECOND}/s)");
+            }
             log::info!(target: "function", "[{}:{}] {line}", spec.name, spec.version);
         }
     });

@@ -1,8 +1,8 @@
 //! ember's VMM: micro-VMs on KVM that enter the `no_std` guest-init directly in ring 3 and
 //! talk to it over virtio-vsock. See `docs/microvm.md` for the design.
 //!
-//! Modules, lowest first (each imports only those before it): `kvm` (the `/dev/kvm`
-//! handle), `memory` (guest RAM), `devices` (serial and virtio-vsock), [`vm`] (one
+//! Modules, lowest first (each imports only those before it): [`log_budget`] (rate limits
+//! for what guests log), `kvm` (the `/dev/kvm` handle), `memory` (guest RAM), `devices` (serial and virtio-vsock), [`vm`] (one
 //! micro-VM and its snapshots), [`floor`] (the raw KVM floor), [`client`] (the frame
 //! protocol) and [`function`] (execution environments and their pool).
 
@@ -12,6 +12,7 @@ pub mod floor;
 pub mod function;
 mod guest_image;
 mod kvm;
+pub mod log_budget;
 mod memory;
 pub mod vm;
 

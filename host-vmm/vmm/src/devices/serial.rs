@@ -1,22 +1,29 @@
 //! The 16550 UART (vm-superio) whose output becomes the guest's log on the host:
-//! split into lines, each line bounded, the last few kept per VM and forwarded to `log`.
+//! split into lines, each line bounded, the last few kept per VM and forwarded to `log`
+//! within a budget of lines a second ([`LogBudget`]).
 
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use vm_superio::serial::NoEvents;
 use vm_superio::{Serial, Trigger};
+
+use crate::log_budget::{Admit, LogBudget};
 
 /// Longest line kept; longer output is split.
 const MAX_LINE: usize = 1024;
 /// Lines kept per VM.
 const MAX_LINES: usize = 256;
+/// Lines a second one VM's serial port may put in the host's log.
+const LOGGED_PER_SECOND: u32 = 50;
 
 /// The guest's log as seen on the host.
 pub struct GuestLog {
     vm_id: String,
     lines: Mutex<VecDeque<String>>,
+    budget: Mutex<LogBudget>,
 }
 
 impl GuestLog {
@@ -24,6 +31,7 @@ impl GuestLog {
         Arc::new(GuestLog {
             vm_id,
             lines: Mutex::new(VecDeque::new()),
+            budget: Mutex::new(LogBudget::new(LOGGED_PER_SECOND)),
         })
     }
 
@@ -33,7 +41,13 @@ impl GuestLog {
     }
 
     fn push(&self, line: String) {
-        log::info!(target: "guest", "[vm {}] {line}", self.vm_id);
+        let admitted = self.budget.lock().unwrap().admit(Instant::now());
+        if let Admit::Log { dropped } = admitted {
+            if dropped > 0 {
+                log::warn!(target: "guest", "[vm {}] {dropped} lines not logged (over {LOGGED_PER_SECOND}/s)", self.vm_id);
+            }
+            log::info!(target: "guest", "[vm {}] {line}", self.vm_id);
+        }
         let mut lines = self.lines.lock().unwrap();
         if lines.len() == MAX_LINES {
             lines.pop_front();
