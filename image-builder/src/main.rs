@@ -109,7 +109,7 @@ fn run(args: BuildArgs) -> anyhow::Result<()> {
         (None, Some(kernel), Some(modules)) => kernel::Source::Files { kernel, modules },
         _ => kernel::Source::Debian,
     };
-    let mut wanted: Vec<String> = modules::DEFAULT.iter().map(|m| m.to_string()).collect();
+    let mut wanted: Vec<String> = modules::default_set().map(str::to_owned).collect();
     wanted.extend(args.extra_modules);
     let options = Options {
         out: args.out,

@@ -10,29 +10,21 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// The modules emberd needs: KVM for its micro-VMs, AF_VSOCK over virtio for the worker
-/// API inside a VM, the virtio PCI transport, and the NICs of QEMU and common servers
-/// ([`NICS`]).
-pub const DEFAULT: &[&str] = &[
+/// The modules emberd needs besides the NICs: KVM for its micro-VMs, AF_VSOCK over
+/// virtio for the worker API inside a VM, and the virtio PCI transport.
+const BASE: &[&str] = &[
     "kvm",
     "kvm_intel",
     "kvm_amd",
     "vsock",
     "vmw_vsock_virtio_transport",
     "virtio_pci",
-    "virtio_net",
-    "e1000",
-    "e1000e",
-    "igb",
-    "ixgbe",
-    "i40e",
-    "r8169",
 ];
 
-/// The NIC drivers among [`DEFAULT`], for `net=` (docs/worker-image.md): QEMU's and
-/// clouds' virtio, QEMU's default e1000/e1000e, Intel's 1, 10 and 40 GbE server NICs and
-/// Realtek's common 1 GbE one. A kernel without one of them (a custom `--kernel`) builds
-/// an image without it rather than failing: a machine only needs its own.
+/// The NIC drivers, for `net=` (docs/worker-image.md): QEMU's and clouds' virtio, QEMU's
+/// default e1000/e1000e, Intel's 1, 10 and 40 GbE server NICs and Realtek's common 1 GbE
+/// one. A kernel without one of them (a custom `--kernel`) builds an image without it
+/// rather than failing: a machine only needs its own.
 pub const NICS: &[&str] = &[
     "virtio_net",
     "e1000",
@@ -42,6 +34,11 @@ pub const NICS: &[&str] = &[
     "i40e",
     "r8169",
 ];
+
+/// The modules packed by default: [`BASE`], then the [`NICS`].
+pub fn default_set() -> impl Iterator<Item = &'static str> {
+    BASE.iter().chain(NICS).copied()
+}
 
 /// One module to pack, uncompressed.
 pub struct Module {

@@ -35,7 +35,7 @@ fn image() -> &'static Built {
             cache: ember_image::workspace_dir().join("target/ember-image-cache"),
             kernel: kernel::Source::Debian,
             emberd: None,
-            modules: modules::DEFAULT.iter().map(|m| m.to_string()).collect(),
+            modules: modules::default_set().map(str::to_owned).collect(),
             settings: config::Settings {
                 control: Some("vsock://2:9444".into()),
                 ca: true,
@@ -334,7 +334,7 @@ fn a_repeat_build_is_fast_and_identical() {
         cache: ember_image::workspace_dir().join("target/ember-image-cache"),
         kernel: kernel::Source::Debian,
         emberd: None,
-        modules: modules::DEFAULT.iter().map(|m| m.to_string()).collect(),
+        modules: modules::default_set().map(str::to_owned).collect(),
         settings: config::Settings::default(),
         ca: None,
         selftest: false,
