@@ -173,8 +173,11 @@ impl Keyring {
                 }
             }
             KeySource::File(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| with_path(e, path))?;
-                parse_list(&text, &source)?
+                let bytes = keydir::read_private(path)?
+                    .ok_or_else(|| with_path(io::Error::from(io::ErrorKind::NotFound), path))?;
+                let text = std::str::from_utf8(&bytes)
+                    .map_err(|_| invalid(&source, "the file is not UTF-8 text"))?;
+                parse_list(text, &source)?
             }
             KeySource::Env(var) => {
                 let text = std::env::var(var).map_err(|_| KeyError::MissingEnv(var.clone()))?;
@@ -457,6 +460,7 @@ mod tests {
         let encode = |k: &[u8; 32]| base64::engine::general_purpose::STANDARD.encode(k);
         let path = dir.path().join("master.keys");
         std::fs::write(&path, format!("{}\n{},\n", encode(&old), encode(&new))).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let mut ring = Keyring::open(KeySource::File(path.clone())).unwrap();
         assert_eq!(ring.keys().len(), 2);
         assert_eq!(ring.active().bytes(), &*new);
@@ -480,6 +484,21 @@ mod tests {
             let err = Keyring::open(KeySource::File(path.clone())).unwrap_err();
             assert!(err.to_string().contains(reason), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn refuses_a_key_file_others_can_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.keys");
+        let key = base64::engine::general_purpose::STANDARD.encode(*random::key().unwrap());
+        std::fs::write(&path, key).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = Keyring::open(KeySource::File(path.clone())).unwrap_err();
+        assert!(err.to_string().contains("mode 640"), "{err}");
+        assert!(matches!(
+            Keyring::open(KeySource::File(dir.path().join("absent"))),
+            Err(KeyError::Io(e)) if e.kind() == io::ErrorKind::NotFound
+        ));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 use super::*;
 use sha2::{Digest, Sha256};
 use std::fs::FileTimes;
+use std::os::unix::fs::PermissionsExt;
 use tempfile::TempDir;
 
 fn setup() -> (TempDir, ArtifactStore) {
@@ -92,7 +93,6 @@ fn round_trips_and_survives_reopening() {
     let on_disk = fs::read(&blob_path).unwrap();
     assert_eq!(on_disk.len(), big.len() + 16);
     assert!(!on_disk.windows(64).any(|w| w == &big[1000..1064]));
-    use std::os::unix::fs::PermissionsExt;
     for path in [&blob_path, &hdr(&data, "111122223333", "fn-a")] {
         assert_eq!(
             fs::metadata(path).unwrap().permissions().mode() & 0o777,
@@ -380,6 +380,7 @@ fn rotation_and_rewrap_keep_everything_readable_without_touching_blobs() {
     // A keyring holding only the retired key reads nothing any more.
     let path = data.path().join("old.key");
     fs::write(&path, old_key_b64).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
     let only_old = Keyring::open(crate::keys::KeySource::File(path)).unwrap();
     let stale = ArtifactStore::open(data.path(), only_old).unwrap();
     assert!(matches!(

@@ -125,6 +125,7 @@ fn open(dir: &DataDirArgs, keys: &MasterKeyArgs) -> Result<(ArtifactStore, Keyri
 mod tests {
     use super::*;
     use ember_core::keys::KeySource;
+    use std::os::unix::fs::PermissionsExt;
 
     fn run(command: KeysCommand) -> (Result<(), AdminError>, String) {
         let mut out = Vec::new();
@@ -224,6 +225,7 @@ mod tests {
         let k1 = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
         let k2 = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
         std::fs::write(&file, k1).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let keyring = Keyring::open(KeySource::File(file.clone())).unwrap();
         ArtifactStore::open(data.path(), keyring)
             .unwrap()
