@@ -12,6 +12,7 @@ use alloc::vec::Vec;
 use ember_wire::boot::{exit_code, flags, BootInfo};
 use ember_wire::frame::{Decoder, ErrorCode, Frame, Kind, HEADER_LEN};
 use ember_wire::function::{InvokeRequest, LoadRequest};
+use ember_wire::hostile::{self, Mode};
 use ember_wire::info::GuestInfo;
 use ember_wire::layout::GUEST_FRAME_PORT;
 
@@ -101,6 +102,8 @@ pub struct Server {
     strays: Vec<(u32, u32)>,
     info: BootInfo,
     power_off: bool,
+    /// Test only: the hostile mode the init phase asked for (see [`ember_wire::hostile`]).
+    hostile: Option<Mode>,
 }
 
 impl Server {
@@ -113,6 +116,7 @@ impl Server {
             strays: Vec::new(),
             info,
             power_off: false,
+            hostile: None,
         }
     }
 
@@ -137,6 +141,11 @@ impl Server {
     /// Decodes and answers the frames waiting on connection `i`.
     fn serve(&mut self, i: usize) {
         loop {
+            if let Some(mode @ (Mode::Stall | Mode::StallSpin)) = self.hostile {
+                if !self.conns[i].inbox.is_empty() {
+                    self.stall(i, mode);
+                }
+            }
             let conn = &mut self.conns[i];
             if conn.closing || conn.inbox.is_empty() || conn.pending_out() >= OUT_LIMIT {
                 break;
@@ -187,19 +196,27 @@ impl Server {
             }
             Some(Kind::Load) => match LoadRequest::decode(&frame.payload) {
                 Ok(req) => {
+                    if test_frames {
+                        self.hostile = req
+                            .env
+                            .iter()
+                            .find(|(k, _)| k == hostile::ENV)
+                            .and_then(|(_, v)| Mode::parse(v));
+                    }
                     return (
                         with_log(self.runtime.load(req), Kind::LoadReply),
                         After::Nothing,
-                    )
+                    );
                 }
                 Err(e) => Frame::error(ErrorCode::Malformed, &e.to_string()),
             },
             Some(Kind::Invoke) => match InvokeRequest::decode(&frame.payload) {
                 Ok(req) => {
+                    self.misbehave();
                     return (
                         with_log(self.runtime.invoke(req), Kind::InvokeReply),
                         After::Nothing,
-                    )
+                    );
                 }
                 Err(e) => Frame::error(ErrorCode::Malformed, &e.to_string()),
             },
@@ -226,6 +243,50 @@ impl Server {
             _ => Frame::error(ErrorCode::UnknownKind, "not a request kind"),
         };
         (vec![reply], After::Nothing)
+    }
+
+    /// Test only: stops reading connection `i` for good. `Stall` advertises no credit and
+    /// parks, throwing away whatever arrives; `StallSpin` spins in ring 3.
+    fn stall(&mut self, i: usize, mode: Mode) -> ! {
+        if mode == Mode::StallSpin {
+            loop {
+                core::hint::spin_loop();
+            }
+        }
+        let peer = self.conns[i].peer;
+        let none = Header {
+            buf_alloc: 0,
+            ..header(peer, OP_CREDIT_UPDATE, 0, 0, 0)
+        };
+        self.dev.send(none, None);
+        loop {
+            self.dev.kick_and_wait();
+            self.dev.receive(|_, _| {});
+        }
+    }
+
+    /// Test only: what an invocation does in the hostile modes that act at invocation.
+    fn misbehave(&mut self) {
+        match self.hostile {
+            Some(Mode::FloodSerial) => {
+                for n in 0..hostile::SERIAL_FLOOD_LINES {
+                    crate::log!("hostile guest: serial flood line {}", n);
+                }
+            }
+            Some(Mode::FloodControl) => {
+                // Never takes another packet, so the host's resets pile up.
+                let mut port = 0u32;
+                loop {
+                    port = port.wrapping_add(1);
+                    let stray = header(0x4000_0000 | (port & 0xffff), OP_RW, 0, 0, 0);
+                    self.dev.send(stray, None);
+                }
+            }
+            Some(Mode::BadRing) => loop {
+                self.dev.corrupt_tx_and_kick();
+            },
+            _ => {}
+        }
     }
 
     /// Moves queued control packets and reply data (within credit) to the TX queue.

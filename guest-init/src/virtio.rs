@@ -168,6 +168,15 @@ impl VirtQueue {
         Some(ids[0])
     }
 
+    /// Test only (hostile mode): offers more chains than the ring holds, which no device
+    /// may accept.
+    pub fn offer_impossible(&mut self) {
+        let idx = self.avail_idx.wrapping_add(self.size).wrapping_add(1);
+        fence(Ordering::Release);
+        // SAFETY: the avail ring's idx field.
+        unsafe { write_volatile((self.avail + 2) as *mut u16, idx) };
+    }
+
     /// Takes one completed chain: its head index and the length the device wrote.
     /// The chain's descriptors become free again.
     pub fn pop_used(&mut self) -> Option<(u16, u32)> {

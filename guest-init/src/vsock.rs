@@ -193,6 +193,12 @@ impl Vsock {
         self.in_flight.clear();
     }
 
+    /// Test only (hostile mode): makes the TX ring impossible and kicks.
+    pub fn corrupt_tx_and_kick(&mut self) {
+        self.tx.offer_impossible();
+        arch::kick();
+    }
+
     /// Sends queued packets now.
     pub fn kick(&mut self) {
         arch::kick();

@@ -10,6 +10,7 @@ extern crate alloc;
 pub mod boot;
 pub mod frame;
 pub mod function;
+pub mod hostile;
 pub mod info;
 pub mod layout;
 #[cfg(feature = "inspect")]

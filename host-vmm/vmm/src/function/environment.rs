@@ -1,5 +1,8 @@
 //! One execution environment: a micro-VM with one function version loaded and initialised.
-//! It runs one invocation at a time; the host enforces the timeout by stopping the vCPU.
+//! It runs one invocation at a time; the host enforces the timeout by stopping the vCPU:
+//! the deadline is fixed when the environment takes the invocation, before the request is
+//! written, and the process's [`watchdog`] stops the VM at that deadline whatever the host
+//! thread is doing (writing a request the guest does not read, or waiting for a reply).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,6 +13,7 @@ use ember_wire::function::{InvokeRequest, LoadRequest, Outcome, Status};
 
 use super::{EnvError, Failure, FunctionSpec, Isolation, LogBuffer, LogSink};
 use crate::client::{ClientError, GuestClient};
+use crate::vm::watchdog;
 use crate::vm::{Command, Pause, Snapshot, SpareVm, Vm, VmConfig};
 
 /// Lambda's limit for the init phase.
@@ -70,6 +74,7 @@ impl Environment {
         buffer: &mut LogBuffer,
     ) -> Result<Arc<Snapshot>, Failure> {
         let mut env = Environment::start(spec.clone(), template.clone(), true)?;
+        let deadline = Instant::now() + INIT_TIMEOUT;
         let request = LoadRequest {
             handler: spec.handler.clone(),
             env: spec.env.clone(),
@@ -82,7 +87,7 @@ impl Environment {
             Kind::Load,
             &request.encode(),
             Kind::LoadReply,
-            INIT_TIMEOUT,
+            (deadline, INIT_TIMEOUT),
             log,
             buffer,
         )?;
@@ -184,6 +189,7 @@ impl Environment {
         log: &LogSink,
         buffer: &mut LogBuffer,
     ) -> Result<Outcome, Failure> {
+        let deadline = Instant::now() + self.spec.timeout;
         let request = InvokeRequest {
             now_unix_ns: unix_ns(),
             seed: seed()?,
@@ -194,7 +200,7 @@ impl Environment {
             Kind::Invoke,
             &request.encode(),
             Kind::InvokeReply,
-            self.spec.timeout,
+            (deadline, self.spec.timeout),
             log,
             buffer,
         );
@@ -231,22 +237,25 @@ impl Environment {
         Ok(())
     }
 
-    /// Sends one request and reads log frames until its reply, within `timeout`.
+    /// Sends one request and reads log frames until its reply, by `deadline` (`timeout`
+    /// after the request was taken). The watchdog stops the VM at the deadline if this
+    /// thread is still blocked then.
     fn exchange(
         &mut self,
         kind: Kind,
         payload: &[u8],
         reply: Kind,
-        timeout: Duration,
+        (deadline, timeout): (Instant, Duration),
         log: &LogSink,
         buffer: &mut LogBuffer,
     ) -> Result<Outcome, Failure> {
-        let deadline = Instant::now() + timeout;
+        let watch = watchdog::arm(deadline, self.vm.stopper());
         let Some(client) = self.client.as_mut() else {
             return Err(EnvError::NotConnected.into());
         };
+        client.stream_mut().set_write_deadline(Some(deadline));
         if let Err(e) = client.send(kind as u8, payload) {
-            return Err(self.lost(e));
+            return Err(self.failed(e, deadline, timeout, &watch));
         }
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -257,10 +266,7 @@ impl Environment {
             client.stream_mut().set_read_timeout(Some(remaining));
             let frame = match client.receive() {
                 Ok(frame) => frame,
-                Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    return Err(self.timed_out(timeout))
-                }
-                Err(e) => return Err(self.lost(e)),
+                Err(e) => return Err(self.failed(e, deadline, timeout, &watch)),
             };
             match Kind::from_u8(frame.kind) {
                 Some(Kind::Log) => {
@@ -273,6 +279,23 @@ impl Environment {
                 _ => return Err(EnvError::UnexpectedFrame(frame.kind).into()),
             }
         }
+    }
+
+    /// The conversation failed with `e`: a timeout if the deadline has passed (the
+    /// watchdog may have stopped the VM, failing the stream), else how the VM ended.
+    fn failed(
+        &self,
+        e: ClientError,
+        deadline: Instant,
+        timeout: Duration,
+        watch: &watchdog::Armed,
+    ) -> Failure {
+        let timed_out =
+            matches!(&e, ClientError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut);
+        if timed_out || watch.fired() || Instant::now() >= deadline {
+            return self.timed_out(timeout);
+        }
+        self.lost(e)
     }
 
     fn timed_out(&self, timeout: Duration) -> Failure {

@@ -14,7 +14,9 @@ mod snapshot;
 mod spare;
 mod vcpu;
 mod warm;
+pub mod watchdog;
 
+use std::error::Error;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -59,7 +61,7 @@ pub struct Vm {
     id: String,
     hub: Arc<Hub>,
     control: Arc<VcpuControl>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
     log: Arc<GuestLog>,
     uds: Mutex<Option<UdsListener>>,
 }
@@ -197,7 +199,7 @@ impl Vm {
             id,
             hub,
             control,
-            thread: Mutex::new(Some(thread)),
+            thread: Arc::new(Mutex::new(Some(thread))),
             log,
             uds: Mutex::new(uds),
         })
@@ -261,7 +263,8 @@ impl Vm {
     /// Stops the vCPU wherever it is (running guest code or parked) and tears the VM down.
     /// Returns how it ended: `Stopped`, or the earlier exit if it had already ended.
     pub fn stop(&self) -> VmExit {
-        if let Some(thread) = self.thread.lock().unwrap().take() {
+        let thread = self.thread.lock().unwrap().take();
+        if let Some(thread) = thread {
             self.control.request_stop();
             self.hub.request_stop();
             vcpu::kick_until_finished(&thread);
@@ -269,6 +272,16 @@ impl Vm {
         }
         self.uds.lock().unwrap().take();
         self.control.exit().unwrap_or(VmExit::Stopped)
+    }
+
+    /// A handle that stops this VM from another thread without waiting (what
+    /// [`watchdog`] uses).
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            control: self.control.clone(),
+            hub: self.hub.clone(),
+            thread: self.thread.clone(),
+        }
     }
 
     /// The guest's serial log (most recent lines).
@@ -279,6 +292,45 @@ impl Vm {
     /// Linux thread id of the vCPU thread (for CPU accounting).
     pub fn vcpu_tid(&self) -> Option<i32> {
         self.control.tid()
+    }
+}
+
+/// Stops a [`Vm`] from any thread, without waiting for it (see [`Vm::stopper`]).
+#[derive(Clone)]
+pub struct Stopper {
+    control: Arc<VcpuControl>,
+    hub: Arc<Hub>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Stopper {
+    /// Asks the vCPU to stop and fails every stream of the VM with `why` at once, so a
+    /// host thread blocked on one returns.
+    pub fn request_stop(&self, why: Arc<dyn Error + Send + Sync>) {
+        self.control.request_stop();
+        self.hub.kill(why);
+    }
+
+    /// Knocks the vCPU thread out of guest code; `false` once it has left its run loop
+    /// (or the VM's owner has taken it down).
+    pub fn kick(&self) -> bool {
+        match self.thread.lock().unwrap().as_ref() {
+            Some(thread) if !thread.is_finished() => {
+                vcpu::kick(thread);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A stopper of no VM.
+    #[cfg(test)]
+    pub(crate) fn detached() -> Stopper {
+        Stopper {
+            control: Arc::default(),
+            hub: Arc::default(),
+            thread: Arc::default(),
+        }
     }
 }
 

@@ -81,6 +81,11 @@ fn kick_signal() -> i32 {
     signal
 }
 
+/// Signals the vCPU thread once (it leaves `KVM_RUN` and checks its stop flag).
+pub fn kick(thread: &JoinHandle<()>) {
+    let _ = thread.kill(kick_signal());
+}
+
 /// Signals the vCPU thread until it has left its run loop. Repeating the signal closes the
 /// window between the thread checking its stop flag and entering `KVM_RUN`.
 pub fn kick_until_finished(thread: &JoinHandle<()>) {

@@ -55,6 +55,8 @@ pub enum StreamError {
     TooManyConnections,
     #[error("vsock read timed out")]
     ReadTimeout,
+    #[error("vsock write timed out: the guest takes no data")]
+    WriteTimeout,
     #[error("vsock connection is closed")]
     NotConnected,
 }

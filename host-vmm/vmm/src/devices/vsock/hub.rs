@@ -22,8 +22,9 @@ use super::error::StreamError;
 /// Receive buffer the host advertises per connection: more than one maximum frame, so a
 /// guest reply never waits for the host to read.
 pub const HOST_BUF_ALLOC: u32 = 8 << 20;
-/// Bytes a host writer may queue for the guest before `write` blocks.
-const HOST_TX_LIMIT: usize = 8 << 20;
+/// Bytes a host writer may queue for the guest before `write` blocks: host memory a guest
+/// that stops reading holds, so no more than the guest's own receive buffer.
+const HOST_TX_LIMIT: usize = 1 << 20;
 /// Connections one VM may have open at once.
 const MAX_CONNECTIONS: usize = 64;
 const FIRST_LOCAL_PORT: u32 = 1024;
@@ -342,8 +343,9 @@ impl Hub {
         }
     }
 
-    /// Queues data for the guest, blocking while too much is already queued.
-    pub fn write(&self, local: u32, buf: &[u8]) -> io::Result<usize> {
+    /// Queues data for the guest, blocking while too much is already queued, until
+    /// `deadline` if there is one: a guest that stops reading cannot hold a writer longer.
+    pub fn write(&self, local: u32, buf: &[u8], deadline: Option<Instant>) -> io::Result<usize> {
         let mut st = self.lock();
         loop {
             if let Some(reason) = &st.dead {
@@ -360,7 +362,19 @@ impl Hub {
                 self.wake_guest();
                 return Ok(n);
             }
-            st = self.host_event.wait(st).unwrap();
+            st = match deadline {
+                None => self.host_event.wait(st).unwrap(),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            StreamError::WriteTimeout,
+                        ));
+                    }
+                    self.host_event.wait_timeout(st, deadline - now).unwrap().0
+                }
+            };
         }
     }
 
@@ -615,7 +629,7 @@ mod tests {
     fn data_flows_both_ways_within_credit() {
         let hub = Arc::new(Hub::default());
         let local = established(&hub);
-        hub.write(local, &[7u8; 100]).unwrap();
+        hub.write(local, &[7u8; 100], None).unwrap();
         let out = hub.next_outgoing(40).unwrap();
         assert_eq!(
             (out.op, out.data.len()),
@@ -637,7 +651,7 @@ mod tests {
             buf_alloc: 10,
             ..packet(local, OP_CREDIT_UPDATE, &[])
         });
-        hub.write(local, &[1u8; 25]).unwrap();
+        hub.write(local, &[1u8; 25], None).unwrap();
         assert_eq!(hub.next_outgoing(1000).unwrap().data.len(), 10);
         assert!(hub.next_outgoing(1000).is_none(), "no credit left");
         hub.incoming(Incoming {
@@ -700,6 +714,25 @@ mod tests {
         }
         assert!(hub.overflowed());
         assert_eq!(hub.lock().ctrl.len(), MAX_CONTROL_QUEUED);
+    }
+
+    #[test]
+    fn a_write_to_a_guest_that_reads_nothing_ends_at_its_deadline() {
+        let hub = Arc::new(Hub::default());
+        let local = established(&hub);
+        let chunk = vec![0u8; 64 << 10];
+        let deadline = Instant::now() + Duration::from_millis(100);
+        let mut queued = 0;
+        let err = loop {
+            match hub.write(local, &chunk, Some(deadline)) {
+                Ok(n) => queued += n,
+                Err(e) => break e,
+            }
+            assert!(queued <= 64 << 20, "the host queued {queued} bytes");
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(Instant::now() < deadline + Duration::from_secs(1));
+        assert_eq!(queued, HOST_TX_LIMIT, "bounded host memory");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::hub::Hub;
 
@@ -10,6 +10,7 @@ pub struct VsockStream {
     hub: Arc<Hub>,
     local: u32,
     read_timeout: Option<Duration>,
+    write_deadline: Option<Instant>,
 }
 
 impl VsockStream {
@@ -19,6 +20,7 @@ impl VsockStream {
             hub,
             local,
             read_timeout: None,
+            write_deadline: None,
         })
     }
 
@@ -29,6 +31,7 @@ impl VsockStream {
             hub,
             local,
             read_timeout: None,
+            write_deadline: None,
         })
     }
 
@@ -41,6 +44,12 @@ impl VsockStream {
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
         self.read_timeout = timeout;
     }
+
+    /// Writes that cannot queue their data by `deadline` fail with `TimedOut` (`None`:
+    /// they wait for the guest as long as it takes).
+    pub fn set_write_deadline(&mut self, deadline: Option<Instant>) {
+        self.write_deadline = deadline;
+    }
 }
 
 impl Read for VsockStream {
@@ -51,7 +60,7 @@ impl Read for VsockStream {
 
 impl Write for VsockStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.hub.write(self.local, buf)
+        self.hub.write(self.local, buf, self.write_deadline)
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -34,6 +34,9 @@ pub struct PoolConfig {
     /// stack always are). An environment started in a spare gives back the part its first
     /// invocation left untouched once it is idle.
     pub spare_warm_heap: u64,
+    /// Test only: boot guests with the test-frame flag, so a function whose environment
+    /// sets `EMBER_TEST_HOSTILE` plays a hostile guest (see `ember_wire::hostile`).
+    pub test_frames: bool,
 }
 
 impl Default for PoolConfig {
@@ -44,6 +47,7 @@ impl Default for PoolConfig {
             reap_interval: Duration::from_secs(1),
             spare_vms: 2,
             spare_warm_heap: 4 << 20,
+            test_frames: false,
         }
     }
 }
@@ -392,6 +396,7 @@ impl Shared {
         }
         let config = VmConfig {
             mem_mib,
+            test_frames: self.config.test_frames,
             ..VmConfig::default()
         };
         let t = Snapshot::of_fresh_guest(&config).map_err(EnvError::Template)?;
