@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
+use tokio::sync::Semaphore;
 
 use crate::events::{EventSettings, Events};
 use crate::fleet::metrics::WorkersByState;
@@ -39,6 +40,32 @@ pub struct Settings {
     pub events: EventSettings,
     /// How long execution-role credentials last.
     pub role_lifetime: Duration,
+    /// What a client may hold of the API and fleet listeners, and of request bodies.
+    pub requests: RequestLimits,
+}
+
+/// Limits on what clients, strangers included, make the service hold.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestLimits {
+    /// Connections, handshake, header and body timeouts of the API and fleet listeners.
+    pub listener: ember_net::limits::Limits,
+    /// Bytes of request bodies the API reads at once (by `Content-Length`, or the largest
+    /// body for one without): past it, a request waits for room, for up to `body_wait`,
+    /// then is refused with `TooManyRequestsException`.
+    pub body_memory: usize,
+    /// How long a request waits for room to read its body.
+    pub body_wait: Duration,
+}
+
+impl Default for RequestLimits {
+    /// The listener defaults, 512 MiB of bodies (six of the largest at once) and 10 s.
+    fn default() -> RequestLimits {
+        RequestLimits {
+            listener: ember_net::limits::Limits::DEFAULT,
+            body_memory: 512 << 20,
+            body_wait: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -51,6 +78,7 @@ impl Default for Settings {
             logs: LogSettings::default(),
             events: EventSettings::default(),
             role_lifetime: roles::DEFAULT_LIFETIME,
+            requests: RequestLimits::default(),
         }
     }
 }
@@ -88,6 +116,9 @@ pub struct Service {
     pub invoker: Arc<Invoker>,
     /// Asynchronous invocations.
     pub events: Arc<Events>,
+    /// Room for request bodies being read, one permit a byte
+    /// ([`RequestLimits::body_memory`]).
+    pub body_reads: Arc<Semaphore>,
 }
 
 impl Service {
@@ -126,6 +157,9 @@ impl Service {
             metrics: metrics.clone(),
         });
         let events = Arc::new(Events::new(invoker.clone(), settings.events.clone()));
+        let body_reads = Arc::new(Semaphore::new(
+            settings.requests.body_memory.min(Semaphore::MAX_PERMITS),
+        ));
         Ok(Service {
             data_dir: data_dir.to_owned(),
             registry,
@@ -138,6 +172,7 @@ impl Service {
             metrics,
             invoker,
             events,
+            body_reads,
         })
     }
 }

@@ -3,7 +3,8 @@
 //! certificate and requiring a client certificate from control's CA whose common name is
 //! [`ember_fleet::tls::CONTROL_NAME`]: other workers hold certificates from the same CA,
 //! and they must not run invocations here. A connection that is not control's is closed
-//! right after the handshake.
+//! right after the handshake. The accept loop's [`Limits`] bound connections and the
+//! time a client may take over its handshake, headers and bodies.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use ember_fleet::messages::InvokeRequest;
+use ember_net::limits::Limits;
 use ember_net::listen::Listener;
 use ember_net::tls_serve::{self, PeerCertificate};
 use tokio_rustls::TlsAcceptor;
@@ -22,6 +24,11 @@ use crate::Worker;
 
 /// A request carries at most a 6 MiB event in base64 and the function's settings.
 const MAX_BODY: usize = 16 << 20;
+
+/// What a client may hold of the worker API. Only control gets past the handshake, so a
+/// stranger can only hold a connection for the handshake's time; the headers, idle and
+/// body limits bound what a misbehaving control (or a broken network) holds.
+const LIMITS: Limits = Limits::DEFAULT;
 
 /// How long stopping waits for invocations in progress: the longest function timeout
 /// (900 s) and a margin.
@@ -43,7 +50,8 @@ pub async fn serve(
     worker: Arc<Worker>,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    tls_serve::serve(listener, acceptor, router(worker), is_control, DRAIN, stop).await;
+    let app = router(worker);
+    tls_serve::serve(listener, acceptor, app, is_control, LIMITS, DRAIN, stop).await;
 }
 
 /// Only control may call: other workers hold certificates from the same CA.

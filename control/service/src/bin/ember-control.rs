@@ -17,7 +17,8 @@ use ember_control::logs::LogSettings;
 use ember_control::metrics::{self, http::MetricsListen};
 use ember_control::server::fleet_listener::{FleetOptions, HybridVsock};
 use ember_control::server::{self, ServeOptions};
-use ember_control::service::Settings;
+use ember_control::service::{RequestLimits, Settings};
+use ember_net::limits::Limits;
 
 #[derive(Parser)]
 #[command(name = "ember-control", version, about = "ember's control service")]
@@ -113,6 +114,57 @@ struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 100_000,
           value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     log_max_events: u64,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// What one client may hold of the API and fleet listeners (each listener has its own
+/// connection cap).
+#[derive(Args)]
+struct LimitArgs {
+    /// Connections each listener serves at once; more wait to be accepted.
+    #[arg(long, value_name = "N", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+    /// How long a client may take over the TLS handshake.
+    #[arg(long, value_name = "MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    handshake_timeout_ms: u64,
+    /// How long a client may take to send a request's headers, and may stay idle between
+    /// requests.
+    #[arg(long, value_name = "MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    header_timeout_ms: u64,
+    /// How long a request body may go without a byte arriving.
+    #[arg(long, value_name = "MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    body_timeout_ms: u64,
+    /// How long a whole request body may take to arrive.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    body_deadline_seconds: u64,
+    /// MiB of request bodies the API reads at once; past it, requests wait up to 10 s,
+    /// then are refused with TooManyRequestsException.
+    #[arg(long, value_name = "MIB", default_value_t = 512,
+          value_parser = clap::value_parser!(u64).range(75..=65_536))]
+    body_memory_mib: u64,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> RequestLimits {
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        RequestLimits {
+            listener: Limits {
+                max_connections: size(self.max_connections),
+                handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
+                header_timeout: Duration::from_millis(self.header_timeout_ms),
+                body_timeout: Duration::from_millis(self.body_timeout_ms),
+                body_deadline: Duration::from_secs(self.body_deadline_seconds),
+            },
+            body_memory: size(self.body_memory_mib << 20),
+            ..RequestLimits::default()
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -169,6 +221,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
                 ..LogSettings::default()
             },
             role_lifetime: Duration::from_secs(args.role_credentials_ttl),
+            requests: args.limits.limits(),
             ..Settings::default()
         },
         fleet: FleetOptions {

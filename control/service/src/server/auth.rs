@@ -2,9 +2,13 @@
 //! account's access key or by execution-role credentials; it then reaches the API with a
 //! [`Principal`] in its extensions, and otherwise is answered here with Lambda's error.
 //!
-//! Cheap checks come first (header shape, clock, scope, key lookup), so an
-//! unauthenticated client cannot make the service buffer a large body; only then is the
-//! body read (it is part of the signature), up to [`MAX_BODY`], and handed on.
+//! Everything decidable from the headers is decided before the body is read: their shape,
+//! the clock, the scope, the key, and (when the client declares the payload hash in
+//! `x-amz-content-sha256`, or `UNSIGNED-PAYLOAD`) the signature itself, which covers the
+//! declared hash. A stranger's request is refused without reading its body. Only then is
+//! the body read, up to [`MAX_BODY`], within the service's budget of bytes read at once
+//! (the listener bounds how long it may take), and checked: against the declared hash,
+//! or, when none was declared, as part of the signature.
 
 use std::sync::Arc;
 
@@ -15,9 +19,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::api::error::ApiError;
-use crate::server::sigv4::{self, AuthHeader, SigV4Error};
+use crate::server::sigv4::{self, AuthHeader, DeclaredPayload, SigV4Error};
 use crate::service::{Principal, Service};
 use ember_core::clock;
 use ember_core::roles::{self, TokenError};
@@ -66,23 +71,66 @@ async fn verify(service: &Service, request: Request) -> Result<Request, ApiError
     };
     sigv4::check_scope(&auth, time, &service.settings.region, signing_name)
         .map_err(signature_error)?;
+    let declared = DeclaredPayload::from_headers(&parts.headers).map_err(signature_error)?;
     let (principal, secret) = credentials(service, &auth, &parts.headers).await?;
+    // A declared payload hash (or UNSIGNED-PAYLOAD) is what the signature covers: it is
+    // checked before a byte of the body is read.
+    if let Some(hash) = declared.signed_hash() {
+        sigv4::verify(&parts, &auth, time, hash, &secret).map_err(signature_error)?;
+    }
 
+    let declared_len = body_len(&parts.headers).or_else(|| {
+        let hint = axum::body::HttpBody::size_hint(&body).upper();
+        hint.and_then(|n| usize::try_from(n).ok())
+    });
+    let room = body_room(service, declared_len).await?;
     let body = read_body(&parts.headers, body).await?;
     let hash = if body.len() > INLINE_HASH {
-        let (headers, bytes) = (parts.headers.clone(), body.clone());
-        tokio::task::spawn_blocking(move || sigv4::payload_hash(&headers, &bytes))
+        let bytes = body.clone();
+        let declared = declared.clone();
+        tokio::task::spawn_blocking(move || declared.check_body(&bytes))
             .await
             .map_err(|e| ApiError::service(format!("hashing the body: {e}")))?
     } else {
-        sigv4::payload_hash(&parts.headers, &body)
+        declared.check_body(&body)
     }
     .map_err(signature_error)?;
-    sigv4::verify(&parts, &auth, time, &hash, &secret).map_err(signature_error)?;
+    if declared.signed_hash().is_none() {
+        sigv4::verify(&parts, &auth, time, &hash, &secret).map_err(signature_error)?;
+    }
+    drop(room);
 
     tracing::Span::current().record("account", tracing::field::display(&principal.account_id));
     parts.extensions.insert(principal);
     Ok(Request::from_parts(parts, Body::from(body)))
+}
+
+/// Room in the service's body budget for this request's body: its `length`, or the
+/// largest body when it is not known. Waits for room up to the configured time, then
+/// refuses the request as throttled.
+async fn body_room(
+    service: &Service,
+    length: Option<usize>,
+) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
+    let limits = &service.settings.requests;
+    let wanted = length
+        .unwrap_or(MAX_BODY)
+        .min(MAX_BODY)
+        .min(limits.body_memory);
+    if wanted == 0 {
+        return Ok(None);
+    }
+    let permits = u32::try_from(wanted).unwrap_or(u32::MAX);
+    let room = service.body_reads.clone().acquire_many_owned(permits);
+    match tokio::time::timeout(limits.body_wait, room).await {
+        Ok(Ok(permit)) => Ok(Some(permit)),
+        Ok(Err(_)) | Err(_) => {
+            tracing::warn!(wanted, "too many request bodies being read; refused one");
+            Err(ApiError::too_many_requests(
+                "Too many requests are being uploaded at once; retry shortly",
+            ))
+        }
+    }
 }
 
 /// Who the access key belongs to and its secret: an account's own key from the registry,
@@ -227,12 +275,16 @@ mod tests {
     }
 
     async fn harness() -> Harness {
+        harness_with(Settings::default()).await
+    }
+
+    async fn harness_with(settings: Settings) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let service = Service::open(
             dir.path(),
             None,
             KeySource::DataDir(dir.path().to_owned()),
-            Settings::default(),
+            settings,
         )
         .await
         .unwrap();
@@ -253,6 +305,13 @@ mod tests {
             &self,
             request: http::Request<Vec<u8>>,
         ) -> (StatusCode, HeaderMap, serde_json::Value) {
+            self.send_body(request.map(Body::from)).await
+        }
+
+        async fn send_body(
+            &self,
+            request: http::Request<Body>,
+        ) -> (StatusCode, HeaderMap, serde_json::Value) {
             let app = Router::new()
                 .route(
                     "/whoami",
@@ -271,7 +330,7 @@ mod tests {
                     self.service.clone(),
                     authenticate,
                 ));
-            let response = app.oneshot(request.map(Body::from)).await.unwrap();
+            let response = app.oneshot(request).await.unwrap();
             let (parts, body) = response.into_parts();
             let body = body.collect().await.unwrap().to_bytes();
             let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
@@ -491,5 +550,118 @@ mod tests {
         signer.sign(&mut streamed);
         *streamed.body_mut() = vec![b' '; MAX_BODY + 1];
         assert_error(h.send(streamed).await, 413, "RequestTooLargeException");
+    }
+
+    /// A body whose bytes never come, as a client that sends only headers.
+    struct Never;
+
+    impl axum::body::HttpBody for Never {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    /// `request`'s head with a body that never comes, declaring `length` bytes.
+    fn headers_only(request: http::Request<Vec<u8>>, length: usize) -> http::Request<Body> {
+        let mut request = request.map(|_| Body::new(Never));
+        request
+            .headers_mut()
+            .insert("content-length", length.to_string().parse().unwrap());
+        request
+    }
+
+    #[tokio::test]
+    async fn refuses_a_bad_signature_over_a_declared_payload_without_the_body() {
+        let h = harness().await;
+        let wrong = "0123456789012345678901234567890123456789";
+        for unsigned in [true, false] {
+            let mut signer = Signer::new(&h.key.key_id, wrong, SystemTime::now());
+            signer.unsigned = unsigned;
+            signer.settings.payload_checksum_kind =
+                aws_sigv4::http_request::PayloadChecksumKind::XAmzSha256;
+            let mut signed = request(b"{}");
+            signer.sign(&mut signed);
+            assert!(signed.headers().contains_key("x-amz-content-sha256"));
+            let reply = tokio::time::timeout(
+                Duration::from_secs(5),
+                h.send_body(headers_only(signed, 70 << 20)),
+            )
+            .await
+            .expect("refused without waiting for the body");
+            assert_error(reply, 403, "InvalidSignatureException");
+        }
+        // A streaming payload is refused from its headers too.
+        let signer = Signer::new(&h.key.key_id, &h.key.secret, SystemTime::now());
+        let mut signed = request(b"");
+        signer.sign(&mut signed);
+        signed.headers_mut().insert(
+            "x-amz-content-sha256",
+            "STREAMING-AWS4-HMAC-SHA256-PAYLOAD".parse().unwrap(),
+        );
+        let reply = tokio::time::timeout(
+            Duration::from_secs(5),
+            h.send_body(headers_only(signed, 1 << 20)),
+        )
+        .await
+        .expect("refused without waiting for the body");
+        let message = assert_error(reply, 403, "IncompleteSignatureException");
+        assert!(message.contains("Streaming"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn body_reads_past_the_budget_wait_then_are_throttled() {
+        let h = harness_with(Settings {
+            requests: crate::service::RequestLimits {
+                body_memory: 1000,
+                body_wait: Duration::from_millis(300),
+                ..Default::default()
+            },
+            ..Settings::default()
+        })
+        .await;
+        let h = Arc::new(h);
+        let signer = Signer::new(&h.key.key_id, &h.key.secret, SystemTime::now());
+        let mut signed = request(b"{}");
+        signer.sign(&mut signed);
+        // Room for 1000 bytes at once: a request declaring 800 holds most of it while its
+        // body does not come.
+        let mut stuck = request(b"");
+        signer.sign(&mut stuck);
+        let stuck = headers_only(stuck, 800);
+        let holder = tokio::spawn({
+            let h = h.clone();
+            async move { h.send_body(stuck).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(h.service.body_reads.available_permits(), 200);
+
+        // Small bodies still fit...
+        let (status, _, body) = h.send(signed).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        // ...a larger one waits, then is throttled.
+        let mut large = request(&[b' '; 500]);
+        signer.sign(&mut large);
+        let started = std::time::Instant::now();
+        let message = assert_error(h.send(large).await, 429, "TooManyRequestsException");
+        assert!(started.elapsed() >= Duration::from_millis(300), "{message}");
+
+        // Once the first is gone, there is room again: a waiting request gets it.
+        let mut large = request(&[b' '; 500]);
+        signer.sign(&mut large);
+        let waiting = tokio::spawn({
+            let h = h.clone();
+            async move { h.send(large).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        holder.abort();
+        let (status, _, body) = waiting.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(h.service.body_reads.available_permits(), 1000);
     }
 }

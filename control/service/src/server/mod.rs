@@ -2,9 +2,10 @@
 //! authentication ([`auth`]), served over HTTPS only ([`tls`]), with a request id on every
 //! response (`api::request_id`).
 //!
-//! Each connection is a task: the TLS handshake (bounded in time, so a silent client
-//! cannot hold a task), then HTTP/1.1 by hyper with axum's router as the service. On
-//! shutdown the listener closes, open connections finish their requests (up to
+//! Each connection is a task: the TLS handshake, then HTTP/1.1 by hyper with axum's router
+//! as the service, within the listener limits of `Settings::requests` (connections at
+//! once, handshake, header and body timeouts: [`ember_net::limits`]) on the API and fleet
+//! listeners alike. On shutdown the listener closes, open connections finish their requests (up to
 //! [`DRAIN`]), and the call returns.
 
 pub mod auth;
@@ -212,6 +213,7 @@ impl Started {
             let registry = service.metrics.registry();
             tokio::spawn(ember_net::exposition::serve(listener, registry, shutdown));
         }
+        let limits = service.settings.requests.listener;
         tokio::join!(
             async move {
                 shutdown.await;
@@ -222,6 +224,7 @@ impl Started {
                 acceptor,
                 app(service),
                 tls_serve::admit_all,
+                limits,
                 DRAIN,
                 stopping(stopped.clone())
             ),
@@ -230,6 +233,7 @@ impl Started {
                 fleet_listener.acceptor.clone(),
                 fleet_listener.app,
                 tls_serve::admit_all,
+                limits,
                 DRAIN,
                 stopping(stopped.clone()),
             ),
@@ -237,8 +241,8 @@ impl Started {
                 if let Some((listener, app)) = fleet_listener.vsock {
                     let admit = tls_serve::admit_all;
                     let acceptor = fleet_listener.acceptor;
-                    tls_serve::serve(listener, acceptor, app, admit, DRAIN, stopping(stopped))
-                        .await;
+                    let stopped = stopping(stopped);
+                    tls_serve::serve(listener, acceptor, app, admit, limits, DRAIN, stopped).await;
                 }
             },
         );

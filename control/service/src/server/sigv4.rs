@@ -14,6 +14,8 @@
 //!   with commas in the order they came;
 //! - the payload hash is `x-amz-content-sha256` when sent (it must then match the body,
 //!   or be `UNSIGNED-PAYLOAD`, which only TLS protects), else the SHA-256 of the body.
+//!   With the header, the signature covers the declared hash, so it is checked before the
+//!   body is read ([`DeclaredPayload`]); streaming (`STREAMING-…`) payloads are refused.
 //!
 //! Presigned (query-string) signatures are not accepted.
 
@@ -251,28 +253,70 @@ pub fn check_scope(
     Ok(())
 }
 
+/// What the client says it signed of the body, from `x-amz-content-sha256`: known from the
+/// headers alone, so everything it decides is decided before the body is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeclaredPayload {
+    /// No header: the signature covers the SHA-256 of the body, which must be read first.
+    Body,
+    /// `UNSIGNED-PAYLOAD`: the signature covers everything but the body (TLS protects it).
+    Unsigned,
+    /// A SHA-256 in hex: the signature covers it, and the body must match it.
+    Sha256(String),
+}
+
+impl DeclaredPayload {
+    /// The header's meaning. Streaming (`aws-chunked`, `STREAMING-…`) payloads are refused:
+    /// Lambda's API takes none, and their chunk signatures are not checked here.
+    pub fn from_headers(headers: &HeaderMap) -> Result<DeclaredPayload, SigV4Error> {
+        let Some(value) = headers.get("x-amz-content-sha256") else {
+            return Ok(DeclaredPayload::Body);
+        };
+        let claimed = value.to_str().unwrap_or_default();
+        if claimed == UNSIGNED_PAYLOAD {
+            return Ok(DeclaredPayload::Unsigned);
+        }
+        if claimed.starts_with("STREAMING-") {
+            return Err(SigV4Error::Incomplete(format!(
+                "Streaming payloads ('{claimed}') are not supported; sign the body's SHA-256 \
+                 or '{UNSIGNED_PAYLOAD}'."
+            )));
+        }
+        if claimed.len() != 64 || !claimed.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(SigV4Error::Incomplete(format!(
+                "x-amz-content-sha256 must be a SHA-256 in hex or '{UNSIGNED_PAYLOAD}', not '{claimed}'."
+            )));
+        }
+        Ok(DeclaredPayload::Sha256(claimed.to_owned()))
+    }
+
+    /// The payload hash of the canonical request when it is known before the body (the
+    /// signature can then be checked at once), `None` when it is the body's.
+    pub fn signed_hash(&self) -> Option<&str> {
+        match self {
+            DeclaredPayload::Body => None,
+            DeclaredPayload::Unsigned => Some(UNSIGNED_PAYLOAD),
+            DeclaredPayload::Sha256(hash) => Some(hash),
+        }
+    }
+
+    /// Checks `body` against what was declared, and returns the payload hash the
+    /// signature covers.
+    pub fn check_body(&self, body: &[u8]) -> Result<String, SigV4Error> {
+        let computed = || hex::encode(Sha256::digest(body));
+        match self {
+            DeclaredPayload::Body => Ok(computed()),
+            DeclaredPayload::Unsigned => Ok(UNSIGNED_PAYLOAD.to_owned()),
+            DeclaredPayload::Sha256(claimed) if *claimed == computed() => Ok(claimed.clone()),
+            DeclaredPayload::Sha256(_) => Err(SigV4Error::PayloadMismatch),
+        }
+    }
+}
+
 /// The payload hash the client signed: `x-amz-content-sha256` if sent (checked against
 /// `body` unless it is `UNSIGNED-PAYLOAD`), else the SHA-256 of `body`.
 pub fn payload_hash(headers: &HeaderMap, body: &[u8]) -> Result<String, SigV4Error> {
-    let computed = || hex::encode(Sha256::digest(body));
-    let Some(value) = headers.get("x-amz-content-sha256") else {
-        return Ok(computed());
-    };
-    let claimed = value.to_str().unwrap_or_default();
-    if claimed == UNSIGNED_PAYLOAD {
-        return Ok(claimed.to_owned());
-    }
-    if claimed.len() != 64 || !claimed.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(SigV4Error::Incomplete(format!(
-            "x-amz-content-sha256 must be a SHA-256 in hex or '{UNSIGNED_PAYLOAD}', not '{claimed}'."
-        )));
-    }
-    let computed = computed();
-    if claimed == computed {
-        Ok(computed)
-    } else {
-        Err(SigV4Error::PayloadMismatch)
-    }
+    DeclaredPayload::from_headers(headers)?.check_body(body)
 }
 
 /// Checks `auth`'s signature over the request (`parts` and the body's `payload_hash`),
