@@ -93,3 +93,9 @@ pub fn overflow_stack(depth: u64) -> u64 {
     let frame = core::hint::black_box([depth; 64]);
     overflow_stack(depth + 1) + frame[(depth % 64) as usize]
 }
+
+/// CPUID `leaf`/`subleaf` as the VMM configured it: `[eax, ebx, ecx, edx]` (test frames).
+pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}

@@ -237,7 +237,18 @@ impl Server {
             Some(Kind::TestSpin) if test_frames => loop {
                 core::hint::spin_loop();
             },
-            Some(Kind::TestFault | Kind::TestSpin) => {
+            Some(Kind::TestCpuid) if test_frames => {
+                let mut out = Vec::new();
+                for pair in frame.payload.chunks_exact(8) {
+                    let leaf = u32::from_le_bytes([pair[0], pair[1], pair[2], pair[3]]);
+                    let sub = u32::from_le_bytes([pair[4], pair[5], pair[6], pair[7]]);
+                    for reg in arch::cpuid(leaf, sub) {
+                        out.extend_from_slice(&reg.to_le_bytes());
+                    }
+                }
+                Frame::new(Kind::TestCpuidReply, out)
+            }
+            Some(Kind::TestFault | Kind::TestSpin | Kind::TestCpuid) => {
                 Frame::error(ErrorCode::NotAllowed, "test frames are disabled in this VM")
             }
             _ => Frame::error(ErrorCode::UnknownKind, "not a request kind"),

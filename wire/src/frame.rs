@@ -46,6 +46,11 @@ pub enum Kind {
     TestFault = 0x70,
     /// Test only: spin forever in ring 3 without replying.
     TestSpin = 0x71,
+    /// Test only: payload `n` × (`leaf: u32`, `subleaf: u32`); the guest executes CPUID
+    /// for each and answers [`Kind::TestCpuidReply`].
+    TestCpuid = 0x72,
+    /// Payload `n` × (`eax`, `ebx`, `ecx`, `edx`: `u32`), in the order asked.
+    TestCpuidReply = 0x73,
 }
 
 impl Kind {
@@ -68,6 +73,8 @@ impl Kind {
             Log,
             TestFault,
             TestSpin,
+            TestCpuid,
+            TestCpuidReply,
         ]
         .into_iter()
         .find(|k| *k as u8 == v)

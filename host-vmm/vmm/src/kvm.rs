@@ -1,5 +1,6 @@
-//! The process-wide `/dev/kvm` handle, opened once, the CPUID every vCPU gets, and the
-//! VM and vCPU file descriptors made from it.
+//! The process-wide `/dev/kvm` handle, opened once, the CPUID every vCPU gets (the fixed
+//! template of [`crate::cpuid`], checked against what KVM supports), and the VM and vCPU
+//! file descriptors made from it.
 
 use std::sync::OnceLock;
 
@@ -13,6 +14,8 @@ pub enum KvmError {
     Open(#[source] kvm_ioctls::Error),
     #[error("KVM_GET_SUPPORTED_CPUID failed: {0}")]
     SupportedCpuid(#[source] kvm_ioctls::Error),
+    #[error("{0}")]
+    Cpuid(#[from] crate::cpuid::CpuidError),
     #[error("KVM_CREATE_VM: {0}")]
     CreateVm(#[source] kvm_ioctls::Error),
     #[error("KVM_CREATE_VCPU: {0}")]
@@ -21,6 +24,7 @@ pub enum KvmError {
 
 pub struct KvmSystem {
     pub kvm: Kvm,
+    /// The CPUID template every vCPU gets.
     pub cpuid: CpuId,
 }
 
@@ -31,9 +35,10 @@ pub fn system() -> Result<&'static KvmSystem, KvmError> {
     SYSTEM
         .get_or_init(|| {
             let kvm = Kvm::new().map_err(KvmError::Open)?;
-            let cpuid = kvm
+            let supported = kvm
                 .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
                 .map_err(KvmError::SupportedCpuid)?;
+            let cpuid = crate::cpuid::for_kvm(&supported)?;
             Ok(KvmSystem { kvm, cpuid })
         })
         .as_ref()

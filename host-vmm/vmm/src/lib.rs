@@ -7,6 +7,7 @@
 //! protocol) and [`function`] (execution environments and their pool).
 
 pub mod client;
+pub mod cpuid;
 mod devices;
 pub mod floor;
 pub mod function;
