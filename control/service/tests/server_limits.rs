@@ -325,3 +325,62 @@ fn a_stalled_body_is_cut_off() {
     );
     assert!(!answer.starts_with("HTTP/1.1 2"), "{answer}");
 }
+
+#[test]
+fn connections_past_the_cap_wait_without_disturbing_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = Control::start_with(dir.path(), &["--max-connections", "2"]);
+    // An unsigned request: answered (403) on a connection kept alive.
+    let ask = |tls: &mut Tls| {
+        tls.write_all(b"GET /2015-03-31/functions/ HTTP/1.1\r\nhost: localhost\r\n\r\n")
+            .unwrap();
+        tls.flush().unwrap();
+        assert_aws_error(
+            &read_response(tls),
+            403,
+            "MissingAuthenticationTokenException",
+        );
+    };
+    let mut first = connect(&control.endpoint);
+    let mut second = connect(&control.endpoint);
+    ask(&mut first);
+    ask(&mut second);
+
+    // A third is not served while both are open: its handshake does not complete...
+    let addr = control.endpoint.strip_prefix("https://").unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Anything(provider)))
+        .with_no_client_auth();
+    let name = ServerName::try_from("localhost").unwrap();
+    let connection = ClientConnection::new(Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut third = StreamOwned::new(connection, tcp);
+    let mut waited = false;
+    while third.conn.is_handshaking() {
+        if third.conn.complete_io(&mut third.sock).is_err() {
+            waited = true;
+            break;
+        }
+    }
+    assert!(waited, "a third connection was served past the cap");
+    // ...while the established ones still are.
+    ask(&mut first);
+    ask(&mut second);
+
+    // Once one ends, the waiting one is served.
+    drop(first);
+    third
+        .sock
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    while third.conn.is_handshaking() {
+        third.conn.complete_io(&mut third.sock).unwrap();
+    }
+    ask(&mut third);
+    ask(&mut second);
+}
