@@ -25,7 +25,7 @@ pub enum Mode {
 }
 
 /// Lines [`Mode::FloodSerial`] writes per invocation.
-pub const SERIAL_FLOOD_LINES: u32 = 20_000;
+pub const SERIAL_FLOOD_LINES: u32 = 1_000;
 
 const NAMES: [(Mode, &str); 5] = [
     (Mode::Stall, "stall"),
