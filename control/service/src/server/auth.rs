@@ -596,6 +596,33 @@ mod tests {
             .expect("refused without waiting for the body");
             assert_error(reply, 403, "InvalidSignatureException");
         }
+        // Without a declared hash (how the AWS CLI signs), an unknown key, a stale clock
+        // and a foreign scope are refused from the headers as well.
+        let now = SystemTime::now();
+        let unknown = Signer::new("AKIAAAAAAAAAAAAAAAAA", &h.key.secret, now);
+        let stale = Signer::new(
+            &h.key.key_id,
+            &h.key.secret,
+            now - Duration::from_secs(1200),
+        );
+        let mut foreign = Signer::new(&h.key.key_id, &h.key.secret, now);
+        foreign.region = "us-east-1";
+        for (signer, kind) in [
+            (unknown, "UnrecognizedClientException"),
+            (stale, "InvalidSignatureException"),
+            (foreign, "InvalidSignatureException"),
+        ] {
+            let mut signed = request(b"");
+            signer.sign(&mut signed);
+            assert!(!signed.headers().contains_key("x-amz-content-sha256"));
+            let reply = tokio::time::timeout(
+                Duration::from_secs(5),
+                h.send_body(headers_only(signed, 70 << 20)),
+            )
+            .await
+            .expect("refused without waiting for the body");
+            assert_error(reply, 403, kind);
+        }
         // A streaming payload is refused from its headers too.
         let signer = Signer::new(&h.key.key_id, &h.key.secret, SystemTime::now());
         let mut signed = request(b"");
