@@ -83,6 +83,10 @@ async fn verify(service: &Service, request: Request) -> Result<Request, ApiError
         let hint = axum::body::HttpBody::size_hint(&body).upper();
         hint.and_then(|n| usize::try_from(n).ok())
     });
+    // Too large is known from the headers: refused before waiting for room.
+    if declared_len.is_some_and(|len| len > MAX_BODY) {
+        return Err(too_large());
+    }
     let room = body_room(service, declared_len).await?;
     let body = read_body(&parts.headers, body).await?;
     let hash = if body.len() > INLINE_HASH {
@@ -201,11 +205,6 @@ async fn role_credentials(
 /// Reads the whole body, refusing one over [`MAX_BODY`] (before reading, when its
 /// length is declared).
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::too_large(format!(
-            "Request must be smaller than {MAX_BODY} bytes for the request body"
-        ))
-    };
     if body_len(headers).is_some_and(|len| len > MAX_BODY) {
         return Err(too_large());
     }
@@ -216,6 +215,13 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
             "could not read the request body: {e}"
         ))),
     }
+}
+
+/// 413: the body is larger than [`MAX_BODY`].
+fn too_large() -> ApiError {
+    ApiError::too_large(format!(
+        "Request must be smaller than {MAX_BODY} bytes for the request body"
+    ))
 }
 
 /// The declared `Content-Length`, if any.
