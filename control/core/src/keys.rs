@@ -138,6 +138,8 @@ pub enum KeyError {
 pub struct Keyring {
     keys: Vec<MasterKey>,
     source: KeySource,
+    /// The keyring file's modification time when it was read (data directory only).
+    file_mtime: Option<SystemTime>,
 }
 
 /// The keyring file's layout.
@@ -184,7 +186,12 @@ impl Keyring {
                 parse_list(&text, &source)?
             }
         };
-        Ok(Keyring { keys, source })
+        let file_mtime = managed_file_mtime(&source);
+        Ok(Keyring {
+            keys,
+            source,
+            file_mtime,
+        })
     }
 
     /// [`Keyring::open`] of `data_dir`'s own keyring.
@@ -216,6 +223,17 @@ impl Keyring {
     /// Reads the keys again from the source (another process may have rotated them).
     pub fn reload(&mut self) -> Result<(), KeyError> {
         *self = Keyring::open(self.source.clone())?;
+        Ok(())
+    }
+
+    /// Reloads the keys if the data directory's keyring file changed since it was read (a
+    /// `keys rotate` beside the service); costs one `stat`. A file that cannot be read
+    /// any more leaves the keys as they are rather than starting a new keyring.
+    pub fn refresh(&mut self) -> Result<(), KeyError> {
+        let mtime = managed_file_mtime(&self.source);
+        if mtime.is_some() && mtime != self.file_mtime {
+            self.reload()?;
+        }
         Ok(())
     }
 
@@ -264,8 +282,18 @@ impl Keyring {
         change(&mut keys)?;
         write_managed(&keydir, &keys)?;
         self.keys = keys;
+        self.file_mtime = managed_file_mtime(&self.source);
         Ok(())
     }
+}
+
+/// When the data directory's keyring file last changed; `None` for other sources.
+fn managed_file_mtime(source: &KeySource) -> Option<SystemTime> {
+    let KeySource::DataDir(dir) = source else {
+        return None;
+    };
+    let path = dir.join(keydir::DIR).join(KEYRING_FILE);
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 fn now() -> u64 {

@@ -11,7 +11,8 @@
 //!    the code.
 //!
 //! Beside them: [`names`] (what a function, alias or account may be called), [`roles`]
-//! (execution-role credentials), and the small tools they share: [`clock`], [`random`],
+//! (execution-role credentials), [`sealed`] (secrets kept in the database, under the master
+//! keys), and the small tools they share: [`clock`], [`random`],
 //! [`atomic`] files, [`lock`] files and the private [`keydir`].
 //!
 //! `docs/artifacts.md` describes the on-disk formats, the key hierarchy and the limits.
@@ -28,3 +29,4 @@ pub mod names;
 pub mod package;
 pub mod random;
 pub mod roles;
+pub mod sealed;

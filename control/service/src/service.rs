@@ -20,7 +20,8 @@ use ember_core::grants::GrantIssuer;
 use ember_core::keys::{KeyError, KeySource, Keyring};
 use ember_core::package::Limits;
 use ember_core::roles::{self, RoleIssuer};
-use ember_store::{Registry, RegistryError};
+use ember_core::sealed::Sealer;
+use ember_store::{sealing, Registry, RegistryError};
 
 /// Settings a deployment may change.
 #[derive(Clone, Debug)]
@@ -130,11 +131,24 @@ impl Service {
         keys: KeySource,
         settings: Settings,
     ) -> Result<Service, OpenError> {
+        let keyring = Keyring::open(keys)?;
+        let sealer = Arc::new(Sealer::new(keyring.clone()));
         let registry = match database_url {
             Some(url) => Registry::open(url).await?,
             None => Registry::open_sqlite(data_dir).await?,
-        };
-        let keyring = Keyring::open(keys)?;
+        }
+        .with_sealer(sealer);
+        // Secrets stored before they were sealed, or under a key rotated away while the
+        // service was down, are sealed under the active key before anything reads them.
+        let resealed = sealing::reseal_all(&registry)
+            .await
+            .map_err(RegistryError::Sql)?;
+        if resealed.resealed > 0 {
+            tracing::info!(
+                values = resealed.resealed,
+                "sealed database secrets under the active master key"
+            );
+        }
         let artifacts = ArtifactStore::open(data_dir, keyring)?;
         let mut roles = RoleIssuer::load_or_create(data_dir)?;
         roles.set_lifetime(settings.role_lifetime);

@@ -245,6 +245,65 @@ fn a_tampered_blob_or_wrapped_key_is_refused_and_nothing_else_is_affected() {
     assert_eq!(config["FunctionName"], "victim");
 }
 
+/// Whether `secret` appears in any file of the SQLite registry (the database, its WAL).
+fn registry_holds(data: &Path, secret: &str) -> bool {
+    std::fs::read_dir(data).unwrap().any(|entry| {
+        let path = entry.unwrap().path();
+        let is_registry = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(ember_store::DB_FILE));
+        is_registry
+            && std::fs::read(&path)
+                .unwrap()
+                .windows(secret.len())
+                .any(|w| w == secret.as_bytes())
+    })
+}
+
+#[test]
+fn secrets_are_sealed_at_rest_and_survive_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_packages(dir.path());
+    let control = Control::start(&data);
+    create(&control, dir.path(), "a", "hello.zip");
+    let variable = "Pa55word-of-function-a";
+    control.aws_json(&[
+        "update-function-configuration",
+        "--function-name",
+        "a",
+        "--environment",
+        &format!("Variables={{DB_PASSWORD={variable}}}"),
+    ]);
+    let credentials = std::fs::read_to_string(control.credentials()).unwrap();
+    let secret = credentials
+        .lines()
+        .find_map(|l| l.strip_prefix("aws_secret_access_key = "))
+        .expect("a secret in the credentials file")
+        .to_owned();
+    for (what, value) in [
+        ("access key secret", secret.as_str()),
+        ("variable", variable),
+    ] {
+        assert!(
+            !registry_holds(&data, value),
+            "the {what} is in the database in the clear"
+        );
+    }
+
+    let rotated = ember_control(&data, &["keys", "rotate"]);
+    // The admin's key, and the variables of $LATEST and of version 1.
+    assert!(
+        rotated.contains("re-sealed 3 database secret(s)"),
+        "{rotated}"
+    );
+    // Signed with the re-sealed secret, read the re-sealed variables.
+    let config = control.aws_json(&["get-function-configuration", "--function-name", "a"]);
+    assert_eq!(config["Environment"]["Variables"]["DB_PASSWORD"], variable);
+    assert!(!registry_holds(&data, variable));
+}
+
 #[test]
 fn rotating_and_retiring_master_keys_keeps_every_function_readable() {
     let dir = tempfile::tempdir().unwrap();

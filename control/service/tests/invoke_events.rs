@@ -6,15 +6,18 @@
 //! The queue's statements also run on a real PostgreSQL shared by two "instances".
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ember_core::keys::Keyring;
+use ember_core::sealed::Sealer;
 use ember_store::events::{self as queue, Event, EventState};
 use ember_store::Registry;
 use ember_testkit::postgres::Postgres;
 use ember_testkit::worker::Worker;
 use ember_testkit::{aws_error, zip, Control};
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{AnyPool, ConnectOptions, SqliteConnection};
+use sqlx::{ConnectOptions, SqliteConnection};
 
 /// The first retry's delay the tests run with (Lambda's is a minute).
 const RETRY_DELAY_MS: u64 = 300;
@@ -381,8 +384,14 @@ fn events_expire_unrun_after_the_maximum_age() {
 async fn instances_sharing_postgres_claim_each_event_once() {
     let postgres = Postgres::shared();
     let url = postgres.database("events");
-    let one = Registry::open(&url).await.unwrap();
-    let other = Registry::open(&url).await.unwrap();
+    // Both instances share the master keys, as they must to read each other's events.
+    let keys = tempfile::tempdir().unwrap();
+    let sealer = Arc::new(Sealer::new(Keyring::load_or_create(keys.path()).unwrap()));
+    let one = Registry::open(&url)
+        .await
+        .unwrap()
+        .with_sealer(sealer.clone());
+    let other = Registry::open(&url).await.unwrap().with_sealer(sealer);
     let event = |i: u8| Event {
         id: format!("e{i:02}"),
         account: "111111111111".into(),
@@ -394,20 +403,20 @@ async fn instances_sharing_postgres_claim_each_event_once() {
         enqueued_at_ms: 1_000 + u64::from(i),
     };
     for i in 0..20 {
-        queue::insert(one.pool(), &event(i)).await.unwrap();
+        queue::insert(&one, &event(i)).await.unwrap();
     }
-    let race = |pool: AnyPool| {
+    let race = |registry: Registry| {
         tokio::spawn(async move {
             let mut won = Vec::new();
-            for id in queue::due(&pool, 5_000, 100).await.unwrap() {
-                if let Some(event) = queue::claim(&pool, &id, 5_000, 60_000).await.unwrap() {
+            for id in queue::due(registry.pool(), 5_000, 100).await.unwrap() {
+                if let Some(event) = queue::claim(&registry, &id, 5_000, 60_000).await.unwrap() {
                     won.push(event);
                 }
             }
             won
         })
     };
-    let (a, b) = tokio::join!(race(one.pool().clone()), race(other.pool().clone()));
+    let (a, b) = tokio::join!(race(one.clone()), race(other.clone()));
     let mut claimed: Vec<Event> = a.unwrap().into_iter().chain(b.unwrap()).collect();
     claimed.sort_by(|x, y| x.id.cmp(&y.id));
     assert_eq!(claimed, (0..20).map(event).collect::<Vec<_>>());
@@ -431,9 +440,7 @@ async fn instances_sharing_postgres_claim_each_event_once() {
         queue::reclaim(other.pool(), 60_000, false).await.unwrap(),
         18
     );
-    let again = queue::claim(other.pool(), "e00", 60_000, 120_000)
-        .await
-        .unwrap();
+    let again = queue::claim(&other, "e00", 60_000, 120_000).await.unwrap();
     assert_eq!(again.map(|e| e.attempts), Some(1));
     assert_eq!(queue::prune(other.pool(), 8_000).await.unwrap(), 0);
     assert_eq!(queue::prune(other.pool(), 8_001).await.unwrap(), 1);

@@ -27,7 +27,11 @@ const WAIT: Duration = Duration::from_millis(300);
 /// A new database on the shared server with the registry's schema and account `ACCOUNT`.
 async fn registry(label: &str) -> (Arc<Postgres>, Registry) {
     let postgres = Postgres::shared();
-    let registry = Registry::open(&postgres.database(label)).await.unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let registry = Registry::open(&postgres.database(label))
+        .await
+        .unwrap()
+        .with_sealer(fixtures::sealer(keys.path()));
     fixtures::add_account(&registry).await;
     (postgres, registry)
 }
@@ -201,7 +205,10 @@ async fn lists_sort_and_page_in_byte_order_as_on_sqlite() {
     assert_eq!(listings(&registry).await, expected, "on PostgreSQL");
 
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = Registry::open_sqlite(dir.path()).await.unwrap();
+    let sqlite = Registry::open_sqlite(dir.path())
+        .await
+        .unwrap()
+        .with_sealer(fixtures::sealer(dir.path()));
     fixtures::add_account(&sqlite).await;
     assert_eq!(listings(&sqlite).await, expected, "on SQLite");
 }
@@ -406,7 +413,11 @@ fn boto3_drives_the_whole_lifecycle_on_postgres() {
     assert!(!data.join(ember_store::DB_FILE).exists());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let left = runtime.block_on(async {
-        let registry = Registry::open(&url).await.unwrap();
+        // The service's master keys, in its data directory.
+        let registry = Registry::open(&url)
+            .await
+            .unwrap()
+            .with_sealer(fixtures::sealer(&data));
         let admin = accounts::by_name(registry.pool(), "admin")
             .await
             .unwrap()

@@ -3,9 +3,9 @@
 //! An account has a random 12-digit id (like an AWS account id, it appears in ARNs) and a
 //! unique name chosen by the operator. An access key is an id (`AKIA` and 16 uppercase
 //! letters or digits) and a 40-character secret, both drawn from the operating system's
-//! generator. Secrets are stored as they are: SigV4 verification needs the secret itself
-//! to recompute a signature, so the database (mode 0600 for SQLite) is as sensitive as the
-//! keys in it.
+//! generator. SigV4 verification needs the secret itself to recompute a signature, so it
+//! cannot be hashed: it is sealed under the master keys ([`crate::sealing`]), and the
+//! database alone does not reveal it.
 
 use std::fmt;
 
@@ -13,6 +13,9 @@ use sqlx::AnyPool;
 
 use ember_core::clock;
 use ember_core::random;
+
+use crate::sealing::{access_key_context, open_or_legacy, sql_error};
+use crate::Registry;
 
 /// The prefix of an account's own (long-term) access key ids, as AWS's.
 pub const ACCESS_KEY_PREFIX: &str = "AKIA";
@@ -101,7 +104,8 @@ pub async fn create(pool: &AnyPool, name: &str) -> Result<Account, AccountError>
 }
 
 /// Adds a fresh access key to account `account_id`.
-pub async fn create_key(pool: &AnyPool, account_id: &str) -> Result<AccessKey, AccountError> {
+pub async fn create_key(registry: &Registry, account_id: &str) -> Result<AccessKey, AccountError> {
+    let pool = registry.pool();
     if get(pool, account_id).await?.is_none() {
         return Err(AccountError::NoSuchAccount(account_id.to_owned()));
     }
@@ -115,7 +119,12 @@ pub async fn create_key(pool: &AnyPool, account_id: &str) -> Result<AccessKey, A
     )
     .bind(&key.key_id)
     .bind(&key.account_id)
-    .bind(&key.secret)
+    .bind(
+        registry
+            .sealer()?
+            .seal(&access_key_context(&key.key_id), key.secret.as_bytes())
+            .map_err(sql_error)?,
+    )
     .bind(clock::now_unix() as i64)
     .execute(pool)
     .await?;
@@ -123,13 +132,28 @@ pub async fn create_key(pool: &AnyPool, account_id: &str) -> Result<AccessKey, A
 }
 
 /// The access key `key_id`, if it exists.
-pub async fn find_key(pool: &AnyPool, key_id: &str) -> Result<Option<AccessKey>, AccountError> {
+pub async fn find_key(
+    registry: &Registry,
+    key_id: &str,
+) -> Result<Option<AccessKey>, AccountError> {
     let row: Option<(String, String)> =
         sqlx::query_as("SELECT account_id, secret FROM access_keys WHERE key_id = $1")
             .bind(key_id)
-            .fetch_optional(pool)
+            .fetch_optional(registry.pool())
             .await?;
-    Ok(row.map(|(account_id, secret)| AccessKey {
+    let Some((account_id, stored)) = row else {
+        return Ok(None);
+    };
+    let secret = open_or_legacy(
+        registry.sealer()?,
+        &access_key_context(key_id),
+        &stored,
+        |bytes| {
+            String::from_utf8(bytes.to_vec())
+                .map_err(|e| sqlx::Error::Decode(format!("access key {key_id}: {e}").into()))
+        },
+    )?;
+    Ok(Some(AccessKey {
         key_id: key_id.to_owned(),
         account_id,
         secret,
@@ -182,7 +206,10 @@ mod tests {
     #[tokio::test]
     async fn creates_accounts_and_keys_and_finds_them() {
         let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::open_sqlite(dir.path()).await.unwrap();
+        let registry = Registry::open_sqlite(dir.path())
+            .await
+            .unwrap()
+            .with_sealer(crate::fixtures::sealer(dir.path()));
         let pool = registry.pool();
         let admin = create(pool, "admin").await.unwrap();
         assert_eq!(admin.id.len(), 12);
@@ -190,7 +217,7 @@ mod tests {
         let other = create(pool, "other-1").await.unwrap();
         assert_ne!(admin.id, other.id);
 
-        let key = create_key(pool, &admin.id).await.unwrap();
+        let key = create_key(&registry, &admin.id).await.unwrap();
         assert_eq!(key.key_id.len(), 20);
         assert!(key.key_id.starts_with("AKIA"));
         assert!(key.key_id[4..]
@@ -199,11 +226,14 @@ mod tests {
         assert_eq!(key.secret.len(), 40);
         assert!(!format!("{key:?}").contains(&key.secret));
         assert_eq!(
-            find_key(pool, &key.key_id).await.unwrap(),
+            find_key(&registry, &key.key_id).await.unwrap(),
             Some(key.clone())
         );
-        assert_eq!(find_key(pool, "AKIA0000000000000000").await.unwrap(), None);
-        let second = create_key(pool, &admin.id).await.unwrap();
+        assert_eq!(
+            find_key(&registry, "AKIA0000000000000000").await.unwrap(),
+            None
+        );
+        let second = create_key(&registry, &admin.id).await.unwrap();
         assert_ne!(second.key_id, key.key_id);
         assert_ne!(second.secret, key.secret);
 
@@ -211,6 +241,64 @@ mod tests {
         assert_eq!(by_name(pool, "other-1").await.unwrap(), Some(other.clone()));
         assert_eq!(by_name(pool, "nobody").await.unwrap(), None);
         assert_eq!(list(pool).await.unwrap(), vec![admin, other]);
+    }
+
+    #[tokio::test]
+    async fn secrets_are_sealed_in_the_database_and_old_plain_ones_get_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open_sqlite(dir.path())
+            .await
+            .unwrap()
+            .with_sealer(crate::fixtures::sealer(dir.path()));
+        let pool = registry.pool();
+        let account = create(pool, "team").await.unwrap();
+        let key = create_key(&registry, &account.id).await.unwrap();
+        let stored = |id: String| async move {
+            let (secret,): (String,) =
+                sqlx::query_as("SELECT secret FROM access_keys WHERE key_id = $1")
+                    .bind(id)
+                    .fetch_one(pool)
+                    .await
+                    .unwrap();
+            secret
+        };
+        let sealed = stored(key.key_id.clone()).await;
+        assert!(sealed.starts_with(ember_core::sealed::PREFIX), "{sealed}");
+        assert!(!sealed.contains(&key.secret));
+
+        // A row from before secrets were sealed reads as it is, until resealing seals it.
+        sqlx::query("INSERT INTO access_keys (key_id, account_id, secret, created_at) VALUES ('AKIAOLDOLDOLDOLDOLD0', $1, 'old-secret', 0)")
+            .bind(&account.id)
+            .execute(pool)
+            .await
+            .unwrap();
+        let old = find_key(&registry, "AKIAOLDOLDOLDOLDOLD0")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(old.secret, "old-secret");
+        let report = crate::sealing::reseal_all(&registry).await.unwrap();
+        assert_eq!(report.resealed, 1);
+        assert!(stored("AKIAOLDOLDOLDOLDOLD0".into())
+            .await
+            .starts_with(ember_core::sealed::PREFIX));
+        assert_eq!(
+            find_key(&registry, "AKIAOLDOLDOLDOLDOLD0").await.unwrap(),
+            Some(old)
+        );
+
+        // A sealed secret copied onto another key does not open.
+        sqlx::query("UPDATE access_keys SET secret = $1 WHERE key_id = 'AKIAOLDOLDOLDOLDOLD0'")
+            .bind(&sealed)
+            .execute(pool)
+            .await
+            .unwrap();
+        assert!(find_key(&registry, "AKIAOLDOLDOLDOLDOLD0").await.is_err());
+
+        // Without master keys, secrets are neither written nor read.
+        let keyless = Registry::open_sqlite(dir.path()).await.unwrap();
+        assert!(create_key(&keyless, &account.id).await.is_err());
+        assert!(find_key(&keyless, &key.key_id).await.is_err());
     }
 
     #[tokio::test]
@@ -229,7 +317,7 @@ mod tests {
                 "{bad:?}: {err}"
             );
         }
-        let err = create_key(pool, "000000000000").await.unwrap_err();
+        let err = create_key(&registry, "000000000000").await.unwrap_err();
         assert!(matches!(err, AccountError::NoSuchAccount(_)), "{err}");
         assert_eq!(list(pool).await.unwrap().len(), 1);
     }

@@ -30,6 +30,9 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+
+use ember_core::sealed::Sealer;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, ConnectOptions};
@@ -48,10 +51,12 @@ pub enum RegistryError {
     Io(#[from] std::io::Error),
 }
 
-/// The connection pool every store module queries through.
+/// The connection pool every store module queries through, and the sealer of the secrets
+/// it keeps (`crate::sealing`).
 #[derive(Clone, Debug)]
 pub struct Registry {
     pool: AnyPool,
+    sealer: Option<Arc<Sealer>>,
 }
 
 impl Registry {
@@ -85,7 +90,23 @@ impl Registry {
             create_binary_collation(&pool).await?;
         }
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Registry { pool })
+        Ok(Registry { pool, sealer: None })
+    }
+
+    /// This registry, sealing and opening its secrets with `sealer`. Without one, reading
+    /// or writing a secret (an access key, a function's variables, an event) is an error.
+    pub fn with_sealer(mut self, sealer: Arc<Sealer>) -> Registry {
+        self.sealer = Some(sealer);
+        self
+    }
+
+    /// The sealer, for the store modules that keep secrets.
+    pub(crate) fn sealer(&self) -> Result<&Sealer, sqlx::Error> {
+        self.sealer.as_deref().ok_or_else(|| {
+            sqlx::Error::Configuration(
+                "the registry was opened without master keys, so it cannot keep secrets".into(),
+            )
+        })
     }
 
     /// Opens (creating if needed) the SQLite registry in `data_dir`, readable by its owner

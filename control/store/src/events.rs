@@ -7,6 +7,11 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use sqlx::AnyPool;
 
+use ember_core::sealed::{self, Sealer};
+
+use crate::sealing::{event_context, sql_error};
+use crate::Registry;
+
 /// Where an event is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventState {
@@ -68,7 +73,11 @@ const COLUMNS: &str =
 
 /// Stores a new pending event, due at once. Committed when this returns (each statement
 /// outside a transaction commits on its own).
-pub async fn insert(pool: &AnyPool, event: &Event) -> Result<(), sqlx::Error> {
+pub async fn insert(registry: &Registry, event: &Event) -> Result<(), sqlx::Error> {
+    let payload = registry
+        .sealer()?
+        .seal(&event_context(&event.id), &event.payload)
+        .map_err(sql_error)?;
     sqlx::query(&format!(
         "INSERT INTO events ({COLUMNS}, state, run_at_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8)"
@@ -77,12 +86,12 @@ pub async fn insert(pool: &AnyPool, event: &Event) -> Result<(), sqlx::Error> {
     .bind(&event.account)
     .bind(&event.function)
     .bind(event.qualifier.as_deref())
-    .bind(STANDARD.encode(&event.payload))
+    .bind(payload)
     .bind(i64::from(event.attempts))
     .bind(i64::from(event.deferrals))
     .bind(clamp(event.enqueued_at_ms))
     .bind(EventState::Pending.as_str())
-    .execute(pool)
+    .execute(registry.pool())
     .await?;
     Ok(())
 }
@@ -114,7 +123,7 @@ pub async fn next_due(pool: &AnyPool) -> Result<Option<u64>, sqlx::Error> {
 /// Claims event `id` for one attempt until `until_ms`: `None` when it is not (or no longer)
 /// pending and due, e.g. another instance claimed it first.
 pub async fn claim(
-    pool: &AnyPool,
+    registry: &Registry,
     id: &str,
     now_ms: u64,
     until_ms: u64,
@@ -128,16 +137,16 @@ pub async fn claim(
     .bind(id)
     .bind(EventState::Pending.as_str())
     .bind(clamp(now_ms))
-    .execute(pool)
+    .execute(registry.pool())
     .await?;
     if done.rows_affected() != 1 {
         return Ok(None);
     }
     let row: Row = sqlx::query_as(&format!("SELECT {COLUMNS} FROM events WHERE id = $1"))
         .bind(id)
-        .fetch_one(pool)
+        .fetch_one(registry.pool())
         .await?;
-    event(row).map(Some)
+    event(registry.sealer()?, row).map(Some)
 }
 
 /// Puts a running event back, due at `at_ms`, with its counters and why it did not
@@ -228,11 +237,19 @@ pub async fn prune(pool: &AnyPool, before_ms: u64) -> Result<u64, sqlx::Error> {
     Ok(done.rows_affected())
 }
 
-fn event(row: Row) -> Result<Event, sqlx::Error> {
+fn event(sealer: &Sealer, row: Row) -> Result<Event, sqlx::Error> {
     let (id, account, function, qualifier, payload, attempts, deferrals, enqueued_at_ms) = row;
-    let payload = STANDARD
-        .decode(payload)
-        .map_err(|e| sqlx::Error::Decode(format!("event {id}'s payload: {e}").into()))?;
+    let payload = if sealed::key_id(&payload).is_some() {
+        sealer
+            .open(&event_context(&id), &payload)
+            .map_err(sql_error)?
+            .to_vec()
+    } else {
+        // Queued before payloads were sealed: base64.
+        STANDARD
+            .decode(payload)
+            .map_err(|e| sqlx::Error::Decode(format!("event {id}'s payload: {e}").into()))?
+    };
     Ok(Event {
         id,
         account,
@@ -257,7 +274,6 @@ fn unclamp(ms: i64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Registry;
 
     fn sample(id: &str, now: u64) -> Event {
         Event {
@@ -274,34 +290,33 @@ mod tests {
 
     #[tokio::test]
     async fn claims_once_retries_finishes_reclaims_and_prunes() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::open_sqlite(dir.path()).await.unwrap();
+        let (_dir, registry) = crate::fixtures::registry().await;
         let pool = registry.pool();
-        insert(pool, &sample("a", 1000)).await.unwrap();
-        insert(pool, &sample("b", 1001)).await.unwrap();
+        insert(&registry, &sample("a", 1000)).await.unwrap();
+        insert(&registry, &sample("b", 1001)).await.unwrap();
         assert_eq!(next_due(pool).await.unwrap(), Some(1000));
         assert_eq!(due(pool, 999, 10).await.unwrap(), Vec::<String>::new());
         assert_eq!(due(pool, 2000, 1).await.unwrap(), ["a"]);
 
         // One claim wins; the row comes back whole.
-        let mut a = claim(pool, "a", 2000, 9000).await.unwrap().unwrap();
+        let mut a = claim(&registry, "a", 2000, 9000).await.unwrap().unwrap();
         assert_eq!(a, sample("a", 1000));
-        assert_eq!(claim(pool, "a", 2000, 9000).await.unwrap(), None);
+        assert_eq!(claim(&registry, "a", 2000, 9000).await.unwrap(), None);
         assert_eq!(due(pool, 2000, 10).await.unwrap(), ["b"]);
 
         // A retry is not due before its time.
         a.attempts = 1;
         retry_at(pool, &a, 5000, "trap").await.unwrap();
-        assert_eq!(claim(pool, "a", 4999, 9000).await.unwrap(), None);
-        let a = claim(pool, "a", 5000, 9000).await.unwrap().unwrap();
+        assert_eq!(claim(&registry, "a", 4999, 9000).await.unwrap(), None);
+        let a = claim(&registry, "a", 5000, 9000).await.unwrap().unwrap();
         assert_eq!(a.attempts, 1);
 
         // Claims that ended go back; with `all`, every running one does.
-        let b = claim(pool, "b", 2000, 3000).await.unwrap().unwrap();
+        let b = claim(&registry, "b", 2000, 3000).await.unwrap().unwrap();
         assert_eq!(reclaim(pool, 3000, false).await.unwrap(), 1);
-        assert_eq!(claim(pool, "b", 3000, 9000).await.unwrap().unwrap(), b);
+        assert_eq!(claim(&registry, "b", 3000, 9000).await.unwrap().unwrap(), b);
         assert_eq!(reclaim(pool, 3000, true).await.unwrap(), 2);
-        let a = claim(pool, "a", 3000, 9000).await.unwrap().unwrap();
+        let a = claim(&registry, "a", 3000, 9000).await.unwrap().unwrap();
 
         finish(pool, &a, EventState::Succeeded, None, 6000)
             .await
@@ -314,5 +329,35 @@ mod tests {
         assert_eq!(prune(pool, 6000).await.unwrap(), 0);
         assert_eq!(prune(pool, 6001).await.unwrap(), 1);
         assert_eq!(next_due(pool).await.unwrap(), Some(3000));
+    }
+
+    #[tokio::test]
+    async fn payloads_are_sealed_and_old_base64_ones_still_run() {
+        let (_dir, registry) = crate::fixtures::registry().await;
+        let pool = registry.pool();
+        let mut event = sample("secret", 1000);
+        event.payload = b"{\"card\":\"4111111111111111\"}".to_vec();
+        insert(&registry, &event).await.unwrap();
+        let (stored,): (String,) = sqlx::query_as("SELECT payload FROM events WHERE id = 'secret'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert!(stored.starts_with(sealed::PREFIX), "{stored}");
+        assert!(!stored.contains("4111") && !stored.contains(&STANDARD.encode(&event.payload)));
+        assert_eq!(
+            claim(&registry, "secret", 2000, 9000).await.unwrap(),
+            Some(event)
+        );
+
+        sqlx::query(&format!(
+            "INSERT INTO events ({COLUMNS}, state, run_at_ms) \
+             VALUES ('old', '111122223333', 'f', NULL, $1, 0, 0, 1000, 'pending', 1000)"
+        ))
+        .bind(STANDARD.encode(b"queued before sealing"))
+        .execute(pool)
+        .await
+        .unwrap();
+        let old = claim(&registry, "old", 2000, 9000).await.unwrap().unwrap();
+        assert_eq!(old.payload, b"queued before sealing");
     }
 }

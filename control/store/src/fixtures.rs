@@ -3,6 +3,11 @@
 //! functions with published versions.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use ember_core::keys::Keyring;
+use ember_core::sealed::Sealer;
 
 use ember_wire::function::ModuleKind;
 
@@ -11,10 +16,19 @@ use crate::Registry;
 
 pub const ACCOUNT: &str = "111111111111";
 
-/// A new SQLite registry (in the returned directory) with account [`ACCOUNT`].
+/// A sealer with the master keys of `data_dir` (made on first use).
+pub fn sealer(data_dir: &Path) -> Arc<Sealer> {
+    Arc::new(Sealer::new(Keyring::load_or_create(data_dir).unwrap()))
+}
+
+/// A new SQLite registry (in the returned directory) with account [`ACCOUNT`], sealing
+/// with the directory's master keys.
 pub async fn registry() -> (tempfile::TempDir, Registry) {
     let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::open_sqlite(dir.path()).await.unwrap();
+    let registry = Registry::open_sqlite(dir.path())
+        .await
+        .unwrap()
+        .with_sealer(sealer(dir.path()));
     add_account(&registry).await;
     (dir, registry)
 }

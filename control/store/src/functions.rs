@@ -21,9 +21,11 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::database::{lock_account, lock_function};
+use crate::sealing::{environment_context, open_or_legacy, sql_error};
 use crate::Registry;
 use ember_core::clock;
 use ember_core::names::LATEST;
+use ember_core::sealed::Sealer;
 
 /// What the owner of a function chooses besides the code.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,6 +158,7 @@ pub async fn create(
     publish: bool,
     storage_limit: u64,
 ) -> Result<Version, Error> {
+    let sealer = registry.sealer()?;
     let mut tx = registry.pool().begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO functions (account_id, name, created_at, last_version) VALUES ($1, $2, $3, 0)",
@@ -179,10 +182,10 @@ pub async fn create(
         last_modified: clock::lambda_timestamp(),
         revision_id: new_revision(),
     };
-    insert(&mut tx, &latest).await?;
+    insert(&mut tx, sealer, &latest).await?;
     check_storage(&mut tx, account, storage_limit).await?;
     let created = if publish {
-        publish_locked(&mut tx, latest, None).await?
+        publish_locked(&mut tx, sealer, latest, None).await?
     } else {
         latest
     };
@@ -198,10 +201,11 @@ pub async fn update_code(
     change: CodeChange<'_>,
     storage_limit: u64,
 ) -> Result<Written, Error> {
+    let sealer = registry.sealer()?;
     let code = change.code;
     let mut tx = registry.pool().begin().await?;
     lock(&mut tx, account, name).await?;
-    let mut latest = latest_locked(&mut tx, account, name, change.revision_id).await?;
+    let mut latest = latest_locked(&mut tx, sealer, account, name, change.revision_id).await?;
     if latest.config.handler != change.handler {
         return Err(Error::Changed);
     }
@@ -227,7 +231,7 @@ pub async fn update_code(
     check_storage(&mut tx, account, storage_limit).await?;
     let freed = unreferenced(&mut tx, account, [old_artifact]).await?;
     let version = if change.publish {
-        publish_locked(&mut tx, latest, None).await?
+        publish_locked(&mut tx, sealer, latest, None).await?
     } else {
         latest
     };
@@ -243,9 +247,10 @@ pub async fn update_config(
     change: &ConfigChange,
     revision_id: Option<&str>,
 ) -> Result<Version, Error> {
+    let sealer = registry.sealer()?;
     let mut tx = registry.pool().begin().await?;
     lock(&mut tx, account, name).await?;
-    let mut latest = latest_locked(&mut tx, account, name, revision_id).await?;
+    let mut latest = latest_locked(&mut tx, sealer, account, name, revision_id).await?;
     let config = &mut latest.config;
     apply(&mut config.description, &change.description);
     apply(&mut config.runtime, &change.runtime);
@@ -274,7 +279,13 @@ pub async fn update_config(
     .bind(&latest.config.role)
     .bind(latest.config.memory_size)
     .bind(latest.config.timeout)
-    .bind(environment_json(&latest.config.environment))
+    .bind(sealed_environment(
+        sealer,
+        account,
+        name,
+        LATEST,
+        &latest.config.environment,
+    )?)
     .bind(kind_name(latest.code.kind))
     .bind(&latest.last_modified)
     .bind(&latest.revision_id)
@@ -298,13 +309,14 @@ pub async fn publish(
     description: Option<&str>,
     revision_id: Option<&str>,
 ) -> Result<Version, Error> {
+    let sealer = registry.sealer()?;
     let mut tx = registry.pool().begin().await?;
     lock(&mut tx, account, name).await?;
-    let latest = latest_locked(&mut tx, account, name, revision_id).await?;
+    let latest = latest_locked(&mut tx, sealer, account, name, revision_id).await?;
     if code_sha256.is_some_and(|sha| sha != latest.code.code_sha256) {
         return Err(Error::CodeSha256Mismatch);
     }
-    let version = publish_locked(&mut tx, latest, description).await?;
+    let version = publish_locked(&mut tx, sealer, latest, description).await?;
     tx.commit().await?;
     Ok(version)
 }
@@ -346,13 +358,14 @@ pub async fn delete_version(
     name: &str,
     version: &str,
 ) -> Result<Vec<String>, Error> {
+    let sealer = registry.sealer()?;
     let mut tx = registry.pool().begin().await?;
     // Alias writers check the versions they route to, and provisioned concurrency writers
     // the version they configure, under the account's lock: without it PostgreSQL would
     // let one commit an alias to the version this deletes.
     lock_account(&mut tx, account).await?;
     lock(&mut tx, account, name).await?;
-    let target = fetch_version(&mut tx, account, name, version)
+    let target = fetch_version(&mut tx, sealer, account, name, version)
         .await?
         .ok_or(Error::NotFound)?;
     let aliases: Vec<(String, String, String)> = sqlx::query_as(
@@ -418,8 +431,9 @@ pub async fn get_version(
     name: &str,
     version: &str,
 ) -> Result<Option<Version>, sqlx::Error> {
+    let sealer = registry.sealer()?;
     let mut conn = registry.pool().acquire().await?;
-    fetch_version(&mut conn, account, name, version).await
+    fetch_version(&mut conn, sealer, account, name, version).await
 }
 
 /// The version a qualifier stands for: `$LATEST` when there is none, a version number,
@@ -430,6 +444,7 @@ pub async fn resolve(
     name: &str,
     qualifier: Option<&str>,
 ) -> Result<Option<Version>, sqlx::Error> {
+    let sealer = registry.sealer()?;
     let qualifier = qualifier.unwrap_or(LATEST);
     if qualifier == LATEST || is_number(qualifier) {
         return get_version(registry, account, name, qualifier).await;
@@ -445,7 +460,7 @@ pub async fn resolve(
     .fetch_optional(&mut *conn)
     .await?;
     match primary {
-        Some((version,)) => fetch_version(&mut conn, account, name, &version).await,
+        Some((version,)) => fetch_version(&mut conn, sealer, account, name, &version).await,
         None => Ok(None),
     }
 }
@@ -459,6 +474,7 @@ pub async fn list(
     limit: i64,
     all_versions: bool,
 ) -> Result<Vec<Version>, sqlx::Error> {
+    let sealer = registry.sealer()?;
     let (after_name, after_seq) = after.unwrap_or(("", -1));
     let only_latest = if all_versions { "" } else { "AND seq = 0" };
     let rows = sqlx::query(&format!(
@@ -472,7 +488,7 @@ pub async fn list(
     .bind(limit)
     .fetch_all(registry.pool())
     .await?;
-    rows.iter().map(from_row).collect()
+    rows.iter().map(|row| from_row(sealer, row)).collect()
 }
 
 /// A page of `name`'s versions, `$LATEST` first then by number, after seq `after_seq`
@@ -484,6 +500,7 @@ pub async fn list_versions(
     after_seq: i64,
     limit: i64,
 ) -> Result<Vec<Version>, sqlx::Error> {
+    let sealer = registry.sealer()?;
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM versions WHERE account_id = $1 AND function_name = $2 \
          AND seq > $3 ORDER BY seq LIMIT $4"
@@ -494,7 +511,7 @@ pub async fn list_versions(
     .bind(limit)
     .fetch_all(registry.pool())
     .await?;
-    rows.iter().map(from_row).collect()
+    rows.iter().map(|row| from_row(sealer, row)).collect()
 }
 
 /// Every (account, artifact id) some version references.
@@ -585,11 +602,12 @@ async fn lock(conn: &mut AnyConnection, account: &str, name: &str) -> Result<(),
 /// `$LATEST`, checked against the caller's `revision_id` if given; under the lock.
 async fn latest_locked(
     conn: &mut AnyConnection,
+    sealer: &Sealer,
     account: &str,
     name: &str,
     revision_id: Option<&str>,
 ) -> Result<Version, Error> {
-    let latest = fetch_version(conn, account, name, LATEST)
+    let latest = fetch_version(conn, sealer, account, name, LATEST)
         .await?
         .ok_or(Error::NotFound)?;
     if revision_id.is_some_and(|id| id != latest.revision_id) {
@@ -603,6 +621,7 @@ async fn latest_locked(
 /// version, it does not change what runs).
 async fn publish_locked(
     conn: &mut AnyConnection,
+    sealer: &Sealer,
     latest: Version,
     description: Option<&str>,
 ) -> Result<Version, Error> {
@@ -616,7 +635,7 @@ async fn publish_locked(
     .fetch_optional(&mut *conn)
     .await?
     .as_ref()
-    .map(from_row)
+    .map(|row| from_row(sealer, row))
     .transpose()?;
     if let Some(newest) = newest {
         let unchanged = Config {
@@ -649,12 +668,13 @@ async fn publish_locked(
     }
     version.last_modified = clock::lambda_timestamp();
     version.revision_id = new_revision();
-    insert(conn, &version).await?;
+    insert(conn, sealer, &version).await?;
     Ok(version)
 }
 
 async fn fetch_version(
     conn: &mut AnyConnection,
+    sealer: &Sealer,
     account: &str,
     name: &str,
     version: &str,
@@ -669,11 +689,11 @@ async fn fetch_version(
     .fetch_optional(conn)
     .await?
     .as_ref()
-    .map(from_row)
+    .map(|row| from_row(sealer, row))
     .transpose()
 }
 
-async fn insert(conn: &mut AnyConnection, v: &Version) -> Result<(), sqlx::Error> {
+async fn insert(conn: &mut AnyConnection, sealer: &Sealer, v: &Version) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
         "INSERT INTO versions ({COLUMNS}) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
@@ -688,7 +708,13 @@ async fn insert(conn: &mut AnyConnection, v: &Version) -> Result<(), sqlx::Error
     .bind(&v.config.role)
     .bind(v.config.memory_size)
     .bind(v.config.timeout)
-    .bind(environment_json(&v.config.environment))
+    .bind(sealed_environment(
+        sealer,
+        &v.account_id,
+        &v.function_name,
+        &v.version,
+        &v.config.environment,
+    )?)
     .bind(kind_name(v.code.kind))
     .bind(&v.code.code_sha256)
     .bind(v.code.code_size)
@@ -750,13 +776,23 @@ async fn in_use(
     Ok(used.is_some())
 }
 
-fn from_row(row: &AnyRow) -> Result<Version, sqlx::Error> {
-    let environment: String = row.try_get("environment")?;
+fn from_row(sealer: &Sealer, row: &AnyRow) -> Result<Version, sqlx::Error> {
+    let (account_id, function_name, version): (String, String, String) = (
+        row.try_get("account_id")?,
+        row.try_get("function_name")?,
+        row.try_get("version")?,
+    );
+    let environment = open_or_legacy(
+        sealer,
+        &environment_context(&account_id, &function_name, &version),
+        &row.try_get::<String, _>("environment")?,
+        |json| serde_json::from_slice(json).map_err(|e| sqlx::Error::Decode(e.into())),
+    )?;
     let kind: String = row.try_get("module_kind")?;
     Ok(Version {
-        account_id: row.try_get("account_id")?,
-        function_name: row.try_get("function_name")?,
-        version: row.try_get("version")?,
+        account_id,
+        function_name,
+        version,
         seq: row.try_get("seq")?,
         config: Config {
             description: row.try_get("description")?,
@@ -765,8 +801,7 @@ fn from_row(row: &AnyRow) -> Result<Version, sqlx::Error> {
             role: row.try_get("role")?,
             memory_size: row.try_get("memory_size")?,
             timeout: row.try_get("timeout")?,
-            environment: serde_json::from_str(&environment)
-                .map_err(|e| sqlx::Error::Decode(e.into()))?,
+            environment,
         },
         code: Code {
             kind: match kind.as_str() {
@@ -800,6 +835,22 @@ fn kind_name(kind: ModuleKind) -> &'static str {
     }
 }
 
+/// A version's variables as stored: their JSON object, sealed for the version's row.
+fn sealed_environment(
+    sealer: &Sealer,
+    account: &str,
+    function: &str,
+    version: &str,
+    environment: &BTreeMap<String, String>,
+) -> Result<String, sqlx::Error> {
+    sealer
+        .seal(
+            &environment_context(account, function, version),
+            environment_json(environment).as_bytes(),
+        )
+        .map_err(sql_error)
+}
+
 fn environment_json(environment: &BTreeMap<String, String>) -> String {
     serde_json::Value::from_iter(
         environment
@@ -829,6 +880,62 @@ mod tests {
         assert!(matches!(create().await, Err(Error::Exists)));
         let stored = get_version(&registry, ACCOUNT, "f", LATEST).await.unwrap();
         assert_eq!(stored, Some(latest));
+    }
+
+    #[tokio::test]
+    async fn variables_are_sealed_per_version_and_rotation_reseals_them() {
+        let (dir, registry) = registry().await;
+        let mut config = config();
+        config.environment = BTreeMap::from([("DB_PASSWORD".into(), "s3cret-value".into())]);
+        create(&registry, ACCOUNT, "f", &config, &code("a"), true, 1000)
+            .await
+            .unwrap();
+        let stored = |version: &'static str| {
+            let pool = registry.pool().clone();
+            async move {
+                let (env,): (String,) = sqlx::query_as(
+                    "SELECT environment FROM versions WHERE function_name = 'f' AND version = $1",
+                )
+                .bind(version)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                env
+            }
+        };
+        let latest = stored(LATEST).await;
+        for env in [&latest, &stored("1").await] {
+            assert!(env.starts_with(ember_core::sealed::PREFIX), "{env}");
+            assert!(!env.contains("s3cret") && !env.contains("DB_PASSWORD"));
+        }
+
+        // Sealed for its own row: $LATEST's variables pasted into version 1 do not open.
+        sqlx::query("UPDATE versions SET environment = $1 WHERE version = '1'")
+            .bind(&latest)
+            .execute(registry.pool())
+            .await
+            .unwrap();
+        assert!(get_version(&registry, ACCOUNT, "f", "1").await.is_err());
+        sqlx::query("DELETE FROM versions WHERE version = '1'")
+            .execute(registry.pool())
+            .await
+            .unwrap();
+
+        // After a rotation, resealing moves every value to the new key.
+        let new_key = ember_core::keys::Keyring::load_or_create(dir.path())
+            .unwrap()
+            .rotate()
+            .unwrap()
+            .id()
+            .to_owned();
+        let report = crate::sealing::reseal_all(&registry).await.unwrap();
+        assert_eq!(report.resealed, 1);
+        assert_eq!(
+            ember_core::sealed::key_id(&stored(LATEST).await),
+            Some(new_key.as_str())
+        );
+        let read = get_version(&registry, ACCOUNT, "f", LATEST).await.unwrap();
+        assert_eq!(read.unwrap().config, config);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -6,9 +6,8 @@ use std::io::Write;
 
 use clap::Subcommand;
 
-use crate::admin::{require, AdminError, DataDirArgs, DatabaseArgs};
+use crate::admin::{registry, AdminError, DataDirArgs, DatabaseArgs, MasterKeyArgs};
 use ember_store::accounts::{self, AccessKey, Account};
-use ember_store::{Registry, DB_FILE};
 
 /// The `account` subcommands.
 #[derive(Subcommand, Clone, Debug)]
@@ -21,6 +20,9 @@ pub enum AccountCommand {
         dir: DataDirArgs,
         #[command(flatten)]
         database: DatabaseArgs,
+        /// The service's master keys: the access key's secret is sealed under them.
+        #[command(flatten)]
+        keys: MasterKeyArgs,
     },
 }
 
@@ -32,16 +34,11 @@ impl AccountCommand {
                 name,
                 dir,
                 database,
+                keys,
             } => {
-                let registry = match &database.database_url {
-                    Some(url) => Registry::open(url).await?,
-                    None => {
-                        require(&dir.data_dir, DB_FILE)?;
-                        Registry::open_sqlite(&dir.data_dir).await?
-                    }
-                };
+                let registry = registry(dir, database, keys).await?;
                 let account = accounts::create(registry.pool(), name).await?;
-                let key = accounts::create_key(registry.pool(), &account.id).await?;
+                let key = accounts::create_key(&registry, &account.id).await?;
                 out.write_all(credentials_profile(name, &account, &key).as_bytes())?;
                 Ok(())
             }
@@ -69,6 +66,7 @@ mod tests {
                 data_dir: data.to_owned(),
             },
             database: DatabaseArgs::default(),
+            keys: MasterKeyArgs::default(),
         };
         let mut out = Vec::new();
         let result = command.run(&mut out).await;
@@ -81,7 +79,12 @@ mod tests {
         // Not before the service made the registry.
         let (result, _) = create(data.path(), "team").await;
         assert!(matches!(result, Err(AdminError::NotADataDir { .. })));
-        let registry = Registry::open_sqlite(data.path()).await.unwrap();
+        let registry = ember_store::Registry::open_sqlite(data.path())
+            .await
+            .unwrap()
+            .with_sealer(std::sync::Arc::new(ember_core::sealed::Sealer::new(
+                ember_core::keys::Keyring::load_or_create(data.path()).unwrap(),
+            )));
 
         let (result, out) = create(data.path(), "team").await;
         result.unwrap();
@@ -93,7 +96,7 @@ mod tests {
         assert!(account_id.len() == 12 && account_id.bytes().all(|b| b.is_ascii_digit()));
         let key_id = lines[3].strip_prefix("aws_access_key_id = ").unwrap();
         let secret = lines[4].strip_prefix("aws_secret_access_key = ").unwrap();
-        let key = accounts::find_key(registry.pool(), key_id)
+        let key = accounts::find_key(&registry, key_id)
             .await
             .unwrap()
             .unwrap();

@@ -1,30 +1,36 @@
 //! `keys rotate|list|retire`: master key management beside a running service.
 //!
-//! - `rotate` adds a fresh master key to the data directory's keyring, makes it active
-//!   and re-wraps every artifact's data key under it (headers only; code is not
-//!   re-encrypted). For keys the operator manages (`--master-key-file`,
+//! - `rotate` adds a fresh master key to the data directory's keyring, makes it active,
+//!   re-wraps every artifact's data key under it (headers only; code is not
+//!   re-encrypted) and re-seals the secrets in the database (access keys, function
+//!   variables, queued events). For keys the operator manages (`--master-key-file`,
 //!   `--master-key-env`), append the new key there first: `rotate` then re-wraps under
 //!   the newest one. Artifacts it cannot re-wrap are listed and make it fail.
 //! - `list` shows the keys, oldest first, and which one is active.
-//! - `retire ID` removes an older key once no artifact is wrapped by it.
+//! - `retire ID` removes an older key once no artifact and no database secret is sealed
+//!   under it.
 
 use std::io::Write;
 
 use clap::Subcommand;
 
-use crate::admin::{require, AdminError, DataDirArgs, MasterKeyArgs};
+use crate::admin::{registry, require, AdminError, DataDirArgs, DatabaseArgs, MasterKeyArgs};
 use ember_core::artifacts::{self, ArtifactStore};
 use ember_core::keys::{KeySource, Keyring};
+use ember_store::sealing;
 
 /// The `keys` subcommands.
 #[derive(Subcommand, Clone, Debug)]
 pub enum KeysCommand {
-    /// Add a fresh master key, make it active and re-wrap every artifact under it.
+    /// Add a fresh master key, make it active, re-wrap every artifact and re-seal every
+    /// database secret under it.
     Rotate {
         #[command(flatten)]
         dir: DataDirArgs,
         #[command(flatten)]
         keys: MasterKeyArgs,
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
     /// List the master keys, oldest first, marking the active one.
     List {
@@ -33,7 +39,7 @@ pub enum KeysCommand {
         #[command(flatten)]
         keys: MasterKeyArgs,
     },
-    /// Remove master key ID once no artifact is wrapped by it any more.
+    /// Remove master key ID once nothing is sealed under it any more.
     Retire {
         /// The key's id (`mk-…`, from `keys list`).
         id: String,
@@ -41,6 +47,8 @@ pub enum KeysCommand {
         dir: DataDirArgs,
         #[command(flatten)]
         keys: MasterKeyArgs,
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
 }
 
@@ -48,10 +56,29 @@ impl KeysCommand {
     /// Runs the command, reporting on `out`.
     pub fn run(&self, out: &mut dyn Write) -> Result<(), AdminError> {
         match self {
-            KeysCommand::Rotate { dir, keys } => rotate(dir, keys, out),
+            KeysCommand::Rotate {
+                dir,
+                keys,
+                database,
+            } => rotate(dir, keys, database, out),
             KeysCommand::List { dir, keys } => list(dir, keys, out),
-            KeysCommand::Retire { id, dir, keys } => {
+            KeysCommand::Retire {
+                id,
+                dir,
+                keys,
+                database,
+            } => {
                 let (store, mut keyring) = open(dir, keys)?;
+                let count = block_on(async {
+                    let registry = registry(dir, database, keys).await?;
+                    Ok::<_, AdminError>(sealing::count_sealed_under(&registry, id).await?)
+                })?;
+                if count > 0 {
+                    return Err(AdminError::StillSealed {
+                        id: id.clone(),
+                        count,
+                    });
+                }
                 store.retire_key(&mut keyring, id)?;
                 writeln!(out, "retired master key {id}")?;
                 Ok(())
@@ -60,7 +87,12 @@ impl KeysCommand {
     }
 }
 
-fn rotate(dir: &DataDirArgs, keys: &MasterKeyArgs, out: &mut dyn Write) -> Result<(), AdminError> {
+fn rotate(
+    dir: &DataDirArgs,
+    keys: &MasterKeyArgs,
+    database: &DatabaseArgs,
+    out: &mut dyn Write,
+) -> Result<(), AdminError> {
     let (store, mut keyring) = open(dir, keys)?;
     if let KeySource::DataDir(_) = keyring.source() {
         let active = keyring.rotate()?;
@@ -84,6 +116,16 @@ fn rotate(dir: &DataDirArgs, keys: &MasterKeyArgs, out: &mut dyn Write) -> Resul
     for (account, artifact_id, error) in &report.failed {
         writeln!(out, "could not re-wrap {account}/{artifact_id}: {error}")?;
     }
+    let resealed = block_on(async {
+        let registry = registry(dir, database, keys).await?;
+        Ok::<_, AdminError>(sealing::reseal_all(&registry).await?)
+    })?;
+    writeln!(
+        out,
+        "re-sealed {} database secret(s) under {}",
+        resealed.resealed,
+        keyring.active().id()
+    )?;
     if report.failed.is_empty() {
         Ok(())
     } else {
@@ -113,6 +155,16 @@ fn list(dir: &DataDirArgs, keys: &MasterKeyArgs, out: &mut dyn Write) -> Result<
     Ok(())
 }
 
+/// Runs `work` to completion: the commands are synchronous, the database is not.
+fn block_on<T>(
+    work: impl std::future::Future<Output = Result<T, AdminError>>,
+) -> Result<T, AdminError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(work)
+}
+
 /// The keyring and artifact store of an existing data directory.
 fn open(dir: &DataDirArgs, keys: &MasterKeyArgs) -> Result<(ArtifactStore, Keyring), AdminError> {
     require(&dir.data_dir, artifacts::DIR)?;
@@ -133,6 +185,20 @@ mod tests {
         (result, String::from_utf8(out).unwrap())
     }
 
+    /// The service's registry in `data`, sealing with `data`'s keys, as a started service
+    /// leaves it.
+    fn registry_in(data: &std::path::Path) -> ember_store::Registry {
+        let keyring = Keyring::load_or_create(data).unwrap();
+        block_on(async {
+            Ok(ember_store::Registry::open_sqlite(data)
+                .await?
+                .with_sealer(std::sync::Arc::new(ember_core::sealed::Sealer::new(
+                    keyring,
+                ))))
+        })
+        .unwrap()
+    }
+
     fn args(data: &std::path::Path) -> (DataDirArgs, MasterKeyArgs) {
         let dir = DataDirArgs {
             data_dir: data.to_owned(),
@@ -148,24 +214,33 @@ mod tests {
         let store = ArtifactStore::open(data.path(), keyring).unwrap();
         store.put("111122223333", "a", b"code a").unwrap();
         store.put("111122223333", "b", b"code b").unwrap();
+        let registry = registry_in(data.path());
+        let key = block_on(async {
+            let account = ember_store::accounts::create(registry.pool(), "team").await?;
+            Ok(ember_store::accounts::create_key(&registry, &account.id).await?)
+        })
+        .unwrap();
         let (dir, keys) = args(data.path());
 
         let (result, out) = run(KeysCommand::Retire {
             id: first.clone(),
             dir: dir.clone(),
             keys: keys.clone(),
+            database: DatabaseArgs::default(),
         });
         assert!(result.is_err(), "{out}");
 
         let (result, out) = run(KeysCommand::Rotate {
             dir: dir.clone(),
             keys: keys.clone(),
+            database: DatabaseArgs::default(),
         });
         result.unwrap();
         assert!(
             out.contains("re-wrapped 2 artifact(s); 0 already were"),
             "{out}"
         );
+        assert!(out.contains("re-sealed 1 database secret(s)"), "{out}");
         let second = Keyring::load_or_create(data.path())
             .unwrap()
             .active()
@@ -197,10 +272,46 @@ mod tests {
             id: first.clone(),
             dir: dir.clone(),
             keys: keys.clone(),
+            database: DatabaseArgs::default(),
         });
         result.unwrap();
         assert_eq!(out, format!("retired master key {first}\n"));
         assert_eq!(store.get("111122223333", "a").unwrap(), b"code a");
+        let registry = registry_in(data.path());
+        let found =
+            block_on(async { Ok(ember_store::accounts::find_key(&registry, &key.key_id).await?) });
+        assert_eq!(found.unwrap(), Some(key));
+    }
+
+    #[test]
+    fn retire_refuses_while_database_secrets_are_sealed_under_the_key() {
+        let data = tempfile::tempdir().unwrap();
+        let mut keyring = Keyring::load_or_create(data.path()).unwrap();
+        let first = keyring.active().id().to_owned();
+        ArtifactStore::open(data.path(), keyring.clone()).unwrap();
+        let registry = registry_in(data.path());
+        block_on(async {
+            let account = ember_store::accounts::create(registry.pool(), "team").await?;
+            Ok(ember_store::accounts::create_key(&registry, &account.id).await?)
+        })
+        .unwrap();
+        // Rotated without the command: the secret stays sealed under the first key.
+        keyring.rotate().unwrap();
+        let (dir, keys) = args(data.path());
+        let (result, _) = run(KeysCommand::Retire {
+            id: first.clone(),
+            dir,
+            keys,
+            database: DatabaseArgs::default(),
+        });
+        assert!(
+            matches!(result, Err(AdminError::StillSealed { ref id, count: 1 }) if *id == first),
+            "{result:?}"
+        );
+        assert!(Keyring::load_or_create(data.path())
+            .unwrap()
+            .get(&first)
+            .is_some());
     }
 
     #[test]
@@ -208,12 +319,17 @@ mod tests {
         let data = tempfile::tempdir().unwrap();
         let store = ArtifactStore::open(data.path(), Keyring::load_or_create(data.path()).unwrap());
         store.unwrap().put("acct", "a", b"x").unwrap();
+        registry_in(data.path());
         let header = data.path().join("artifacts/acct/a.hdr");
         let mut bytes = std::fs::read(&header).unwrap();
         bytes[20] ^= 1;
         std::fs::write(&header, bytes).unwrap();
         let (dir, keys) = args(data.path());
-        let (result, out) = run(KeysCommand::Rotate { dir, keys });
+        let (result, out) = run(KeysCommand::Rotate {
+            dir,
+            keys,
+            database: DatabaseArgs::default(),
+        });
         assert!(matches!(result, Err(AdminError::RewrapFailed(1))), "{out}");
         assert!(out.contains("could not re-wrap acct/a: "), "{out}");
     }
@@ -231,6 +347,7 @@ mod tests {
             .unwrap()
             .put("acct", "a", b"x")
             .unwrap();
+        registry_in(data.path());
         std::fs::write(&file, format!("{k1}\n{k2}\n")).unwrap();
         let dir = DataDirArgs {
             data_dir: data.path().to_owned(),
@@ -239,7 +356,11 @@ mod tests {
             master_key_file: Some(file),
             master_key_env: false,
         };
-        let (result, out) = run(KeysCommand::Rotate { dir, keys });
+        let (result, out) = run(KeysCommand::Rotate {
+            dir,
+            keys,
+            database: DatabaseArgs::default(),
+        });
         result.unwrap();
         assert!(out.contains("managed outside ember"), "{out}");
         assert!(out.contains("re-wrapped 1 artifact(s)"), "{out}");

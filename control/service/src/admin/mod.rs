@@ -7,13 +7,15 @@ pub mod account;
 pub mod keys;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use clap::Args;
 
 use ember_core::artifacts::ArtifactError;
-use ember_core::keys::{KeyError, KeySource, ENV_VAR};
+use ember_core::keys::{KeyError, KeySource, Keyring, ENV_VAR};
+use ember_core::sealed::Sealer;
 use ember_store::accounts::AccountError;
-use ember_store::RegistryError;
+use ember_store::{Registry, RegistryError, DB_FILE};
 
 /// The data directory.
 #[derive(Args, Clone, Debug)]
@@ -81,6 +83,31 @@ pub enum AdminError {
     Io(#[from] std::io::Error),
     #[error("{0} artifact(s) could not be re-wrapped; keep the older keys until they are")]
     RewrapFailed(usize),
+    #[error("{count} database secret(s) are still sealed under master key {id}; run `keys rotate` (which re-seals them) first")]
+    StillSealed { id: String, count: u64 },
+}
+
+impl From<sqlx::Error> for AdminError {
+    fn from(e: sqlx::Error) -> AdminError {
+        AdminError::Registry(RegistryError::Sql(e))
+    }
+}
+
+/// The registry of `dir` (or `database`'s), sealing with the master keys `keys` selects.
+async fn registry(
+    dir: &DataDirArgs,
+    database: &DatabaseArgs,
+    keys: &MasterKeyArgs,
+) -> Result<Registry, AdminError> {
+    let registry = match &database.database_url {
+        Some(url) => Registry::open(url).await?,
+        None => {
+            require(&dir.data_dir, DB_FILE)?;
+            Registry::open_sqlite(&dir.data_dir).await?
+        }
+    };
+    let keyring = Keyring::open(keys.source(&dir.data_dir))?;
+    Ok(registry.with_sealer(Arc::new(Sealer::new(keyring))))
 }
 
 /// Refuses a directory the service never ran in (a mistyped path would otherwise get a

@@ -136,7 +136,9 @@ async fn dispatch(events: &Arc<Events>, slots: &Arc<Semaphore>) -> Result<Durati
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 break;
             };
-            if let Some(event) = queue::claim(pool, id, now, now + millis(CLAIM)).await? {
+            if let Some(event) =
+                queue::claim(&events.invoker.registry, id, now, now + millis(CLAIM)).await?
+            {
                 tokio::spawn(attempt(events.clone(), event, slot));
             }
         }

@@ -84,7 +84,7 @@ impl Events {
             deferrals: 0,
             enqueued_at_ms: now_ms(),
         };
-        queue::insert(self.invoker.registry.pool(), &event).await?;
+        queue::insert(&self.invoker.registry, &event).await?;
         self.ready.notify_one();
         Ok(())
     }

@@ -158,7 +158,7 @@ async fn credentials(
     if token.is_some() {
         return Err(invalid_token());
     }
-    let key = accounts::find_key(service.registry.pool(), &auth.access_key_id)
+    let key = accounts::find_key(&service.registry, &auth.access_key_id)
         .await
         .map_err(account_error)?
         .ok_or_else(invalid_token)?;
@@ -296,7 +296,9 @@ mod tests {
         .unwrap();
         let pool = service.registry.pool();
         let account = accounts::create(pool, "a").await.unwrap();
-        let key = accounts::create_key(pool, &account.id).await.unwrap();
+        let key = accounts::create_key(&service.registry, &account.id)
+            .await
+            .unwrap();
         Harness {
             _dir: dir,
             service: Arc::new(service),

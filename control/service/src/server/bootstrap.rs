@@ -40,7 +40,7 @@ pub async fn ensure_admin(service: &Service) -> Result<(), AccountError> {
             .ok_or_else(|| AccountError::NoSuchAccount(ADMIN.to_owned()))?,
         Err(e) => return Err(e),
     };
-    let key = accounts::create_key(pool, &account.id).await?;
+    let key = accounts::create_key(&service.registry, &account.id).await?;
     let profile = credentials_profile(PROFILE, &account, &key);
     atomic::write(&path, profile.as_bytes(), 0o600).map_err(|e| atomic::with_path(e, &path))?;
     tracing::info!(
