@@ -83,6 +83,11 @@ fn fleet_messages() {
 }
 
 #[test]
+fn vsock_device() {
+    campaign("vsock_device");
+}
+
+#[test]
 fn every_target_has_a_test() {
     let tested = [
         "frames",
@@ -92,6 +97,7 @@ fn every_target_has_a_test() {
         "sigv4_parse",
         "sigv4_round_trip",
         "fleet_messages",
+        "vsock_device",
     ];
     for target in targets::ALL {
         assert!(tested.contains(&target.name), "{} has no test", target.name);

@@ -6,6 +6,7 @@ mod guest_payloads;
 mod module;
 mod package;
 mod sigv4;
+mod vsock_device;
 
 use crate::Target;
 
@@ -18,6 +19,7 @@ pub const ALL: &[Target] = &[
     sigv4::PARSE,
     sigv4::ROUND_TRIP,
     fleet_messages::TARGET,
+    vsock_device::TARGET,
 ];
 
 /// The target called `name`.

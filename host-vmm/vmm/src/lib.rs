@@ -11,6 +11,8 @@ pub mod cpuid;
 mod devices;
 pub mod floor;
 pub mod function;
+#[doc(hidden)]
+pub mod fuzzing;
 mod guest_image;
 mod kvm;
 pub mod log_budget;

@@ -501,6 +501,11 @@ impl Hub {
         self.lock().overflowed
     }
 
+    /// Control packets waiting for RX buffers.
+    pub fn control_queued(&self) -> usize {
+        self.lock().ctrl.len()
+    }
+
     pub fn has_outgoing(&self) -> bool {
         self.lock().has_outgoing()
     }
