@@ -10,7 +10,7 @@
 //!   client certificate.
 //!
 //! Both are TLS 1.3 only, AES-GCM cipher suites only, and every request but registration
-//! is mutually authenticated with certificates from control's CA. Between a VM and its
+//! is mutually authenticated with certificates from control's fleet CA ([`tls`]). Between a VM and its
 //! host they run over vsock ([`vsock`] says how the two ends are named there).
 
 pub mod messages;

@@ -33,10 +33,11 @@ pub struct RegisterRequest {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RegisterResponse {
     pub worker_id: String,
-    /// The worker's certificate, signed by control's CA, for both its worker API (server)
-    /// and its requests to control (client).
+    /// The worker's certificate, signed by control's fleet CA and named
+    /// [`crate::tls::worker_name`] of its id, for both its worker API (server) and its
+    /// requests to control (client).
     pub certificate_pem: String,
-    /// Control's CA: the only issuer either side trusts.
+    /// Control's fleet CA: the only issuer the worker trusts for who calls its API.
     pub ca_pem: String,
     pub lease_expires_at: u64,
     pub heartbeat_interval_ms: u64,

@@ -1,6 +1,13 @@
 //! TLS for the fleet: TLS 1.3 only, AES-GCM suites only (AES-128-GCM and AES-256-GCM with
-//! SHA-256/384), certificates from control's CA on both sides. ChaCha20 and TLS 1.2 are
-//! left out on purpose: the transport is specified as AES-GCM.
+//! SHA-256/384). ChaCha20 and TLS 1.2 are left out on purpose: the transport is specified
+//! as AES-GCM.
+//!
+//! Two CAs take part. Control's fleet listener shows a certificate from control's API CA
+//! (`DIR/ca.pem`, what workers are given as `--ca`): it is control's own, like the API's.
+//! Everything control issues for the fleet comes from its *fleet CA* instead, which API
+//! clients never trust: each worker's certificate (named [`worker_name`] of its id) and
+//! control's client certificate ([`CONTROL_NAME`]). A worker learns the fleet CA at
+//! registration and trusts only it for who calls its API.
 
 use std::sync::Arc;
 
@@ -23,8 +30,23 @@ pub enum TlsError {
 }
 
 /// The common name of control's client certificate. Workers serve only this peer: every
-/// worker's certificate comes from the same CA, and a worker must not invoke another.
+/// worker's certificate comes from the same fleet CA, and a worker must not invoke another.
 pub const CONTROL_NAME: &str = "ember-control";
+
+/// The domain of the names control gives workers in their certificates.
+pub const WORKERS_DOMAIN: &str = "workers.ember";
+
+/// The only name in worker `id`'s certificate, and the name control checks when it calls
+/// that worker: control chooses it, so a worker can neither pick a name another service
+/// answers to nor pass for another worker.
+pub fn worker_name(id: &str) -> String {
+    format!("{id}.{WORKERS_DOMAIN}")
+}
+
+/// The worker id in a name made by [`worker_name`].
+pub fn worker_of(name: &str) -> Option<&str> {
+    name.strip_suffix(WORKERS_DOMAIN)?.strip_suffix('.')
+}
 
 /// A certificate chain and its key, PEM.
 pub struct Identity<'a> {
@@ -42,7 +64,7 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(provider)
 }
 
-/// The roots holding just control's CA.
+/// The roots holding just the CA(s) in `ca_pem`.
 pub fn roots(ca_pem: &str) -> Result<Arc<RootCertStore>, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -58,7 +80,7 @@ pub fn roots(ca_pem: &str) -> Result<Arc<RootCertStore>, TlsError> {
     Ok(Arc::new(roots))
 }
 
-/// A server that requires a client certificate from control's CA — or, when
+/// A server that requires a client certificate from `ca_pem` (the fleet CA) — or, when
 /// `allow_anonymous` (control's fleet listener, for registration), accepts clients without
 /// one and leaves the check to the request handler.
 pub fn server_config(
@@ -83,8 +105,8 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// A client trusting only control's CA, presenting `identity` when given (every fleet
-/// request but registration).
+/// A client trusting only `ca_pem`, presenting `identity` when given (every fleet request
+/// but registration).
 pub fn client_config(
     ca_pem: &str,
     identity: Option<&Identity<'_>>,
@@ -177,6 +199,9 @@ mod tests {
         server_config(&ca.pem(), &identity, true).unwrap();
         client_config(&ca.pem(), Some(&identity)).unwrap();
         client_config(&ca.pem(), None).unwrap();
+        assert_eq!(worker_of(&worker_name("w-1")), Some("w-1"));
+        assert_eq!(worker_of("w-1.workers.ember.evil"), None);
+        assert_eq!(worker_of("w-1workers.ember"), None);
         assert!(matches!(
             client_config("not pem", None),
             Err(TlsError::Pem { .. })

@@ -4,14 +4,14 @@
 //! address `vsock://CID:PORT` of its worker API. Control does not take that address at
 //! its word: it keeps only the port and records the worker as `WORKER_HOST:PORT`, which
 //! it reaches through the hybrid vsock socket that registration arrived on (so a worker
-//! can only ever point control into its own VM), and signs the worker's certificate for
-//! [`WORKER_HOST`], the name control checks when it dials back.
+//! can only ever point control into its own VM). As over TCP, control checks the worker's
+//! certificate for the name it gave that worker ([`crate::tls::worker_name`]).
 
 /// The TLS name of control's fleet listener as reached over vsock.
 pub const CONTROL_NAME: &str = "control.vsock.ember";
 
 /// The host name of a worker reached through control's hybrid vsock socket, in its
-/// recorded address and its certificate.
+/// recorded address.
 pub const WORKER_HOST: &str = "worker.vsock.ember";
 
 /// A vsock address, `vsock://CID:PORT`; CID `-1` is any (`VMADDR_CID_ANY`), for listening.

@@ -2,8 +2,9 @@
 //!
 //! Each command is one or a few signed HTTPS calls (`client`) with the service's JSON shown
 //! as a table or summary, or as it is with `--output json`. Settings come from the file
-//! `ember configure` writes, overridden by the global flags (`config`). `ember keys` is the
-//! operator's [`KeysCommand`], run locally on a data directory as `ember-control keys` does.
+//! `ember configure` writes, overridden by the global flags (`config`). `ember keys` and
+//! `ember worker` are the operator's [`KeysCommand`] and `WorkerCommand`, run locally on a
+//! data directory as `ember-control keys` and `ember-control worker` do.
 //!
 //! Exit status: 0 on success, 1 on failure, 2 on a usage error, 3 when what was asked for
 //! does not exist.
@@ -25,6 +26,7 @@ mod logs;
 mod output;
 mod progress;
 mod up;
+mod worker;
 
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -32,6 +34,7 @@ use std::str::FromStr;
 use clap::{Parser, Subcommand};
 
 use ember_control::admin::keys::KeysCommand;
+use ember_control::admin::worker::WorkerCommand;
 
 use self::alias::AliasCommand;
 use self::bench::BenchCommand;
@@ -89,6 +92,10 @@ enum Command {
     /// Manage the master keys of a control data directory (on the service's machine)
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage who joins the fleet: join tokens; list and revoke workers (on the service's
+    /// machine)
+    #[command(subcommand)]
+    Worker(WorkerCommand),
     /// Measure the platform
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -146,6 +153,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Alias(command) => alias::run(command, &connect(&overrides, output)?),
         Command::Concurrency(command) => concurrency::run(command, &connect(&overrides, output)?),
         Command::Keys(command) => Ok(command.run(&mut std::io::stdout().lock())?),
+        Command::Worker(command) => worker::run(command),
     }
 }
 

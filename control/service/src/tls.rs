@@ -9,6 +9,10 @@
 //! certificate is issued again when it is missing, unreadable, not signed by the CA, does
 //! not cover the listen address or expires within 30 days. The CA itself is never replaced
 //! silently: clients trust it.
+//!
+//! The worker fleet has a CA of its own beside it, `fleet-ca.pem` and `fleet-ca.key`
+//! ("ember fleet CA", never published): workers' certificates come from it, so that no
+//! certificate a worker holds is one API clients accept (`crate::fleet::certs`).
 
 use std::fs;
 use std::io;
@@ -38,6 +42,8 @@ pub const CA_FILE: &str = "ca.pem";
 
 const CA_CERT: &str = "ca.pem";
 const CA_KEY: &str = "ca.key";
+const FLEET_CA_CERT: &str = "fleet-ca.pem";
+const FLEET_CA_KEY: &str = "fleet-ca.key";
 const SERVER_CERT: &str = "server.pem";
 const SERVER_KEY: &str = "server.key";
 
@@ -127,18 +133,46 @@ pub fn local(data_dir: &Path, listen: IpAddr) -> Result<Identity, TlsError> {
 }
 
 /// The local CA's certificate (PEM) and key, creating them and publishing `DIR/ca.pem` as
-/// needed. The worker fleet's certificates come from it too (`crate::fleet::certs`).
+/// needed. Control's fleet listener shows a certificate from it too: it is control's own.
 pub(crate) fn local_ca(data_dir: &Path) -> Result<(String, KeyPair), TlsError> {
-    let dir = data_dir.join(DIR);
-    atomic::private_dir(&dir).map_err(|e| with_path(e, &dir))?;
-    // Two services starting on one data directory must not make two CAs.
-    let _lock = lock::lock(&dir.join(".lock"), Mode::Exclusive)?;
-    let (ca_pem, ca_key) = load_or_create_ca(&dir)?;
+    let ca = CaFiles {
+        cert: CA_CERT,
+        key: CA_KEY,
+        common_name: "ember local CA",
+    };
+    let (ca_pem, ca_key) = open_ca(data_dir, &ca)?;
     let published = data_dir.join(CA_FILE);
     if fs::read_to_string(&published).ok().as_deref() != Some(ca_pem.as_str()) {
         write(&published, ca_pem.as_bytes(), 0o644)?;
     }
     Ok((ca_pem, ca_key))
+}
+
+/// The fleet CA's certificate (PEM) and key, created on first use; kept apart from the
+/// local CA so that API clients never trust what it signs.
+pub(crate) fn fleet_ca(data_dir: &Path) -> Result<(String, KeyPair), TlsError> {
+    let ca = CaFiles {
+        cert: FLEET_CA_CERT,
+        key: FLEET_CA_KEY,
+        common_name: "ember fleet CA",
+    };
+    open_ca(data_dir, &ca)
+}
+
+/// Where a CA of `DIR/tls/` lives and what it is called.
+struct CaFiles {
+    cert: &'static str,
+    key: &'static str,
+    common_name: &'static str,
+}
+
+/// The CA `ca` of `data_dir`, made on first use, under the folder's lock.
+fn open_ca(data_dir: &Path, ca: &CaFiles) -> Result<(String, KeyPair), TlsError> {
+    let dir = data_dir.join(DIR);
+    atomic::private_dir(&dir).map_err(|e| with_path(e, &dir))?;
+    // Two services starting on one data directory must not make two CAs.
+    let _lock = lock::lock(&dir.join(".lock"), Mode::Exclusive)?;
+    load_or_create_ca(&dir, ca)
 }
 
 /// A rustls configuration serving `identity` over TLS 1.2 or 1.3 and HTTP/1.1.
@@ -153,11 +187,11 @@ pub fn server_config(identity: Identity) -> Result<Arc<ServerConfig>, TlsError> 
 }
 
 /// The CA's certificate (PEM) and key, made on first use.
-fn load_or_create_ca(dir: &Path) -> Result<(String, KeyPair), TlsError> {
-    let cert_path = dir.join(CA_CERT);
+fn load_or_create_ca(dir: &Path, ca: &CaFiles) -> Result<(String, KeyPair), TlsError> {
+    let cert_path = dir.join(ca.cert);
     match fs::read_to_string(&cert_path) {
         Ok(pem) => {
-            let key_path = dir.join(CA_KEY);
+            let key_path = dir.join(ca.key);
             let key = fs::read_to_string(&key_path).map_err(|e| {
                 TlsError::Invalid(format!(
                     "{}: {e}; without it the local CA cannot sign. Remove {} to start over \
@@ -182,7 +216,7 @@ fn load_or_create_ca(dir: &Path) -> Result<(String, KeyPair), TlsError> {
             let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
             let now = clock::now_unix() as i64;
             let mut params = CertificateParams::default();
-            params.distinguished_name = name("ember local CA");
+            params.distinguished_name = name(ca.common_name);
             params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
             params.key_usages = vec![
                 KeyUsagePurpose::KeyCertSign,
@@ -192,9 +226,9 @@ fn load_or_create_ca(dir: &Path) -> Result<(String, KeyPair), TlsError> {
             params.not_before = timestamp(now - 3600)?;
             params.not_after = timestamp(now + CA_LIFETIME)?;
             let pem = params.self_signed(&key)?.pem();
-            write(&dir.join(CA_KEY), key.serialize_pem().as_bytes(), 0o600)?;
+            write(&dir.join(ca.key), key.serialize_pem().as_bytes(), 0o600)?;
             write(&cert_path, pem.as_bytes(), 0o644)?;
-            tracing::info!(dir = %dir.display(), "created a local CA");
+            tracing::info!(dir = %dir.display(), ca = ca.common_name, "created a CA");
             Ok((pem, key))
         }
         Err(e) => Err(with_path(e, &cert_path).into()),
@@ -385,6 +419,24 @@ mod tests {
         assert!(current_server(&dir, &foreign_ca, &names, now).is_none());
         // The CA never changes on the way.
         assert_eq!(fs::read_to_string(data.path().join(CA_FILE)).unwrap(), ca);
+    }
+
+    #[test]
+    fn the_fleet_ca_is_another_and_never_published() {
+        let data = tempfile::tempdir().unwrap();
+        let (api, _) = local_ca(data.path()).unwrap();
+        let (fleet, _) = fleet_ca(data.path()).unwrap();
+        assert_ne!(api, fleet);
+        assert_eq!(fleet_ca(data.path()).unwrap().0, fleet, "made once");
+        let der = CertificateDer::from_pem_slice(fleet.as_bytes()).unwrap();
+        assert_eq!(
+            parse(&der).unwrap().subject().to_string(),
+            "CN=ember fleet CA"
+        );
+        let dir = data.path().join(DIR);
+        assert_eq!(mode(&dir.join(FLEET_CA_KEY)), 0o600);
+        let published = fs::read_to_string(data.path().join(CA_FILE)).unwrap();
+        assert_eq!(published, api, "the API bundle holds the API CA only");
     }
 
     #[test]

@@ -127,7 +127,8 @@ fn a_worker_joins_and_is_invoked_through_hybrid_vsock_sockets() {
     let control_socket = dir.path().join(format!("vm.sock_{CONTROL_PORT}"));
     let (mut child, id, port) = worker(&control, &control_socket, &dir.path().join("worker"));
 
-    // Control signed the worker's certificate for the vsock name, not the claimed CID.
+    // Control signed the worker's certificate for the name it gave the worker, not for
+    // the claimed CID.
     let cert = std::fs::read(dir.path().join("worker/worker.pem")).unwrap();
     let cert = CertificateDer::from_pem_slice(&cert).unwrap();
     assert_eq!(
@@ -138,7 +139,7 @@ fn a_worker_joins_and_is_invoked_through_hybrid_vsock_sockets() {
     let names = parsed.subject_alternative_name().unwrap().unwrap();
     assert_eq!(
         format!("{:?}", names.value.general_names),
-        format!("[DNSName({:?})]", ember_fleet::vsock::WORKER_HOST)
+        format!("[DNSName({:?})]", ember_fleet::tls::worker_name(&id))
     );
 
     write_packages(dir.path());

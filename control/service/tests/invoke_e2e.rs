@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use ember_core::grants::GrantIssuer;
+use ember_core::grants::{GrantIssuer, Holder};
 use ember_testkit::worker::Worker;
 use ember_testkit::{aws_error, write_packages, zip, Control};
 use rustls_pki_types::pem::PemObject;
@@ -42,8 +42,8 @@ fn aws_cli_invokes_functions_on_a_registered_worker() {
     let worker = Worker::start(&control, &dir.path().join("worker"));
     write_packages(dir.path());
 
-    // The worker's certificate: from control's CA, named by its id.
-    let ca = std::fs::read(control.ca()).unwrap();
+    // The worker's certificate: from control's fleet CA, named by its id.
+    let ca = std::fs::read(control.data_dir.join("tls/fleet-ca.pem")).unwrap();
     let ca = CertificateDer::from_pem_slice(&ca).unwrap();
     let cert = std::fs::read(worker.state_dir.join("worker.pem")).unwrap();
     let cert = CertificateDer::from_pem_slice(&cert).unwrap();
@@ -268,15 +268,22 @@ fn the_fleet_refuses_strangers_and_bad_grants() {
             .send()
             .unwrap()
     };
-    let module = fetch(grant);
+    // A download URL's grant is no worker's.
+    assert_eq!(fetch(grant).status(), 403);
+    let issuer = GrantIssuer::load_or_create(&control.data_dir).unwrap();
+    let member_id = Holder::Worker(&registered.worker_id);
+    let now = ember_core::clock::now_unix();
+    let grant = issuer
+        .issue(account, artifact, member_id, now + 60)
+        .unwrap();
+    let module = fetch(&grant);
     assert_eq!(module.status(), 200);
     assert_eq!(&module.bytes().unwrap()[..], ember_examples::HELLO);
-    let mut forged = grant.to_owned();
+    let mut forged = grant.clone();
     let last = forged.pop().unwrap();
     forged.push(if last == 'A' { 'B' } else { 'A' });
     assert_eq!(fetch(&forged).status(), 403);
-    let issuer = GrantIssuer::load_or_create(&control.data_dir).unwrap();
-    let expired = issuer.issue(account, artifact, 1).unwrap();
+    let expired = issuer.issue(account, artifact, member_id, 1).unwrap();
     assert_eq!(fetch(&expired).status(), 403);
     // The grant is the credential: a worker certificate alone is not enough.
     assert_eq!(member.get(&code).send().unwrap().status(), 403);

@@ -15,6 +15,7 @@ pub mod concurrency;
 pub mod database;
 pub mod events;
 pub mod functions;
+pub mod join_tokens;
 pub mod logs;
 pub mod sealing;
 pub mod workers;

@@ -19,6 +19,8 @@ pub enum WorkerState {
     Dead,
     /// It deregistered; its certificate is no longer accepted.
     Gone,
+    /// The operator revoked it (`ember worker revoke`): as gone, and nothing brings it back.
+    Revoked,
 }
 
 impl WorkerState {
@@ -28,7 +30,13 @@ impl WorkerState {
             WorkerState::Draining => "draining",
             WorkerState::Dead => "dead",
             WorkerState::Gone => "gone",
+            WorkerState::Revoked => "revoked",
         }
+    }
+
+    /// Whether the worker has left the fleet for good: its certificate counts for nothing.
+    pub fn departed(self) -> bool {
+        matches!(self, WorkerState::Gone | WorkerState::Revoked)
     }
 
     fn parse(text: &str) -> Result<WorkerState, sqlx::Error> {
@@ -37,6 +45,7 @@ impl WorkerState {
             "draining" => WorkerState::Draining,
             "dead" => WorkerState::Dead,
             "gone" => WorkerState::Gone,
+            "revoked" => WorkerState::Revoked,
             other => {
                 return Err(sqlx::Error::Decode(
                     format!("unknown worker state {other:?}").into(),
@@ -57,17 +66,31 @@ pub struct WorkerRow {
     pub last_heartbeat: u64,
     pub lease_expires_at: u64,
     pub state: WorkerState,
+    /// The join token it registered with (`ember_store::join_tokens`).
+    pub token_id: String,
 }
 
-type Row = (String, String, String, i64, i64, i64, i64, i64, i64, String);
+type Row = (
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    String,
+    String,
+);
 
 const COLUMNS: &str = "id, name, address, vcpus, memory_mib, max_environments, registered_at, \
-     last_heartbeat, lease_expires_at, state";
+     last_heartbeat, lease_expires_at, state, token_id";
 
 /// Records a new worker.
 pub async fn insert(pool: &AnyPool, worker: &WorkerRow) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
-        "INSERT INTO workers ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        "INSERT INTO workers ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
     ))
     .bind(&worker.id)
     .bind(&worker.name)
@@ -79,60 +102,94 @@ pub async fn insert(pool: &AnyPool, worker: &WorkerRow) -> Result<(), sqlx::Erro
     .bind(clamp(worker.last_heartbeat))
     .bind(clamp(worker.lease_expires_at))
     .bind(worker.state.as_str())
+    .bind(&worker.token_id)
     .execute(pool)
     .await?;
     Ok(())
 }
 
-/// Records a heartbeat time and the state it left the worker in.
+/// Records a heartbeat time and the state it left the worker in (a revoked worker stays
+/// revoked, whatever a heartbeat in flight meanwhile says).
 pub async fn update(
     pool: &AnyPool,
     id: &str,
     last_heartbeat: u64,
     state: WorkerState,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE workers SET last_heartbeat = $1, state = $2 WHERE id = $3")
-        .bind(clamp(last_heartbeat))
-        .bind(state.as_str())
-        .bind(id)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "UPDATE workers SET last_heartbeat = $1, state = $2 WHERE id = $3 AND state <> 'revoked'",
+    )
+    .bind(clamp(last_heartbeat))
+    .bind(state.as_str())
+    .bind(id)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
-/// Records a new state.
-pub async fn set_state(pool: &AnyPool, id: &str, state: WorkerState) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE workers SET state = $1 WHERE id = $2")
+/// Records a new state; whether the worker is there and was not revoked (revocation is
+/// final).
+pub async fn set_state(pool: &AnyPool, id: &str, state: WorkerState) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE workers SET state = $1 WHERE id = $2 AND state <> 'revoked'")
         .bind(state.as_str())
         .bind(id)
         .execute(pool)
         .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 /// Every worker that has not left.
 pub async fn current(pool: &AnyPool) -> Result<Vec<WorkerRow>, sqlx::Error> {
     let rows: Vec<Row> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM workers WHERE state <> 'gone' ORDER BY id"
+        "SELECT {COLUMNS} FROM workers WHERE state NOT IN ('gone', 'revoked') ORDER BY id"
     ))
     .fetch_all(pool)
     .await?;
     rows.into_iter().map(from_row).collect()
 }
 
-/// Forgets workers that left or died, last heard of before `before`; returns how many.
+/// Every worker stored, departed ones too, by id (for `ember worker list`).
+pub async fn all(pool: &AnyPool) -> Result<Vec<WorkerRow>, sqlx::Error> {
+    let rows: Vec<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM workers ORDER BY id"))
+        .fetch_all(pool)
+        .await?;
+    rows.into_iter().map(from_row).collect()
+}
+
+/// The ids of revoked workers (kept until pruned), for control to learn of revocations
+/// made beside it.
+pub async fn revoked(pool: &AnyPool) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM workers WHERE state = 'revoked' ORDER BY id")
+        .fetch_all(pool)
+        .await
+}
+
+/// Forgets workers that left, died or were revoked, last heard of before `before`;
+/// returns how many. (A revoked worker's certificate ends with its lease, within a day.)
 pub async fn prune(pool: &AnyPool, before: u64) -> Result<u64, sqlx::Error> {
-    let done =
-        sqlx::query("DELETE FROM workers WHERE state IN ('gone', 'dead') AND last_heartbeat < $1")
-            .bind(clamp(before))
-            .execute(pool)
-            .await?;
+    let done = sqlx::query(
+        "DELETE FROM workers WHERE state IN ('gone', 'dead', 'revoked') AND last_heartbeat < $1",
+    )
+    .bind(clamp(before))
+    .execute(pool)
+    .await?;
     Ok(done.rows_affected())
 }
 
 fn from_row(row: Row) -> Result<WorkerRow, sqlx::Error> {
-    let (id, name, address, vcpus, memory_mib, max_environments, registered, heard, lease, state) =
-        row;
+    let (
+        id,
+        name,
+        address,
+        vcpus,
+        memory_mib,
+        max_environments,
+        registered,
+        heard,
+        lease,
+        state,
+        token_id,
+    ) = row;
     let number = |value: i64| u64::try_from(value).unwrap_or(0);
     Ok(WorkerRow {
         id,
@@ -147,6 +204,7 @@ fn from_row(row: Row) -> Result<WorkerRow, sqlx::Error> {
         last_heartbeat: number(heard),
         lease_expires_at: number(lease),
         state: WorkerState::parse(&state)?,
+        token_id,
     })
 }
 
@@ -178,6 +236,7 @@ mod tests {
             last_heartbeat: 100,
             lease_expires_at: 50_500,
             state: WorkerState::Active,
+            token_id: "jt-1".into(),
         };
         insert(pool, &worker).await.unwrap();
         assert_eq!(current(pool).await.unwrap(), [worker.clone()]);
@@ -186,10 +245,20 @@ mod tests {
             .unwrap();
         worker.last_heartbeat = 150;
         worker.state = WorkerState::Draining;
-        assert_eq!(current(pool).await.unwrap(), [worker]);
+        assert_eq!(current(pool).await.unwrap(), [worker.clone()]);
         assert_eq!(prune(pool, 200).await.unwrap(), 0, "draining is kept");
         set_state(pool, "w-1", WorkerState::Gone).await.unwrap();
         assert!(current(pool).await.unwrap().is_empty());
         assert_eq!(prune(pool, 151).await.unwrap(), 1);
+
+        // Revocation is final: neither heartbeats nor states undo it.
+        worker.id = "w-2".into();
+        insert(pool, &worker).await.unwrap();
+        assert!(set_state(pool, "w-2", WorkerState::Revoked).await.unwrap());
+        assert!(!set_state(pool, "w-2", WorkerState::Active).await.unwrap());
+        update(pool, "w-2", 160, WorkerState::Active).await.unwrap();
+        assert!(current(pool).await.unwrap().is_empty());
+        assert_eq!(revoked(pool).await.unwrap(), ["w-2"]);
+        assert_eq!(all(pool).await.unwrap()[0].state, WorkerState::Revoked);
     }
 }

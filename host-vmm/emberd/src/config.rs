@@ -16,8 +16,9 @@ pub struct ServeArgs {
     /// vsock and Unix sockets control's certificate is checked for its vsock name.
     #[arg(long, value_name = "URL")]
     pub control: String,
-    /// Control's CA certificate (`DIR/ca.pem` of ember-control's data directory): the only
-    /// issuer trusted on either side.
+    /// Control's CA certificate (`DIR/ca.pem` of ember-control's data directory), which
+    /// vouches for control's fleet listener. Who may call the worker API is checked against
+    /// the fleet CA control hands over at registration instead.
     #[arg(long, value_name = "PEM")]
     pub ca: PathBuf,
     /// The file holding control's bootstrap token (`DIR/worker-token`).

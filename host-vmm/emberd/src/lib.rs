@@ -182,8 +182,10 @@ async fn serve(
         key_pem: &registration.key_pem,
     };
     let control = Arc::new(ControlClient::new(&args.control, &ca_pem, Some(&identity))?);
-    let server_config =
-        ember_fleet::tls::server_config(&ca_pem, &identity, false).map_err(WorkerError::ApiTls)?;
+    // Who may call the worker API: control's client certificate, from the fleet CA that
+    // control handed over at registration (on a connection `--ca` authenticated).
+    let server_config = ember_fleet::tls::server_config(&response.ca_pem, &identity, false)
+        .map_err(WorkerError::ApiTls)?;
 
     // Functions' output is theirs (it reaches callers as log tails); the worker's own log
     // takes a bounded share of it, whatever a function prints.

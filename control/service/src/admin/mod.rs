@@ -1,10 +1,12 @@
 //! Operator commands that both binaries offer: `ember-control keys …` and `ember keys …`
-//! ([`keys::KeysCommand`]), `ember-control account …` ([`account::AccountCommand`]). They
+//! ([`keys::KeysCommand`]), `ember-control worker …` and `ember worker …`
+//! ([`worker::WorkerCommand`]), `ember-control account …` ([`account::AccountCommand`]). They
 //! work on a data directory directly, beside a running service: the keyring, the artifact
 //! store and SQLite (WAL) all take care of concurrent processes.
 
 pub mod account;
 pub mod keys;
+pub mod worker;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -81,6 +83,8 @@ pub enum AdminError {
     Account(#[from] AccountError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Fleet(String),
     #[error("{0} artifact(s) could not be re-wrapped; keep the older keys until they are")]
     RewrapFailed(usize),
     #[error("{count} database secret(s) are still sealed under master key {id}; run `keys rotate` (which re-seals them) first")]

@@ -2,7 +2,8 @@
 //! decrypted module. This is where GetFunction's `Code.Location` points (like Lambda's
 //! pre-signed S3 URL, valid for [`LOCATION_LIFETIME`]) and what a worker fetches code
 //! with. The grant is the only credential: it names exactly one artifact of one account and
-//! expires, so the route sits outside SigV4 authentication.
+//! expires, so the route sits outside SigV4 authentication. Grants issued to workers are
+//! refused here: they work only for their worker, on the fleet listener.
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use crate::api::error::ApiError;
 use crate::api::request::blocking;
 use crate::service::Service;
 use ember_core::clock;
+use ember_core::grants::Holder;
 
 /// How long a `Code.Location` URL works.
 pub const LOCATION_LIFETIME: u64 = 600;
@@ -46,7 +48,7 @@ pub fn location(
     let expires_at = clock::now_unix() + LOCATION_LIFETIME;
     let grant = service
         .grants
-        .issue(account, artifact_id, expires_at)
+        .issue(account, artifact_id, Holder::Url, expires_at)
         .map_err(|e| ApiError::service(e.to_string()))?;
     Ok(format!(
         "https://{host}/artifacts/{account}/{artifact_id}?grant={grant}"
@@ -60,7 +62,7 @@ async fn download(
 ) -> Result<Response, ApiError> {
     let grant = service
         .grants
-        .verify(&query.grant, &artifact, clock::now_unix())
+        .verify(&query.grant, &artifact, Holder::Url, clock::now_unix())
         .map_err(|e| denied(&e.to_string()))?;
     if grant.account != account {
         return Err(denied("grant is for another account"));

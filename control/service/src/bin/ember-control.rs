@@ -1,5 +1,5 @@
 //! `ember-control`: the control service (`serve`) and the operator commands that work on
-//! its data directory (`keys`, `account`).
+//! its data directory (`keys`, `account`, `worker`).
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -10,14 +10,16 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use ember_control::admin::account::AccountCommand;
 use ember_control::admin::keys::KeysCommand;
+use ember_control::admin::worker::WorkerCommand;
 use ember_control::admin::{DataDirArgs, DatabaseArgs, MasterKeyArgs};
 use ember_control::events::EventSettings;
-use ember_control::fleet::FleetSettings;
+use ember_control::fleet::{join, FleetSettings};
 use ember_control::logs::LogSettings;
 use ember_control::metrics::{self, http::MetricsListen};
 use ember_control::server::fleet_listener::{FleetOptions, HybridVsock};
 use ember_control::server::{self, ServeOptions};
 use ember_control::service::{RequestLimits, Settings};
+use ember_fleet::messages::Capacity;
 use ember_net::limits::Limits;
 
 #[derive(Parser)]
@@ -37,6 +39,9 @@ enum Command {
     /// Manage accounts.
     #[command(subcommand)]
     Account(AccountCommand),
+    /// Manage the workers' join tokens; list and revoke workers.
+    #[command(subcommand)]
+    Worker(WorkerCommand),
 }
 
 #[derive(Args)]
@@ -88,6 +93,16 @@ struct ServeArgs {
     #[arg(long, value_name = "MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(50..=60_000))]
     heartbeat_ms: u64,
+    /// The most vCPUs a worker joining with the bootstrap token (DIR/worker-token) may
+    /// claim; tokens from `worker token create` carry their own ceiling.
+    #[arg(long, value_name = "N", default_value_t = join::DEFAULT_CEILING.vcpus)]
+    worker_max_vcpus: u32,
+    /// The most guest memory (MiB) a worker joining with the bootstrap token may claim.
+    #[arg(long, value_name = "MIB", default_value_t = join::DEFAULT_CEILING.memory_mib)]
+    worker_max_memory_mib: u64,
+    /// The most environments a worker joining with the bootstrap token may claim.
+    #[arg(long, value_name = "N", default_value_t = join::DEFAULT_CEILING.max_environments)]
+    worker_max_envs: u32,
     /// How long a worker's lease lasts, in seconds (at most 14 hours).
     #[arg(long, value_name = "SECONDS", default_value_t = 50_400,
           value_parser = clap::value_parser!(u64).range(1..=50_400))]
@@ -182,6 +197,10 @@ fn main() -> ExitCode {
         Command::Keys(command) => command
             .run(&mut std::io::stdout().lock())
             .map_err(|e| e.to_string()),
+        Command::Worker(command) => runtime().and_then(|rt| {
+            rt.block_on(command.run(&mut std::io::stdout()))
+                .map_err(|e| e.to_string())
+        }),
         Command::Account(command) => runtime().and_then(|rt| {
             rt.block_on(command.run(&mut std::io::stdout()))
                 .map_err(|e| e.to_string())
@@ -208,6 +227,11 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             fleet: FleetSettings {
                 heartbeat: Duration::from_millis(args.heartbeat_ms),
                 lease: Duration::from_secs(args.lease_seconds),
+                bootstrap_ceiling: Capacity {
+                    vcpus: args.worker_max_vcpus,
+                    memory_mib: args.worker_max_memory_mib,
+                    max_environments: args.worker_max_envs,
+                },
                 ..FleetSettings::default()
             },
             events: EventSettings {

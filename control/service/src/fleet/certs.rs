@@ -1,15 +1,17 @@
-//! The fleet's certificates, all signed by the local CA (`DIR/tls/`, see
-//! [`crate::tls`]), the only issuer control and workers trust for each other:
+//! The fleet's certificates. Two CAs of `DIR/tls/` (see [`crate::tls`]) sign them:
 //!
-//! - each worker's, from the CSR it registers with: control keeps only the CSR's public key
-//!   (the CSR's signature proves the worker holds the private key) and writes everything
-//!   else itself: common name = the worker id, which is how the fleet listener knows who
-//!   calls; a SAN for the host in the worker's address, which control dials; usable as
-//!   server and client; valid until shortly after the worker's lease ends;
-//! - the fleet listener's server certificate, for `localhost`, the loopback addresses, the
-//!   listen address and any names the operator adds;
-//! - control's client certificate for calling workers, common name
-//!   [`ember_fleet::tls::CONTROL_NAME`], which workers require.
+//! - the **fleet CA**, which API clients never trust, signs what the fleet's members show
+//!   each other: each worker's certificate, from the CSR it registers with (control keeps
+//!   only the CSR's public key, whose signature proves the worker holds the private key,
+//!   and writes everything else itself: common name = the worker id, which is how the
+//!   fleet listener knows who calls; one SAN, [`ember_fleet::tls::worker_name`] of the id,
+//!   which control checks when it calls the worker, never a name the worker asked for;
+//!   usable as server and client; valid until shortly after the worker's lease ends), and
+//!   control's client certificate for calling workers (common name
+//!   [`ember_fleet::tls::CONTROL_NAME`], which workers require);
+//! - the **local (API) CA**, which workers are given as `--ca`, signs the fleet listener's
+//!   server certificate (for `localhost`, the loopback addresses, the listen address and
+//!   any names the operator adds): it is control's own, as the API's is.
 //!
 //! Control's own two are made afresh (with fresh keys) at every start and never stored.
 
@@ -43,10 +45,12 @@ impl std::fmt::Debug for PemPair {
     }
 }
 
-/// The local CA, ready to sign.
+/// The fleet CA and the local CA, ready to sign.
 pub struct FleetCa {
     ca_pem: String,
     issuer: Issuer<'static, KeyPair>,
+    /// The local CA, for the fleet listener's own certificate.
+    local: Issuer<'static, KeyPair>,
 }
 
 impl std::fmt::Debug for FleetCa {
@@ -56,30 +60,36 @@ impl std::fmt::Debug for FleetCa {
 }
 
 impl FleetCa {
-    /// The CA of `data_dir`, created on first use like the API's.
+    /// The CAs of `data_dir`, created on first use.
     pub fn open(data_dir: &Path) -> Result<FleetCa, TlsError> {
-        let (ca_pem, key) = tls::local_ca(data_dir)?;
+        let (ca_pem, key) = tls::fleet_ca(data_dir)?;
         let issuer = Issuer::from_ca_cert_pem(&ca_pem, key)?;
-        Ok(FleetCa { ca_pem, issuer })
+        let (local_pem, local_key) = tls::local_ca(data_dir)?;
+        let local = Issuer::from_ca_cert_pem(&local_pem, local_key)?;
+        Ok(FleetCa {
+            ca_pem,
+            issuer,
+            local,
+        })
     }
 
-    /// The CA's certificate (PEM).
+    /// The fleet CA's certificate (PEM): what control and workers trust for each other's
+    /// certificates.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
     }
 
-    /// Signs the public key of a worker's CSR (PEM) as worker `worker_id`, reachable at
-    /// `host`, valid until `not_after` (Unix seconds).
+    /// Signs the public key of a worker's CSR (PEM) as worker `worker_id`, valid until
+    /// `not_after` (Unix seconds).
     pub fn sign_worker(
         &self,
         csr_pem: &str,
         worker_id: &str,
-        host: &str,
         not_after: u64,
     ) -> Result<String, TlsError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)?;
         let mut params = leaf(worker_id, not_after)?;
-        params.subject_alt_names = vec![san(host)?];
+        params.subject_alt_names = vec![san(&ember_fleet::tls::worker_name(worker_id))?];
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
@@ -87,7 +97,8 @@ impl FleetCa {
         Ok(params.signed_by(&csr.public_key, &self.issuer)?.pem())
     }
 
-    /// The fleet listener's certificate for `names` and `extra` host names.
+    /// The fleet listener's certificate, from the local CA, for `listen` and `extra`
+    /// host names.
     pub fn listener(&self, listen: IpAddr, extra: &[String]) -> Result<PemPair, TlsError> {
         let mut params = leaf("ember-control fleet", clock::now_unix() + OWN_LIFETIME)?;
         params.subject_alt_names = tls::required_names(listen);
@@ -95,7 +106,7 @@ impl FleetCa {
             params.subject_alt_names.push(san(name)?);
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        self.issue(params)
+        issue(params, &self.local)
     }
 
     /// Control's client certificate for calling workers.
@@ -105,17 +116,18 @@ impl FleetCa {
             clock::now_unix() + OWN_LIFETIME,
         )?;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.issue(params)
+        issue(params, &self.issuer)
     }
+}
 
-    fn issue(&self, params: CertificateParams) -> Result<PemPair, TlsError> {
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let certificate = params.signed_by(&key, &self.issuer)?.pem();
-        Ok(PemPair {
-            certificate,
-            key: key.serialize_pem(),
-        })
-    }
+/// A certificate of `params` for a fresh key, signed by `issuer`.
+fn issue(params: CertificateParams, issuer: &Issuer<'_, KeyPair>) -> Result<PemPair, TlsError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let certificate = params.signed_by(&key, issuer)?.pem();
+    Ok(PemPair {
+        certificate,
+        key: key.serialize_pem(),
+    })
 }
 
 /// A leaf certificate's parameters: `common_name`, signing only, from an hour ago (clock
@@ -163,7 +175,7 @@ mod tests {
         asked.distinguished_name = tls::name(ember_fleet::tls::CONTROL_NAME);
         let csr = asked.serialize_request(&key).unwrap().pem().unwrap();
         let pem = ca
-            .sign_worker(&csr, "w-0123", "127.0.0.1", clock::now_unix() + 60)
+            .sign_worker(&csr, "w-0123", clock::now_unix() + 60)
             .unwrap();
         let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
         assert_eq!(
@@ -172,7 +184,20 @@ mod tests {
         );
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
         let sans = &cert.subject_alternative_name().unwrap().unwrap().value;
-        assert_eq!(sans.general_names.len(), 1);
+        assert_eq!(
+            sans.general_names,
+            [x509_parser::extensions::GeneralName::DNSName(
+                "w-0123.workers.ember"
+            )]
+        );
+        // From the fleet CA, not the local one API clients trust.
+        let fleet_ca = CertificateDer::from_pem_slice(ca.ca_pem().as_bytes()).unwrap();
+        let (_, fleet_ca) = x509_parser::parse_x509_certificate(&fleet_ca).unwrap();
+        cert.verify_signature(Some(fleet_ca.public_key())).unwrap();
+        let (local_pem, _) = tls::local_ca(dir.path()).unwrap();
+        let local = CertificateDer::from_pem_slice(local_pem.as_bytes()).unwrap();
+        let (_, local) = x509_parser::parse_x509_certificate(&local).unwrap();
+        assert!(cert.verify_signature(Some(local.public_key())).is_err());
         assert_eq!(cert.public_key().raw, {
             use rcgen::PublicKeyData;
             key.subject_public_key_info()
@@ -191,13 +216,18 @@ mod tests {
             Some(ember_fleet::tls::CONTROL_NAME)
         );
         let listener = ca.listener("127.0.0.1".parse().unwrap(), &[]).unwrap();
+        let listener_der = CertificateDer::from_pem_slice(listener.certificate.as_bytes()).unwrap();
+        let (_, listener_cert) = x509_parser::parse_x509_certificate(&listener_der).unwrap();
+        listener_cert
+            .verify_signature(Some(local.public_key()))
+            .unwrap();
         let identity = ember_fleet::tls::Identity {
             certificate_pem: &listener.certificate,
             key_pem: &listener.key,
         };
         ember_fleet::tls::server_config(ca.ca_pem(), &identity, true).unwrap();
 
-        assert!(ca.sign_worker("garbage", "w-1", "127.0.0.1", 1).is_err());
+        assert!(ca.sign_worker("garbage", "w-1", 1).is_err());
         assert!(san("bad host/").is_err());
         assert!(matches!(san("[::1]").unwrap(), SanType::IpAddress(_)));
         assert!(matches!(

@@ -1,15 +1,19 @@
 //! How control calls a worker's API: HTTPS with control's client certificate, trusting
-//! only the local CA, TLS 1.3 with AES-GCM only ([`ember_fleet::tls::client_config`]).
-//! Over TCP the connections are kept alive (a warm invocation pays no handshake). A worker
-//! in a VM registered over vsock has the address `worker.vsock.ember:PORT`
-//! ([`ember_fleet::vsock`]): control reaches it through the VM's hybrid vsock socket
-//! (`CONNECT PORT`), with a connection per invocation, and checks its certificate for that
-//! name.
+//! only the fleet CA, TLS 1.3 with AES-GCM only ([`ember_fleet::tls::client_config`]).
+//! Control checks the worker's certificate for the name it gave that worker
+//! ([`ember_fleet::tls::worker_name`] of its id), never for the address the worker
+//! registered: a worker answering at another's address (or a stranger there) gets no
+//! request. Over TCP that name is the URL's host, resolved to the registered address by
+//! [`WorkerResolver`], and connections are kept alive (a warm invocation pays no
+//! handshake). A worker in a VM registered over vsock has the address
+//! `worker.vsock.ember:PORT` ([`ember_fleet::vsock`]): control reaches it through the VM's
+//! hybrid vsock socket (`CONNECT PORT`), with a connection per invocation.
 //!
 //! A failed call says whether the invocation may have run: a connection that could not be
 //! made, or a worker that refused it before starting (draining), ran nothing and can go to
 //! another worker; anything after the request was sent may have run.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +29,7 @@ use rustls_pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
 use super::certs::PemPair;
+use super::state::Workers;
 
 /// How long a worker may take to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -58,12 +63,14 @@ impl std::fmt::Debug for WorkerClient {
 }
 
 impl WorkerClient {
-    /// A client trusting `ca_pem` and presenting `identity`, reaching workers registered
-    /// over vsock through the hybrid socket `hybrid`.
+    /// A client trusting `ca_pem` and presenting `identity`, reaching the `workers` at
+    /// their registered addresses, those registered over vsock through the hybrid socket
+    /// `hybrid`.
     pub fn new(
         ca_pem: &str,
         identity: &PemPair,
         hybrid: Option<PathBuf>,
+        workers: Workers,
     ) -> Result<WorkerClient, String> {
         let identity = Identity {
             certificate_pem: &identity.certificate,
@@ -74,6 +81,7 @@ impl WorkerClient {
         let http = reqwest::Client::builder()
             .use_preconfigured_tls((*tls).clone())
             .connect_timeout(CONNECT_TIMEOUT)
+            .dns_resolver(Arc::new(WorkerResolver(workers)))
             .tcp_nodelay(true)
             .no_proxy()
             .build()
@@ -85,20 +93,25 @@ impl WorkerClient {
         })
     }
 
-    /// Runs `request` on the worker at `address` (`host:port`), waiting up to `timeout`.
+    /// Runs `request` on worker `worker_id`, registered at `address` (`host:port`),
+    /// waiting up to `timeout`.
     pub async fn invoke(
         &self,
+        worker_id: &str,
         address: &str,
         request: &InvokeRequest,
         timeout: Duration,
     ) -> Result<InvokeResponse, CallError> {
-        if let Some(port) = address
-            .strip_prefix(WORKER_HOST)
-            .and_then(|rest| rest.strip_prefix(':'))
-        {
-            return self.invoke_hybrid(port, request, timeout).await;
+        let Some((host, port)) = address.rsplit_once(':') else {
+            return Err(CallError::Unavailable(format!(
+                "invalid worker address {address:?}"
+            )));
+        };
+        if host == WORKER_HOST {
+            return self.invoke_hybrid(worker_id, port, request, timeout).await;
         }
-        let url = format!("https://{address}{}", ember_fleet::INVOKE);
+        let name = ember_fleet::tls::worker_name(worker_id);
+        let url = format!("https://{name}:{port}{}", ember_fleet::INVOKE);
         let sent = self
             .http
             .post(url)
@@ -119,9 +132,11 @@ impl WorkerClient {
         answer(status, &body)
     }
 
-    /// Runs `request` on guest port `port` behind the hybrid vsock socket.
+    /// Runs `request` on worker `worker_id` at guest port `port` behind the hybrid vsock
+    /// socket.
     async fn invoke_hybrid(
         &self,
+        worker_id: &str,
         port: &str,
         request: &InvokeRequest,
         timeout: Duration,
@@ -135,7 +150,9 @@ impl WorkerClient {
         let port: u32 = port
             .parse()
             .map_err(|_| CallError::Unavailable(format!("invalid vsock port {port:?}")))?;
-        let server_name = ServerName::try_from(WORKER_HOST).expect("a valid DNS name");
+        let name = ember_fleet::tls::worker_name(worker_id);
+        let server_name = ServerName::try_from(name.clone())
+            .map_err(|e| CallError::Unavailable(format!("invalid worker id: {e}")))?;
         let connect = async {
             let stream = ember_net::hybrid_vsock::connect(uds, port).await?;
             self.tls.connect(server_name, stream).await
@@ -151,7 +168,7 @@ impl WorkerClient {
         tokio::spawn(connection);
         let body = serde_json::to_vec(request).map_err(|e| CallError::Failed(e.to_string()))?;
         let request = http::Request::post(ember_fleet::INVOKE)
-            .header(http::header::HOST, WORKER_HOST)
+            .header(http::header::HOST, name)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| CallError::Failed(e.to_string()))?;
@@ -166,6 +183,22 @@ impl WorkerClient {
             .map_err(|_| CallError::Failed("the worker did not answer in time".into()))?
             .map_err(|e| CallError::Failed(chain(&e)))?;
         answer(status, &body)
+    }
+}
+
+/// Resolves the name control gives a worker to the address it registered, so that TLS
+/// checks the name while TCP goes to the address.
+struct WorkerResolver(Workers);
+
+impl reqwest::dns::Resolve for WorkerResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let address = ember_fleet::tls::worker_of(name.as_str()).and_then(|id| self.0.address(id));
+        let name = name.as_str().to_owned();
+        Box::pin(async move {
+            let address = address.ok_or_else(|| format!("{name} is no worker control knows"))?;
+            let found: Vec<SocketAddr> = tokio::net::lookup_host(address).await?.collect();
+            Ok(Box::new(found.into_iter()) as reqwest::dns::Addrs)
+        })
     }
 }
 
@@ -192,4 +225,138 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::certs::FleetCa;
+    use crate::fleet::fixtures::{version_key, worker_row};
+    use ember_core::clock;
+    use ember_fleet::messages::{CodeRef, FunctionConfig, Status};
+    use rcgen::{CertificateParams, KeyPair};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::mpsc;
+
+    /// A worker certificate for `id` from `ca`: certificate and key, PEM.
+    fn worker_identity(ca: &FleetCa, id: &str) -> PemPair {
+        let key = KeyPair::generate().unwrap();
+        let csr = CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap();
+        PemPair {
+            certificate: ca.sign_worker(&csr, id, clock::now_unix() + 600).unwrap(),
+            key: key.serialize_pem(),
+        }
+    }
+
+    /// A worker API on a loopback port showing `identity`, requiring control's client
+    /// certificate as a worker does; sends every request head it reads to the channel and
+    /// answers a successful invocation.
+    async fn fake_worker(ca: &FleetCa, identity: &PemPair) -> (String, mpsc::Receiver<String>) {
+        let config = ember_fleet::tls::server_config(
+            ca.ca_pem(),
+            &Identity {
+                certificate_pem: &identity.certificate,
+                key_pem: &identity.key,
+            },
+            false,
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let (seen, requests) = mpsc::channel(4);
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let Ok(mut tls) = acceptor.accept(socket).await else {
+                    continue;
+                };
+                let mut head = vec![0; 8192];
+                let n = tls.read(&mut head).await.unwrap_or(0);
+                let _ = seen
+                    .send(String::from_utf8_lossy(&head[..n]).into_owned())
+                    .await;
+                let body = serde_json::to_vec(&InvokeResponse {
+                    status: Status::Success,
+                    payload: String::new(),
+                    error_type: None,
+                    log_tail: String::new(),
+                    log: String::new(),
+                    environment: 1,
+                    duration_us: 1,
+                    init_us: None,
+                    max_memory_used_mib: 1,
+                })
+                .unwrap();
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = tls.write_all(head.as_bytes()).await;
+                let _ = tls.write_all(&body).await;
+                let _ = tls.shutdown().await;
+            }
+        });
+        (address, requests)
+    }
+
+    fn request() -> InvokeRequest {
+        InvokeRequest {
+            request_id: "r-1".into(),
+            function: FunctionConfig {
+                key: version_key("1"),
+                code: CodeRef {
+                    account: "a".into(),
+                    artifact_id: "x".into(),
+                    grant: "g".into(),
+                },
+                handler: "handle".into(),
+                memory_mib: 64,
+                timeout_ms: 1000,
+                environment: Default::default(),
+            },
+            credentials: None,
+            payload: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_a_worker_only_when_it_proves_the_id_control_gave_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = FleetCa::open(dir.path()).unwrap();
+        let workers = Workers::default();
+        let client = WorkerClient::new(
+            ca.ca_pem(),
+            &ca.control_client().unwrap(),
+            None,
+            workers.clone(),
+        )
+        .unwrap();
+
+        // w-b, a member of the fleet too, answers at the address w-a registered.
+        let (address, mut requests) = fake_worker(&ca, &worker_identity(&ca, "w-b")).await;
+        let mut row = worker_row("w-a", 8, clock::now_unix() + 600);
+        row.address = address.clone();
+        workers.add(&row);
+        let timeout = Duration::from_secs(5);
+        let refused = client.invoke("w-a", &address, &request(), timeout).await;
+        assert!(
+            matches!(refused, Err(CallError::Unavailable(_))),
+            "{refused:?}"
+        );
+        assert!(requests.try_recv().is_err(), "w-a's invocation reached w-b");
+
+        // w-a itself gets it.
+        let (address, mut requests) = fake_worker(&ca, &worker_identity(&ca, "w-a")).await;
+        row.address = address.clone();
+        workers.add(&row);
+        let answered = client.invoke("w-a", &address, &request(), timeout).await;
+        assert_eq!(answered.unwrap().status, Status::Success);
+        let head = requests.recv().await.unwrap();
+        assert!(head.starts_with("POST /worker/v1/invoke"), "{head}");
+    }
 }

@@ -20,6 +20,7 @@ pub fn worker_row(id: &str, max_environments: u32, lease_expires_at: u64) -> Wor
         last_heartbeat: 0,
         lease_expires_at,
         state: WorkerState::Active,
+        token_id: "jt-test".into(),
     }
 }
 

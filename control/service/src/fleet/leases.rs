@@ -8,6 +8,8 @@
 //!
 //! A worker silent for [`super::FleetSettings::missed_heartbeats`] heartbeat intervals is
 //! marked dead by [`watch`]; dead workers get no invocations until they heartbeat again.
+//! [`watch`] also learns of workers the operator revoked beside the service (`ember worker
+//! revoke`, a row in SQL): from then on they get nothing and are refused everything.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,8 +42,8 @@ impl FleetSettings {
     }
 }
 
-/// Marks silent workers dead, every heartbeat interval, and forgets departed ones after a
-/// day. Runs until the runtime stops.
+/// Marks silent workers dead and takes in revocations, every heartbeat interval, and
+/// forgets departed ones after a day. Runs until the runtime stops.
 pub async fn watch(fleet: Arc<super::Fleet>) {
     let mut tick = tokio::time::interval(fleet.settings.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -57,6 +59,17 @@ pub async fn watch(fleet: Arc<super::Fleet>) {
             if let Err(e) = registry::set_state(pool, &id, WorkerState::Dead).await {
                 tracing::warn!(worker = %id, error = %e, "could not record the worker's death");
             }
+        }
+        match registry::revoked(pool).await {
+            Ok(revoked) => {
+                for id in revoked {
+                    if fleet.workers.set_state(&id, WorkerState::Revoked) {
+                        tracing::warn!(worker = %id, "worker revoked");
+                        fleet.provisioned.changed();
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read revoked workers"),
         }
         let now = clock::now_unix();
         if now >= pruned_at + 3600 {
@@ -83,6 +96,7 @@ mod tests {
             heartbeat: Duration::from_millis(200),
             missed_heartbeats: 3,
             lease: Duration::from_secs(4),
+            ..FleetSettings::default()
         };
         assert_eq!(short.drain_margin(), Duration::from_millis(400));
         assert_eq!(short.silence_limit(), Duration::from_millis(600));

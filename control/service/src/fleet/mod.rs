@@ -1,5 +1,5 @@
-//! The worker fleet as control sees it: workers join with the bootstrap token ([`token`])
-//! and get a certificate from the local CA ([`certs`]); from then on they heartbeat, fetch
+//! The worker fleet as control sees it: workers join with a join token ([`join`]; the
+//! bootstrap token of [`token`] is one) and get a certificate from the fleet CA ([`certs`]); from then on they heartbeat, fetch
 //! code and deregister over mutual TLS on the fleet listener (the server's HTTP edge).
 //! Control keeps each worker's row in SQL (`ember_store::workers`) so a restart forgets
 //! none, a live view of what each one holds and runs ([`state`]), the lease rules
@@ -14,6 +14,7 @@ pub mod client;
 pub mod fixtures;
 pub mod function_config;
 pub mod in_flight;
+pub mod join;
 pub mod leases;
 pub mod metrics;
 pub mod provision;
@@ -24,6 +25,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ember_core::grants::GrantIssuer;
+use ember_fleet::messages::Capacity;
 use ember_store::Registry;
 
 use in_flight::InFlight;
@@ -37,6 +39,8 @@ pub struct FleetSettings {
     pub missed_heartbeats: u32,
     /// How long a worker's lease lasts from its registration (at most [`leases::MAX_LEASE`]).
     pub lease: Duration,
+    /// The most a worker joining with the bootstrap token may claim.
+    pub bootstrap_ceiling: Capacity,
 }
 
 impl Default for FleetSettings {
@@ -45,6 +49,7 @@ impl Default for FleetSettings {
             heartbeat: Duration::from_secs(1),
             missed_heartbeats: 3,
             lease: leases::MAX_LEASE,
+            bootstrap_ceiling: join::DEFAULT_CEILING,
         }
     }
 }

@@ -29,6 +29,7 @@ use super::function_config::{self as config, GRANT_LIFETIME};
 use super::state::Workers;
 use super::Fleet;
 use ember_core::clock;
+use ember_core::grants::Holder;
 use ember_store::aliases::{self, Routing};
 use ember_store::concurrency;
 use ember_store::functions::{self, Version};
@@ -107,7 +108,7 @@ impl Placement {
     }
 
     /// Worker `worker`'s shares, each with what it needs to create the environments (the
-    /// version's configuration and a fresh grant for its code).
+    /// version's configuration and a fresh grant for its code, issued to that worker).
     pub async fn assignments(&self, fleet: &Fleet, worker: &str) -> Vec<Provisioned> {
         self.first
             .get_or_init(|| async { self.recompute_logged(fleet).await })
@@ -129,7 +130,12 @@ impl Placement {
             .filter_map(|(version, count)| {
                 let grant = fleet
                     .grants
-                    .issue(&version.account_id, &version.code.artifact_id, expires_at)
+                    .issue(
+                        &version.account_id,
+                        &version.code.artifact_id,
+                        Holder::Worker(worker),
+                        expires_at,
+                    )
                     .inspect_err(|e| tracing::error!(error = %e, "cannot grant provisioned code"))
                     .ok()?;
                 Some(Provisioned {
@@ -486,6 +492,8 @@ mod tests {
             ..HeartbeatRequest::default()
         };
         // w-a's share is 2, w-b's 1; w-b also runs an environment of its own.
+        workers.expect("w-a", &key("1"), 2);
+        workers.expect("w-b", &key("1"), 2);
         workers
             .heartbeat("w-a", &report(1, 0), 0, |_| false)
             .unwrap();
@@ -502,7 +510,7 @@ mod tests {
         assert_eq!(got.failure, None);
 
         // A worker that cannot initialize the version says why; only one holding a share
-        // of it counts.
+        // of it counts (and w-c was never placed any).
         let failing = HeartbeatRequest {
             provision_failures: vec![ProvisionFailure {
                 key: key("1"),

@@ -5,6 +5,14 @@
 //! with each heartbeat too. A heartbeat replaces the reported part; the rest keeps the view
 //! current between heartbeats, so that a burst of invocations of one version finds the
 //! environments its first invocations just created.
+//!
+//! A worker is not believed beyond what control placed there: per version, the cold
+//! invocations this instance sent it and the provisioned environments it was told to keep
+//! ([`WorkerView::placed`]). A heartbeat claiming environments of other versions, or more
+//! of one, cannot draw that version's invocations (and their payloads, grants and role
+//! credentials) to a rogue worker; nor can it claim more environments than its
+//! registration's maximum. (A restarted control believes a worker's environments again
+//! once it has placed them anew.)
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -35,6 +43,9 @@ pub struct WorkerView {
     /// Provisioned versions it cannot create environments of, and why, as its last
     /// heartbeat reported them.
     pub provision_failures: HashMap<VersionKey, String>,
+    /// Environments per version control asked it for (cold invocations sent, provisioned
+    /// shares), at most its maximum: the most of each its heartbeats are believed.
+    pub placed: HashMap<VersionKey, u32>,
     /// Environments alive, as far as this instance knows.
     pub environments: u32,
     /// Invocations this instance sent and that have not answered yet.
@@ -86,11 +97,19 @@ impl Workers {
             idle: HashMap::new(),
             held: HashMap::new(),
             provision_failures: HashMap::new(),
+            placed: HashMap::new(),
             environments: 0,
             routed: 0,
             persisted_at: row.last_heartbeat,
         };
         self.lock().insert(row.id.clone(), view);
+    }
+
+    /// The address worker `id` registered, if known and not departed.
+    pub fn address(&self, id: &str) -> Option<String> {
+        let workers = self.lock();
+        let worker = workers.get(id)?;
+        (!worker.state.departed()).then(|| worker.address.clone())
     }
 
     /// A worker's state, if known.
@@ -103,10 +122,10 @@ impl Workers {
         self.lock().values().filter(|w| w.state == state).count()
     }
 
-    /// Takes a heartbeat from worker `id` at `now` (Unix seconds): replaces what it reported
-    /// and moves it to `Draining` when it says so or `drain(lease_expires_at)`, else back to
-    /// `Active` (a dead worker that heartbeats again is alive). `None` for an unknown or
-    /// departed worker.
+    /// Takes a heartbeat from worker `id` at `now` (Unix seconds): replaces what it reported,
+    /// as far as control placed it, and moves it to `Draining` when it says so or
+    /// `drain(lease_expires_at)`, else back to `Active` (a dead worker that heartbeats again
+    /// is alive). `None` for an unknown or departed worker.
     pub fn heartbeat(
         &self,
         id: &str,
@@ -116,28 +135,32 @@ impl Workers {
     ) -> Option<Heard> {
         let mut workers = self.lock();
         let worker = workers.get_mut(id)?;
-        if worker.state == WorkerState::Gone {
+        if worker.state.departed() {
             return None;
         }
         worker.last_heartbeat = Instant::now();
-        worker.idle = report
-            .inventory
-            .iter()
-            .filter(|entry| entry.idle > 0)
-            .map(|entry| (entry.key.clone(), entry.idle))
-            .collect();
-        worker.held = report
-            .inventory
-            .iter()
-            .map(|entry| (entry.key.clone(), entry.idle.saturating_add(entry.busy)))
-            .filter(|(_, held)| *held > 0)
-            .collect();
+        let placed = &worker.placed;
+        let believed = |key: &VersionKey, n: u32| n.min(placed.get(key).copied().unwrap_or(0));
+        let mut held = HashMap::new();
+        let mut idle = HashMap::new();
+        for entry in &report.inventory {
+            let all = believed(&entry.key, entry.idle.saturating_add(entry.busy));
+            if all > 0 {
+                held.insert(entry.key.clone(), all);
+            }
+            if entry.idle.min(all) > 0 {
+                idle.insert(entry.key.clone(), entry.idle.min(all));
+            }
+        }
         worker.provision_failures = report
             .provision_failures
             .iter()
+            .filter(|failure| placed.contains_key(&failure.key))
             .map(|failure| (failure.key.clone(), bounded(&failure.reason)))
             .collect();
-        worker.environments = report.environments;
+        worker.held = held;
+        worker.idle = idle;
+        worker.environments = report.environments.min(worker.capacity.max_environments);
         let state = if report.draining || drain(worker.lease_expires_at) {
             WorkerState::Draining
         } else {
@@ -155,10 +178,20 @@ impl Workers {
         })
     }
 
-    /// Moves worker `id` to `state`; whether it changed.
+    /// Worker `id` was told to keep `count` environments of `key` (provisioned
+    /// concurrency): its heartbeats are believed that far.
+    pub fn expect(&self, id: &str, key: &VersionKey, count: u32) {
+        if let Some(worker) = self.lock().get_mut(id) {
+            let count = count.min(worker.capacity.max_environments);
+            let placed = worker.placed.entry(key.clone()).or_default();
+            *placed = (*placed).max(count);
+        }
+    }
+
+    /// Moves worker `id` to `state`; whether it changed. A revoked worker stays revoked.
     pub fn set_state(&self, id: &str, state: WorkerState) -> bool {
         match self.lock().get_mut(id) {
-            Some(worker) if worker.state != state => {
+            Some(worker) if worker.state != state && worker.state != WorkerState::Revoked => {
                 worker.state = state;
                 true
             }
@@ -208,6 +241,9 @@ impl Workers {
             }
             None => {
                 worker.environments += 1;
+                let max = worker.capacity.max_environments;
+                let placed = worker.placed.entry(key.clone()).or_default();
+                *placed = placed.saturating_add(1).min(max);
                 false
             }
         };
@@ -304,13 +340,51 @@ mod tests {
                 .unwrap()
                 .persist
         );
-        assert_eq!(workers.lock()["w-1"].idle[&version_key("1")], 2);
+        // Two idle, it says; control placed one there.
+        assert_eq!(workers.lock()["w-1"].idle[&version_key("1")], 1);
         let drained = workers
             .heartbeat("w-1", &report, 12, |lease| lease == 1000)
             .unwrap();
         assert_eq!(drained.state, WorkerState::Draining);
         assert!(drained.persist);
         assert!(workers.heartbeat("w-2", &report, 7, |_| false).is_none());
+    }
+
+    #[test]
+    fn heartbeats_are_believed_only_as_far_as_control_placed() {
+        let workers = Workers::default();
+        workers.add(&worker_row("w-1", 8, 1000));
+        let boast = HeartbeatRequest {
+            inventory: vec![
+                InventoryEntry {
+                    key: version_key("1"),
+                    idle: 1000,
+                    busy: 5,
+                },
+                InventoryEntry {
+                    key: version_key("2"),
+                    idle: 7,
+                    busy: 0,
+                },
+            ],
+            environments: 1_000_000,
+            ..HeartbeatRequest::default()
+        };
+        // Nothing was sent there: nothing it claims to hold counts.
+        workers.heartbeat("w-1", &boast, 0, |_| false).unwrap();
+        let view = workers.lock()["w-1"].clone();
+        assert!(view.idle.is_empty() && view.held.is_empty(), "{view:?}");
+        assert_eq!(view.environments, 8, "at most its maximum");
+
+        // One cold invocation of version 1 went there, and version 2 is provisioned (3).
+        drop(workers.claim(&version_key("1"), |_| Some("w-1".into())));
+        workers.expect("w-1", &version_key("2"), 3);
+        workers.heartbeat("w-1", &boast, 0, |_| false).unwrap();
+        let view = workers.lock()["w-1"].clone();
+        assert_eq!(view.held[&version_key("1")], 1);
+        assert_eq!(view.idle[&version_key("1")], 1);
+        assert_eq!(view.held[&version_key("2")], 3);
+        assert_eq!(view.idle[&version_key("2")], 3);
     }
 
     #[test]
@@ -335,6 +409,7 @@ mod tests {
     fn heartbeats_replace_provisioning_failures_with_bounded_reasons() {
         let workers = Workers::default();
         workers.add(&worker_row("w-1", 8, 1000));
+        workers.expect("w-1", &version_key("1"), 1);
         let failing = |reason: String| HeartbeatRequest {
             provision_failures: vec![ProvisionFailure {
                 key: version_key("1"),

@@ -1,12 +1,12 @@
-//! The bootstrap token: the one secret a new worker needs to join, kept in
-//! `DIR/worker-token` (mode 0600, made on first start) for the operator to hand to workers
-//! (`emberd serve --token-file`). Registration compares it in constant time; every request
-//! after registration is authenticated by the worker's certificate instead.
+//! The bootstrap token, kept in `DIR/worker-token` (mode 0600, made on first start) for
+//! the operator to hand to workers (`emberd serve --token-file`) when one token for many
+//! workers will do (`ember up`, a worker image). It is one join token among others
+//! ([`super::join`]), under the id `bootstrap`; every request after registration is
+//! authenticated by the worker's certificate instead.
 
 use std::io;
 use std::path::Path;
 
-use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use ember_core::atomic::{self, with_path};
@@ -54,9 +54,9 @@ impl BootstrapToken {
         Ok(BootstrapToken(token))
     }
 
-    /// Whether `presented` is the token, compared in constant time.
-    pub fn matches(&self, presented: &str) -> bool {
-        bool::from(self.0.as_bytes().ct_eq(presented.trim().as_bytes()))
+    /// The token's secret, as workers present it.
+    pub fn secret(&self) -> &str {
+        &self.0
     }
 }
 
@@ -66,7 +66,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
-    fn made_once_private_and_compared_exactly() {
+    fn made_once_and_private() {
         let dir = tempfile::tempdir().unwrap();
         let token = BootstrapToken::load_or_create(dir.path()).unwrap();
         let path = dir.path().join(TOKEN_FILE);
@@ -74,11 +74,9 @@ mod tests {
         assert_eq!(mode, 0o600);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.trim().len(), 64);
-        assert!(token.matches(&text));
-        assert!(!token.matches(&text.trim()[1..]));
-        assert!(!token.matches(""));
+        assert_eq!(token.secret(), text.trim());
         let again = BootstrapToken::load_or_create(dir.path()).unwrap();
-        assert!(again.matches(&text));
+        assert_eq!(again.secret(), text.trim());
 
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = BootstrapToken::load_or_create(dir.path()).unwrap_err();

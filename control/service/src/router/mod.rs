@@ -2,8 +2,8 @@
 //! and the asynchronous event queue): resolve the qualifier to a version (an alias's
 //! weights by a random draw), take a slot under the function's reserved concurrency
 //! (the fleet's in-flight counts), describe the version to a worker (the fleet's
-//! function config) with a grant for its code and its role's credentials, pick a worker
-//! ([`pick`]) and run it there.
+//! function config) with its role's credentials, pick a worker ([`pick`]) and run it there
+//! with a grant for its code issued to that worker.
 //!
 //! A worker that cannot be reached, or turns the invocation away before running it, costs
 //! nothing: the next best worker gets it (up to [`ATTEMPTS`] workers). A worker that fails
@@ -28,6 +28,7 @@ use crate::logs;
 use crate::logs::Logs;
 use crate::metrics::{Metrics, Outcome};
 use ember_core::clock;
+use ember_core::grants::Holder;
 use ember_core::names::LATEST;
 use ember_core::random;
 use ember_core::roles::RoleIssuer;
@@ -181,18 +182,14 @@ async fn run(invoker: &Invoker, invocation: Invocation) -> Result<Invoked, Invok
     let client = invoker.fleet.client().ok_or(InvokeError::NoWorker)?;
 
     let now = clock::now_unix();
-    let grant = invoker
-        .fleet
-        .grants
-        .issue(&account, &version.code.artifact_id, now + GRANT_LIFETIME)
-        .map_err(|e| InvokeError::Internal(e.to_string()))?;
     let credentials = invoker
         .roles
         .credentials(&account, &version.config.role, now)
         .map_err(|e| InvokeError::Internal(format!("execution role credentials: {e}")))?;
-    let request = InvokeRequest {
+    // The code grant is issued to each worker tried, below.
+    let mut request = InvokeRequest {
         request_id,
-        function: config::function_config(&version, &invoker.fleet.region, grant),
+        function: config::function_config(&version, &invoker.fleet.region, String::new()),
         credentials: Some(messages::RoleCredentials {
             access_key_id: credentials.access_key_id,
             secret_access_key: credentials.secret_access_key,
@@ -220,7 +217,20 @@ async fn run(invoker: &Invoker, invocation: Invocation) -> Result<Invoked, Invok
         else {
             break;
         };
-        match client.invoke(&claim.address, &request, timeout).await {
+        request.function.code.grant = invoker
+            .fleet
+            .grants
+            .issue(
+                &account,
+                &version.code.artifact_id,
+                Holder::Worker(&claim.worker_id),
+                now + GRANT_LIFETIME,
+            )
+            .map_err(|e| InvokeError::Internal(e.to_string()))?;
+        match client
+            .invoke(&claim.worker_id, &claim.address, &request, timeout)
+            .await
+        {
             Ok(mut response) => {
                 let worker_id = claim.worker_id.clone();
                 claim.finish(response.status == Status::Success);

@@ -73,6 +73,7 @@ mod tests {
             heartbeat: Duration::from_secs(1),
             missed_heartbeats: 3,
             lease: Duration::from_secs(100),
+            ..FleetSettings::default()
         };
         let criteria = Criteria {
             key,
@@ -97,7 +98,8 @@ mod tests {
         // Another version goes where there are fewer environments.
         assert_eq!(pick(&workers, &key("2"), 0, &[]).as_deref(), Some("w-b"));
 
-        // A heartbeat's inventory counts as warm.
+        // A heartbeat's inventory counts as warm (for what control placed there).
+        workers.expect("w-b", &key("3"), 1);
         let report = HeartbeatRequest {
             inventory: vec![InventoryEntry {
                 key: key("3"),

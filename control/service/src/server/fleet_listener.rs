@@ -1,7 +1,7 @@
 //! Control's fleet listener: where workers register, heartbeat, fetch code and
 //! deregister. It is TLS 1.3 with AES-GCM only, with a server certificate from the local
 //! CA (the one workers are given as `--ca`), and asks every client for a certificate from
-//! that CA without requiring one, since a registering worker has none yet; the routes
+//! the fleet CA without requiring one, since a registering worker has none yet; the routes
 //! ([`super::fleet_routes`]) require it everywhere else.
 //!
 //! Workers in a VM on this host reach it over vsock as well: a guest dialing CID 2 port P
@@ -24,9 +24,11 @@ use super::fleet_routes::{self as routes, FleetApp, Transport};
 use super::ServeError;
 use crate::fleet::certs::FleetCa;
 use crate::fleet::client::WorkerClient;
+use crate::fleet::join;
 use crate::fleet::token::BootstrapToken;
 use crate::service::{OpenError, Service};
 use crate::tls::TlsError;
+use ember_core::clock;
 use ember_store::workers as registry;
 use ember_store::RegistryError;
 
@@ -67,19 +69,26 @@ pub struct FleetListener {
     pub vsock: Option<(UnixListener, Router)>,
 }
 
-/// Prepares everything the fleet needs (bootstrap token, certificates, the client that
-/// calls workers, the workers a previous run knew) and binds the listener.
+/// Prepares everything the fleet needs (the bootstrap token, recorded as a join token;
+/// certificates; the client that calls workers; the workers a previous run knew) and binds
+/// the listener.
 pub async fn bind(
     service: &Arc<Service>,
     options: &FleetOptions,
 ) -> Result<FleetListener, ServeError> {
     let token = BootstrapToken::load_or_create(&service.data_dir)?;
+    let ceiling = &service.fleet.settings.bootstrap_ceiling;
+    join::record_bootstrap(service.registry.pool(), &token, ceiling, clock::now_unix())
+        .await
+        .map_err(|e| OpenError::Registry(RegistryError::Sql(e)))?;
     let ca = FleetCa::open(&service.data_dir)?;
     let fleet_error = |e: ember_fleet::tls::TlsError| TlsError::Invalid(e.to_string());
 
     let own = ca.control_client()?;
     let hybrid = options.vsock.as_ref().map(|vsock| vsock.uds.clone());
-    let client = WorkerClient::new(ca.ca_pem(), &own, hybrid).map_err(TlsError::Invalid)?;
+    let workers = service.fleet.workers.clone();
+    let client =
+        WorkerClient::new(ca.ca_pem(), &own, hybrid, workers).map_err(TlsError::Invalid)?;
     service.fleet.set_client(client);
 
     let mut names = options.names.clone();
@@ -115,7 +124,6 @@ pub async fn bind(
     let app = routes::router(Arc::new(FleetApp {
         service: service.clone(),
         ca,
-        token,
     }));
     let vsock = vsock.map(|listener| {
         let app = app.clone().layer(Extension(Transport::HybridVsock));

@@ -1,6 +1,8 @@
-//! The fleet listener's routes. Registration is authenticated by the bootstrap token;
-//! every other route by the worker's client certificate, whose common name is its id
-//! (`crate::fleet::certs`), and only while control knows the worker and it has not left.
+//! The fleet listener's routes. Registration is authenticated by a join token
+//! (`crate::fleet::join`), which also bounds the capacity the worker may claim; every
+//! other route by the worker's client certificate, whose common name is its id
+//! (`crate::fleet::certs`), and only while control knows the worker and it has neither
+//! left nor been revoked.
 
 use std::sync::Arc;
 
@@ -17,9 +19,10 @@ use ember_fleet::vsock::{VsockAddr, WORKER_HOST};
 use crate::api::error::ApiError;
 use crate::api::request::blocking;
 use crate::fleet::certs::{self, FleetCa, WORKER_GRACE};
-use crate::fleet::token::BootstrapToken;
+use crate::fleet::join::{self, Refused};
 use crate::service::Service;
 use ember_core::clock;
+use ember_core::grants::Holder;
 use ember_core::random;
 use ember_net::tls_serve::PeerCertificate;
 use ember_store::workers::{self as registry, WorkerRow, WorkerState};
@@ -43,7 +46,6 @@ pub enum Transport {
 pub struct FleetApp {
     pub service: Arc<Service>,
     pub ca: FleetCa,
-    pub token: BootstrapToken,
 }
 
 /// The fleet listener's application.
@@ -67,17 +69,13 @@ async fn register(
     Extension(transport): Extension<Transport>,
     Json(mut request): Json<RegisterRequest>,
 ) -> Result<Json<RegisterResponse>, ApiError> {
-    if !app.token.matches(&request.token) {
-        tracing::warn!(name = %request.name, "registration with a wrong bootstrap token");
-        return Err(forbidden("Invalid bootstrap token"));
-    }
     let name_ok =
         (1..=MAX_NAME).contains(&request.name.len()) && !request.name.chars().any(char::is_control);
     if !name_ok {
         return Err(ApiError::invalid_parameter("Invalid worker name"));
     }
     request.address = address_over(transport, &request.address)?;
-    let host = worker_host(&request.address)?;
+    check_address(&request.address)?;
     let capacity = request.capacity;
     if capacity.vcpus == 0 || capacity.max_environments == 0 || capacity.memory_mib == 0 {
         return Err(ApiError::invalid_parameter(
@@ -86,6 +84,17 @@ async fn register(
     }
     let fleet = &app.service.fleet;
     let now = clock::now_unix();
+    let pool = app.service.registry.pool();
+    let token_id = join::admit(pool, &request.token, &capacity, now)
+        .await
+        .map_err(|refused| {
+            tracing::warn!(name = %request.name, %refused, "registration refused");
+            match refused {
+                Refused::OverCeiling(_) => ApiError::invalid_parameter(refused.to_string()),
+                Refused::Sql(e) => ApiError::from(e),
+                Refused::Invalid | Refused::Unusable { .. } => forbidden(&refused.to_string()),
+            }
+        })?;
     let lease_expires_at = now + fleet.settings.lease.as_secs();
     let id = format!(
         "w-{}",
@@ -93,7 +102,7 @@ async fn register(
     );
     let certificate_pem = app
         .ca
-        .sign_worker(&request.csr_pem, &id, host, lease_expires_at + WORKER_GRACE)
+        .sign_worker(&request.csr_pem, &id, lease_expires_at + WORKER_GRACE)
         .map_err(|e| ApiError::invalid_parameter(format!("Cannot sign the request: {e}")))?;
     let row = WorkerRow {
         id: id.clone(),
@@ -104,8 +113,9 @@ async fn register(
         last_heartbeat: now,
         lease_expires_at,
         state: WorkerState::Active,
+        token_id,
     };
-    registry::insert(app.service.registry.pool(), &row).await?;
+    registry::insert(pool, &row).await?;
     fleet.workers.add(&row);
     fleet.provisioned.changed();
     app.service.events.worker_joined().await;
@@ -113,6 +123,7 @@ async fn register(
         worker = %id,
         name = %row.name,
         address = %row.address,
+        token = %row.token_id,
         lease_expires_at,
         "worker registered"
     );
@@ -153,6 +164,9 @@ async fn heartbeat(
     } else {
         fleet.provisioned.assignments(fleet, &id).await
     };
+    for share in &provisioned {
+        fleet.workers.expect(&id, &share.function.key, share.count);
+    }
     Ok(Json(HeartbeatResponse {
         lease_expires_at: heard.lease_expires_at,
         drain,
@@ -175,7 +189,7 @@ async fn deregister(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A function's module, decrypted, for a worker holding a grant for it.
+/// A function's module, decrypted, for a worker holding a grant issued to it for it.
 async fn artifact(
     State(app): State<Arc<FleetApp>>,
     Extension(peer): Extension<PeerCertificate>,
@@ -193,7 +207,7 @@ async fn artifact(
     let service = app.service.clone();
     let granted = service
         .grants
-        .verify(grant, &artifact, clock::now_unix())
+        .verify(grant, &artifact, Holder::Worker(&id), clock::now_unix())
         .map_err(|e| forbidden(&format!("Code download refused: {e}")))?;
     if granted.account != account {
         return Err(forbidden(
@@ -219,7 +233,7 @@ fn known(app: &FleetApp, id: &str) -> Option<WorkerState> {
         .fleet
         .workers
         .state(id)
-        .filter(|state| *state != WorkerState::Gone)
+        .filter(|state| !state.departed())
 }
 
 /// The address control records for a worker that claims `claimed` over `transport`.
@@ -246,15 +260,15 @@ fn address_over(transport: Transport, claimed: &str) -> Result<String, ApiError>
     }
 }
 
-/// The host in a worker's `host:port` address, checked.
-fn worker_host(address: &str) -> Result<&str, ApiError> {
+/// Checks that a worker's address is `host:port` with a host control can dial.
+fn check_address(address: &str) -> Result<(), ApiError> {
     let invalid = || ApiError::invalid_parameter(format!("Invalid worker address {address:?}"));
     let (host, port) = address.rsplit_once(':').ok_or_else(invalid)?;
     let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
     if !port_ok || certs::san(host).is_err() {
         return Err(invalid());
     }
-    Ok(host)
+    Ok(())
 }
 
 fn forbidden(message: &str) -> ApiError {
@@ -267,11 +281,11 @@ mod tests {
 
     #[test]
     fn worker_addresses_are_host_and_port() {
-        assert_eq!(worker_host("127.0.0.1:7000").unwrap(), "127.0.0.1");
-        assert_eq!(worker_host("[::1]:7000").unwrap(), "[::1]");
-        assert_eq!(worker_host("worker-1.lan:7000").unwrap(), "worker-1.lan");
+        for good in ["127.0.0.1:7000", "[::1]:7000", "worker-1.lan:7000"] {
+            assert!(check_address(good).is_ok(), "{good}");
+        }
         for bad in ["127.0.0.1", "127.0.0.1:0", "127.0.0.1:x", ":7000", "a b:1"] {
-            assert!(worker_host(bad).is_err(), "{bad}");
+            assert!(check_address(bad).is_err(), "{bad}");
         }
     }
 
