@@ -4,9 +4,12 @@
 //! They are stateless, so any control instance sharing the data directory's keys can
 //! verify them without a lookup:
 //!
-//! - the session token is `v1.<key id>.<account>.<expiry>.<role>.<signature>`, where the
-//!   key id is `ASIA` and 16 uppercase letters or digits, the expiry is Unix seconds, the
-//!   role is the role ARN as unpadded URL-safe base64 (an ARN holds `.` and `/`), and the
+//! - the session token is `v2.<key id>.<account>.<expiry>.<worker>.<role>.<signature>`,
+//!   where the key id is `ASIA` and 16 uppercase letters or digits, the expiry is Unix
+//!   seconds, the worker is the id of the worker the credentials were handed to (the
+//!   service refuses them once that worker is revoked or gone, so a rogue worker's loot
+//!   dies with it), the role is the role ARN as unpadded URL-safe base64 (an ARN holds `.`
+//!   and `/`), and the
 //!   signature is HMAC-SHA256 of everything before it under the issuer's secret
 //!   (`DIR/keys/role.key`), also unpadded URL-safe base64;
 //! - the secret access key is derived from the same fields by HMAC-SHA256 under the same
@@ -16,7 +19,8 @@
 //! A request signed with such keys is checked twice: the token against the issuer's
 //! secret ([`RoleIssuer::verify`]), then the request's SigV4 signature against the secret
 //! derived from the token. Issued credentials are cached per (account, role) and reused
-//! until five minutes before they expire, as Lambda caches a role's credentials.
+//! until five minutes before they expire, as Lambda caches a role's credentials: per
+//! worker, since each worker gets its own.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -47,7 +51,7 @@ pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 const REFRESH_MARGIN: u64 = 300;
 
 /// The token format this module writes and reads.
-const VERSION: &str = "v1";
+const VERSION: &str = "v2";
 
 /// Longest role ARN accepted (IAM's limit).
 const MAX_ROLE: usize = 2048;
@@ -85,6 +89,8 @@ pub struct RoleSession {
     pub access_key_id: String,
     pub account_id: String,
     pub role_arn: String,
+    /// The worker the credentials were handed to.
+    pub worker: String,
     pub expires_at: u64,
     /// The secret the request must be signed with.
     pub secret_access_key: String,
@@ -96,6 +102,7 @@ impl fmt::Debug for RoleSession {
             .field("access_key_id", &self.access_key_id)
             .field("account_id", &self.account_id)
             .field("role_arn", &self.role_arn)
+            .field("worker", &self.worker)
             .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
     }
@@ -106,6 +113,8 @@ impl fmt::Debug for RoleSession {
 pub enum IssueError {
     #[error("invalid account id {0:?}")]
     InvalidAccount(String),
+    #[error("invalid worker id {0:?}")]
+    InvalidWorker(String),
     #[error("invalid role ARN {0:?}: expected 1 to {MAX_ROLE} printable ASCII characters")]
     InvalidRole(String),
     #[error("{0}")]
@@ -128,7 +137,8 @@ pub enum TokenError {
 pub struct RoleIssuer {
     mac: Hmac<Sha256>,
     lifetime: Duration,
-    cache: Mutex<HashMap<(String, String), RoleCredentials>>,
+    /// By account, role and worker.
+    cache: Mutex<HashMap<(String, String, String), RoleCredentials>>,
 }
 
 impl fmt::Debug for RoleIssuer {
@@ -163,22 +173,28 @@ impl RoleIssuer {
         self.lifetime = lifetime;
     }
 
-    /// Credentials for `role_arn` of account `account_id` at `now` (Unix seconds): the
-    /// cached ones while they have more than five minutes left, fresh ones otherwise.
+    /// Credentials for `role_arn` of account `account_id`, for worker `worker`, at `now`
+    /// (Unix seconds): the cached ones while they have more than five minutes left, fresh
+    /// ones otherwise.
     pub fn credentials(
         &self,
         account_id: &str,
         role_arn: &str,
+        worker: &str,
         now: u64,
     ) -> Result<RoleCredentials, IssueError> {
-        let key = (account_id.to_owned(), role_arn.to_owned());
+        let key = (
+            account_id.to_owned(),
+            role_arn.to_owned(),
+            worker.to_owned(),
+        );
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(cached) = cache.get(&key) {
             if now.saturating_add(REFRESH_MARGIN) < cached.expires_at {
                 return Ok(cached.clone());
             }
         }
-        let fresh = self.issue(account_id, role_arn, now)?;
+        let fresh = self.issue(account_id, role_arn, worker, now)?;
         // Entries of roles no longer used would otherwise stay forever.
         cache.retain(|_, c| c.expires_at > now);
         cache.insert(key, fresh.clone());
@@ -190,10 +206,14 @@ impl RoleIssuer {
         &self,
         account_id: &str,
         role_arn: &str,
+        worker: &str,
         now: u64,
     ) -> Result<RoleCredentials, IssueError> {
         if names::check_account(account_id).is_err() {
             return Err(IssueError::InvalidAccount(account_id.to_owned()));
+        }
+        if names::check_artifact(worker).is_err() {
+            return Err(IssueError::InvalidWorker(worker.to_owned()));
         }
         let role_ok = (1..=MAX_ROLE).contains(&role_arn.len())
             && role_arn.bytes().all(|b| b.is_ascii_graphic());
@@ -203,7 +223,7 @@ impl RoleIssuer {
         let access_key_id = random::access_key_id(ACCESS_KEY_PREFIX)?;
         let expires_at = now.saturating_add(self.lifetime.as_secs());
         let payload = format!(
-            "{VERSION}.{access_key_id}.{account_id}.{expires_at}.{}",
+            "{VERSION}.{access_key_id}.{account_id}.{expires_at}.{worker}.{}",
             URL_SAFE_NO_PAD.encode(role_arn)
         );
         let signature =
@@ -267,10 +287,11 @@ impl RoleIssuer {
     }
 }
 
-/// `v1.<key id>.<account>.<expiry>.<role>`, strictly; the secret is left empty.
+/// `v2.<key id>.<account>.<expiry>.<worker>.<role>`, strictly; the secret is left empty.
 fn parse(payload: &str) -> Option<RoleSession> {
     let mut fields = payload.split('.');
-    let (version, key_id, account, expiry, role) = (
+    let (version, key_id, account, expiry, worker, role) = (
+        fields.next()?,
         fields.next()?,
         fields.next()?,
         fields.next()?,
@@ -288,6 +309,7 @@ fn parse(payload: &str) -> Option<RoleSession> {
         && version == VERSION
         && key_ok
         && names::check_account(account).is_ok()
+        && names::check_artifact(worker).is_ok()
         && digits;
     valid.then_some(())?;
     let role = String::from_utf8(URL_SAFE_NO_PAD.decode(role).ok()?).ok()?;
@@ -295,6 +317,7 @@ fn parse(payload: &str) -> Option<RoleSession> {
         access_key_id: key_id.to_owned(),
         account_id: account.to_owned(),
         role_arn: role,
+        worker: worker.to_owned(),
         expires_at: expiry.parse().ok()?,
         secret_access_key: String::new(),
     })
@@ -307,6 +330,7 @@ mod tests {
     const NOW: u64 = 1_750_000_000;
     const ACCOUNT: &str = "123456789012";
     const ROLE: &str = "arn:aws:iam::123456789012:role/service-role/my.role";
+    const W: &str = "w-0123456789abcdef";
 
     fn issuer() -> RoleIssuer {
         RoleIssuer::new(&[7; 32])
@@ -315,7 +339,7 @@ mod tests {
     #[test]
     fn mints_credentials_shaped_like_aws_and_verifies_them() {
         let issuer = issuer();
-        let creds = issuer.credentials(ACCOUNT, ROLE, NOW).unwrap();
+        let creds = issuer.credentials(ACCOUNT, ROLE, W, NOW).unwrap();
         assert_eq!(creds.access_key_id.len(), 20);
         assert!(creds.access_key_id.starts_with("ASIA"));
         assert_eq!(creds.secret_access_key.len(), 40);
@@ -331,6 +355,7 @@ mod tests {
             .unwrap();
         assert_eq!(session.account_id, ACCOUNT);
         assert_eq!(session.role_arn, ROLE);
+        assert_eq!(session.worker, W);
         assert_eq!(session.access_key_id, creds.access_key_id);
         assert_eq!(session.expires_at, creds.expires_at);
         assert_eq!(session.secret_access_key, creds.secret_access_key);
@@ -348,24 +373,33 @@ mod tests {
     fn caches_per_role_until_five_minutes_before_expiry() {
         let mut issuer = issuer();
         issuer.set_lifetime(Duration::from_secs(1800));
-        let first = issuer.credentials(ACCOUNT, ROLE, NOW).unwrap();
+        let first = issuer.credentials(ACCOUNT, ROLE, W, NOW).unwrap();
         assert_eq!(first.expires_at, NOW + 1800);
-        assert_eq!(issuer.credentials(ACCOUNT, ROLE, NOW + 60).unwrap(), first);
         assert_eq!(
-            issuer.credentials(ACCOUNT, ROLE, NOW + 1800 - 301).unwrap(),
+            issuer.credentials(ACCOUNT, ROLE, W, NOW + 60).unwrap(),
             first
         );
-        let other_role = issuer.credentials(ACCOUNT, "arn:aws:iam::123456789012:role/b", NOW);
+        assert_eq!(
+            issuer
+                .credentials(ACCOUNT, ROLE, W, NOW + 1800 - 301)
+                .unwrap(),
+            first
+        );
+        let other_role = issuer.credentials(ACCOUNT, "arn:aws:iam::123456789012:role/b", W, NOW);
         assert_ne!(other_role.unwrap().access_key_id, first.access_key_id);
-        let other_account = issuer.credentials("210987654321", ROLE, NOW).unwrap();
+        let other_account = issuer.credentials("210987654321", ROLE, W, NOW).unwrap();
         assert_ne!(other_account.access_key_id, first.access_key_id);
+        let other_worker = issuer.credentials(ACCOUNT, ROLE, "w-1", NOW).unwrap();
+        assert_ne!(other_worker.access_key_id, first.access_key_id);
 
-        let renewed = issuer.credentials(ACCOUNT, ROLE, NOW + 1800 - 300).unwrap();
+        let renewed = issuer
+            .credentials(ACCOUNT, ROLE, W, NOW + 1800 - 300)
+            .unwrap();
         assert_ne!(renewed.access_key_id, first.access_key_id);
         assert_ne!(renewed.secret_access_key, first.secret_access_key);
         assert_eq!(renewed.expires_at, NOW + 1800 - 300 + 1800);
         assert_eq!(
-            issuer.credentials(ACCOUNT, ROLE, NOW + 1800).unwrap(),
+            issuer.credentials(ACCOUNT, ROLE, W, NOW + 1800).unwrap(),
             renewed
         );
     }
@@ -373,7 +407,7 @@ mod tests {
     #[test]
     fn refuses_expired_tokens_and_other_keys() {
         let issuer = issuer();
-        let creds = issuer.credentials(ACCOUNT, ROLE, NOW).unwrap();
+        let creds = issuer.credentials(ACCOUNT, ROLE, W, NOW).unwrap();
         let verify = |now| issuer.verify(&creds.access_key_id, &creds.session_token, now);
         assert!(verify(NOW + 3599).is_ok());
         for now in [NOW + 3600, NOW + 3601, u64::MAX] {
@@ -385,7 +419,7 @@ mod tests {
             );
         }
         // A genuine token presented with another key id.
-        let other = issuer.credentials(ACCOUNT, "arn:x", NOW).unwrap();
+        let other = issuer.credentials(ACCOUNT, "arn:x", W, NOW).unwrap();
         assert_eq!(
             issuer.verify(&other.access_key_id, &creds.session_token, NOW),
             Err(TokenError::Malformed)
@@ -395,7 +429,7 @@ mod tests {
     #[test]
     fn refuses_forged_and_malformed_tokens() {
         let issuer = issuer();
-        let creds = issuer.credentials(ACCOUNT, ROLE, NOW).unwrap();
+        let creds = issuer.credentials(ACCOUNT, ROLE, W, NOW).unwrap();
         let key = &creds.access_key_id;
         // Another secret.
         assert_eq!(
@@ -409,7 +443,8 @@ mod tests {
         for (index, value) in [
             (2, "210987654321"),
             (3, "99999999999"),
-            (4, admin_role.as_str()),
+            (4, "w-1"),
+            (5, admin_role.as_str()),
         ] {
             let mut changed = fields.clone();
             changed[index] = value;
@@ -429,10 +464,11 @@ mod tests {
         );
         for bad in [
             String::new(),
-            "v1".into(),
-            creds.session_token.replacen("v1", "v2", 1),
+            "v2".into(),
+            creds.session_token.replacen("v2", "v1", 1),
             format!("{payload}.x.{signature}"),
-            format!("{}.{signature}", fields[..4].join(".")),
+            format!("{}.{signature}", fields[..5].join(".")),
+            format!("{}..{}.{signature}", fields[..4].join("."), fields[5]),
             format!("{}!", creds.session_token),
             creds.session_token[..creds.session_token.len() - 3].to_owned(),
             format!("{}{}", creds.session_token, "A".repeat(MAX_TOKEN)),
@@ -450,13 +486,17 @@ mod tests {
         let issuer = issuer();
         for account in ["", "a.b", "../x"] {
             assert!(matches!(
-                issuer.credentials(account, ROLE, NOW),
+                issuer.credentials(account, ROLE, W, NOW),
                 Err(IssueError::InvalidAccount(_))
             ));
         }
+        assert!(matches!(
+            issuer.credentials(ACCOUNT, ROLE, "w.1", NOW),
+            Err(IssueError::InvalidWorker(_))
+        ));
         for role in ["", "has space", &"r".repeat(MAX_ROLE + 1)] {
             assert!(matches!(
-                issuer.credentials(ACCOUNT, role, NOW),
+                issuer.credentials(ACCOUNT, role, W, NOW),
                 Err(IssueError::InvalidRole(_))
             ));
         }
@@ -467,7 +507,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let data = tempfile::tempdir().unwrap();
         let first = RoleIssuer::load_or_create(data.path()).unwrap();
-        let creds = first.credentials(ACCOUNT, ROLE, NOW).unwrap();
+        let creds = first.credentials(ACCOUNT, ROLE, W, NOW).unwrap();
         let again = RoleIssuer::load_or_create(data.path()).unwrap();
         assert!(again
             .verify(&creds.access_key_id, &creds.session_token, NOW)

@@ -112,6 +112,11 @@ impl Workers {
         (!worker.state.departed()).then(|| worker.address.clone())
     }
 
+    /// Whether worker `id` is known and has not departed (left or been revoked).
+    pub fn stands(&self, id: &str) -> bool {
+        self.state(id).is_some_and(|state| !state.departed())
+    }
+
     /// A worker's state, if known.
     pub fn state(&self, id: &str) -> Option<WorkerState> {
         self.lock().get(id).map(|w| w.state)

@@ -2,8 +2,8 @@
 //! and the asynchronous event queue): resolve the qualifier to a version (an alias's
 //! weights by a random draw), take a slot under the function's reserved concurrency
 //! (the fleet's in-flight counts), describe the version to a worker (the fleet's
-//! function config) with its role's credentials, pick a worker ([`pick`]) and run it there
-//! with a grant for its code issued to that worker.
+//! function config), pick a worker ([`pick`]) and run it there with a grant for its code
+//! and its role's credentials, both issued to that worker.
 //!
 //! A worker that cannot be reached, or turns the invocation away before running it, costs
 //! nothing: the next best worker gets it (up to [`ATTEMPTS`] workers). A worker that fails
@@ -182,20 +182,11 @@ async fn run(invoker: &Invoker, invocation: Invocation) -> Result<Invoked, Invok
     let client = invoker.fleet.client().ok_or(InvokeError::NoWorker)?;
 
     let now = clock::now_unix();
-    let credentials = invoker
-        .roles
-        .credentials(&account, &version.config.role, now)
-        .map_err(|e| InvokeError::Internal(format!("execution role credentials: {e}")))?;
-    // The code grant is issued to each worker tried, below.
+    // The code grant and the role's credentials are issued to each worker tried, below.
     let mut request = InvokeRequest {
         request_id,
         function: config::function_config(&version, &invoker.fleet.region, String::new()),
-        credentials: Some(messages::RoleCredentials {
-            access_key_id: credentials.access_key_id,
-            secret_access_key: credentials.secret_access_key,
-            session_token: credentials.session_token,
-            expiration: credentials.expires_at,
-        }),
+        credentials: None,
         payload: STANDARD.encode(&payload),
     };
     let timeout = Duration::from_secs(u64::try_from(version.config.timeout).unwrap_or(0))
@@ -217,16 +208,9 @@ async fn run(invoker: &Invoker, invocation: Invocation) -> Result<Invoked, Invok
         else {
             break;
         };
-        request.function.code.grant = invoker
-            .fleet
-            .grants
-            .issue(
-                &account,
-                &version.code.artifact_id,
-                Holder::Worker(&claim.worker_id),
-                now + GRANT_LIFETIME,
-            )
-            .map_err(|e| InvokeError::Internal(e.to_string()))?;
+        let (grant, credentials) = handed_to(invoker, &version, &claim.worker_id, now)?;
+        request.function.code.grant = grant;
+        request.credentials = Some(credentials);
         match client
             .invoke(&claim.worker_id, &claim.address, &request, timeout)
             .await
@@ -258,6 +242,38 @@ async fn run(invoker: &Invoker, invocation: Invocation) -> Result<Invoked, Invok
         }
     }
     Err(InvokeError::NoWorker)
+}
+
+/// What worker `worker` is handed to run `version` at `now`, issued to it alone: a grant
+/// for the code and the execution role's credentials.
+fn handed_to(
+    invoker: &Invoker,
+    version: &Version,
+    worker: &str,
+    now: u64,
+) -> Result<(String, messages::RoleCredentials), InvokeError> {
+    let account = &version.account_id;
+    let grant = invoker
+        .fleet
+        .grants
+        .issue(
+            account,
+            &version.code.artifact_id,
+            Holder::Worker(worker),
+            now + GRANT_LIFETIME,
+        )
+        .map_err(|e| InvokeError::Internal(e.to_string()))?;
+    let credentials = invoker
+        .roles
+        .credentials(account, &version.config.role, worker, now)
+        .map_err(|e| InvokeError::Internal(format!("execution role credentials: {e}")))?;
+    let credentials = messages::RoleCredentials {
+        access_key_id: credentials.access_key_id,
+        secret_access_key: credentials.secret_access_key,
+        session_token: credentials.session_token,
+        expiration: credentials.expires_at,
+    };
+    Ok((grant, credentials))
 }
 
 /// Stores the invocation's log (`START` … `REPORT`) and returns its last 4 KiB, which is

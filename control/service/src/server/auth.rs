@@ -194,6 +194,11 @@ async fn role_credentials(
     if account.is_none() {
         return Err(invalid_token());
     }
+    // Credentials die with the worker they were handed to: once it is revoked or gone
+    // (or was never known here), whatever it kept of them is worthless.
+    if !service.fleet.workers.stands(&session.worker) {
+        return Err(invalid_token());
+    }
     let principal = Principal {
         account_id: session.account_id,
         access_key_id: session.access_key_id,
@@ -273,6 +278,8 @@ mod tests {
     use tower::ServiceExt;
 
     const ROLE: &str = "arn:aws:iam::123456789012:role/fn";
+    /// The worker role credentials are handed to in these tests.
+    const WORKER: &str = "w-0123456789abcdef";
 
     struct Harness {
         _dir: tempfile::TempDir,
@@ -294,6 +301,10 @@ mod tests {
         )
         .await
         .unwrap();
+        service
+            .fleet
+            .workers
+            .add(&crate::fleet::fixtures::worker_row(WORKER, 8, u64::MAX));
         let pool = service.registry.pool();
         let account = accounts::create(pool, "a").await.unwrap();
         let key = accounts::create_key(&service.registry, &account.id)
@@ -393,7 +404,7 @@ mod tests {
         let creds = h
             .service
             .roles
-            .credentials(&h.key.account_id, ROLE, now)
+            .credentials(&h.key.account_id, ROLE, WORKER, now)
             .unwrap();
         let mut signer = Signer::new(
             &creds.access_key_id,
@@ -427,7 +438,7 @@ mod tests {
         let other = h
             .service
             .roles
-            .credentials(&h.key.account_id, "arn:other", now)
+            .credentials(&h.key.account_id, "arn:other", WORKER, now)
             .unwrap();
         signer.token = Some(&other.session_token);
         assert_error(
@@ -447,7 +458,7 @@ mod tests {
         // Credentials issued two hours ago expired an hour ago.
         let old = ember_core::roles::RoleIssuer::load_or_create(&h.service.data_dir)
             .unwrap()
-            .credentials(&h.key.account_id, ROLE, now - 7200)
+            .credentials(&h.key.account_id, ROLE, WORKER, now - 7200)
             .unwrap();
         let mut signer = Signer::new(
             &old.access_key_id,
@@ -463,6 +474,49 @@ mod tests {
         assert_eq!(
             message,
             "The security token included in the request is expired"
+        );
+    }
+
+    #[tokio::test]
+    async fn role_credentials_die_with_the_worker_they_were_handed_to() {
+        let h = harness().await;
+        let creds = h
+            .service
+            .roles
+            .credentials(&h.key.account_id, ROLE, WORKER, clock::now_unix())
+            .unwrap();
+        let mut signer = Signer::new(
+            &creds.access_key_id,
+            &creds.secret_access_key,
+            SystemTime::now(),
+        );
+        signer.token = Some(&creds.session_token);
+        assert_eq!(h.send_signed(&signer, b"").await.0, StatusCode::OK);
+        h.service
+            .fleet
+            .workers
+            .set_state(WORKER, ember_store::workers::WorkerState::Revoked);
+        assert_error(
+            h.send_signed(&signer, b"").await,
+            403,
+            "UnrecognizedClientException",
+        );
+        // Nor do those of a worker control never knew of.
+        let stray = h
+            .service
+            .roles
+            .credentials(&h.key.account_id, ROLE, "w-1", clock::now_unix())
+            .unwrap();
+        let mut signer = Signer::new(
+            &stray.access_key_id,
+            &stray.secret_access_key,
+            SystemTime::now(),
+        );
+        signer.token = Some(&stray.session_token);
+        assert_error(
+            h.send_signed(&signer, b"").await,
+            403,
+            "UnrecognizedClientException",
         );
     }
 
