@@ -363,3 +363,76 @@ fn a_code_grant_works_only_for_the_worker_it_was_issued_to() {
     );
     assert_eq!(api.get(url).send().unwrap().status(), 403);
 }
+
+#[tokio::test]
+async fn join_tokens_and_revocations_hold_on_postgres() {
+    use ember_control::fleet::join::{self, Limits, Refused};
+    use ember_store::join_tokens;
+    use ember_store::workers::{self, WorkerRow, WorkerState};
+
+    let postgres = ember_testkit::postgres::Postgres::shared();
+    let registry = ember_store::Registry::open(&postgres.database("join_tokens"))
+        .await
+        .unwrap();
+    let pool = registry.pool();
+    let limits = Limits {
+        description: "rack 4".into(),
+        lifetime: Some(Duration::from_secs(60)),
+        max_uses: Some(1),
+        ceiling: capacity(4),
+    };
+    let created = join::create(pool, limits, 100).await.unwrap();
+    let id = &created.stored.id;
+    assert!(matches!(
+        join::admit(pool, &created.token, &capacity(5), 100).await,
+        Err(Refused::OverCeiling(_))
+    ));
+    assert_eq!(
+        join::admit(pool, &created.token, &capacity(4), 100)
+            .await
+            .unwrap(),
+        *id
+    );
+    assert!(matches!(
+        join::admit(pool, &created.token, &capacity(1), 100).await,
+        Err(Refused::Unusable { .. })
+    ));
+    let never = Limits {
+        description: String::new(),
+        lifetime: None,
+        max_uses: None,
+        ceiling: capacity(4),
+    };
+    let open = join::create(pool, never, 100).await.unwrap();
+    assert!(join::admit(pool, &open.token, &capacity(1), u64::MAX / 2)
+        .await
+        .is_ok());
+    assert!(join_tokens::revoke(pool, &open.stored.id, 101)
+        .await
+        .unwrap());
+    let listed = join_tokens::list(pool).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[1].revoked_at, Some(101));
+
+    let row = WorkerRow {
+        id: "w-0123456789abcdef".into(),
+        name: "host".into(),
+        address: "10.0.0.1:9445".into(),
+        capacity: capacity(4),
+        registered_at: 100,
+        last_heartbeat: 100,
+        lease_expires_at: 50_500,
+        state: WorkerState::Active,
+        token_id: id.clone(),
+    };
+    workers::insert(pool, &row).await.unwrap();
+    assert!(workers::set_state(pool, &row.id, WorkerState::Revoked)
+        .await
+        .unwrap());
+    workers::update(pool, &row.id, 150, WorkerState::Active)
+        .await
+        .unwrap();
+    assert_eq!(workers::revoked(pool).await.unwrap(), [row.id.clone()]);
+    assert!(workers::current(pool).await.unwrap().is_empty());
+    assert_eq!(workers::all(pool).await.unwrap()[0].token_id, *id);
+}
