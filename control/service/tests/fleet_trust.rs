@@ -432,7 +432,7 @@ async fn join_tokens_and_revocations_hold_on_postgres() {
     workers::update(pool, &row.id, 150, WorkerState::Active)
         .await
         .unwrap();
-    assert_eq!(workers::revoked(pool).await.unwrap(), [row.id.clone()]);
+    assert_eq!(workers::revoked(pool).await.unwrap(), [row.id.as_str()]);
     assert!(workers::current(pool).await.unwrap().is_empty());
     assert_eq!(workers::all(pool).await.unwrap()[0].token_id, *id);
 }
