@@ -412,7 +412,8 @@ async fn join_tokens_and_revocations_hold_on_postgres() {
         .unwrap());
     let listed = join_tokens::list(pool).await.unwrap();
     assert_eq!(listed.len(), 2);
-    assert_eq!(listed[1].revoked_at, Some(101));
+    let revoked = listed.iter().find(|t| t.id == open.stored.id).unwrap();
+    assert_eq!(revoked.revoked_at, Some(101));
 
     let row = WorkerRow {
         id: "w-0123456789abcdef".into(),
