@@ -4,7 +4,7 @@
 //!
 //! Two listeners take part:
 //! - control's **fleet listener** (`ember-control serve --fleet-listen`): workers register
-//!   there (with a bootstrap token, before they have a certificate), then heartbeat,
+//!   there (with a join token, before they have a certificate), then heartbeat,
 //!   fetch code and deregister with their client certificate;
 //! - each worker's **worker API**: control sends invocations there, presenting its own
 //!   client certificate.
@@ -17,7 +17,7 @@ pub mod messages;
 pub mod tls;
 pub mod vsock;
 
-/// Worker → control: join the fleet (bootstrap token, no client certificate yet).
+/// Worker → control: join the fleet (join token, no client certificate yet).
 pub const REGISTER: &str = "/fleet/v1/register";
 /// Worker → control: inventory and load; the answer renews or ends the lease.
 pub const HEARTBEAT: &str = "/fleet/v1/heartbeat";

@@ -18,7 +18,8 @@ pub struct Capacity {
 /// `POST` [`crate::REGISTER`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RegisterRequest {
-    /// The bootstrap token control issued (`DIR/worker-token`).
+    /// A join token control issued: `ID.SECRET` from `ember worker token create`, or the
+    /// bootstrap token of `DIR/worker-token`.
     pub token: String,
     /// A name for logs and `ember` output (e.g. the host name).
     pub name: String,

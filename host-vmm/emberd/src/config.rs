@@ -21,7 +21,8 @@ pub struct ServeArgs {
     /// the fleet CA control hands over at registration instead.
     #[arg(long, value_name = "PEM")]
     pub ca: PathBuf,
-    /// The file holding control's bootstrap token (`DIR/worker-token`).
+    /// The file holding a join token: control's bootstrap token (`DIR/worker-token`) or one
+    /// from `ember worker token create`.
     #[arg(long, value_name = "FILE")]
     pub token_file: PathBuf,
     /// Where to serve the worker API (mutual TLS); port 0 picks a free one.

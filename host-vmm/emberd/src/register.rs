@@ -1,5 +1,5 @@
 //! Joining the fleet: a fresh key pair and certificate request on every start (a worker
-//! is a new member each time it starts), the bootstrap token, and the certificate control
+//! is a new member each time it starts), the join token, and the certificate control
 //! signs in return, kept in the state directory. Control may not be up yet when a worker
 //! boots, so unreachable control is retried with backoff; a refusal (a wrong token) is
 //! final.
