@@ -17,7 +17,7 @@ use crate::lease::{self, DrainReason};
 use crate::provisioning::Provisioning;
 use crate::Worker;
 
-/// Heartbeats until the process ends.
+/// Heartbeats until aborted, once the worker has drained and deregistered.
 pub async fn run(
     worker: Arc<Worker>,
     control: Arc<ControlClient>,

@@ -240,7 +240,7 @@ async fn serve(
         worker.clone(),
         until_stopped(stopped),
     ));
-    tokio::spawn(heartbeat::run(
+    let heartbeats = tokio::spawn(heartbeat::run(
         worker.clone(),
         control.clone(),
         Duration::from_millis(response.heartbeat_interval_ms.max(1)),
@@ -282,6 +282,10 @@ async fn serve(
         .map_err(|_| WorkerError::DrainSignal)?
         .expect("waited for Some");
     lease::drain(&worker, &control, reason).await;
+    // Deregistered: no more heartbeats. Embedded (`ember up`), the process lives on and
+    // joins again; a heartbeat task left running would keep this worker, its environments
+    // and their VMs alive, and be refused every interval.
+    heartbeats.abort();
     let _ = stop.send(());
     let _ = server.await;
     if let Some(vsock_server) = vsock_server {
