@@ -9,9 +9,13 @@
 //!   fetches and decrypts its code, creates an environment and runs the init phase;
 //! - `e2e_invokes_per_sec`: echo with `--clients` concurrent clients, each on its own
 //!   connection.
+//!
+//! `ember bench soak` runs the same in-process platform under a long mixed load ([`soak`]).
+
+mod soak;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,12 +29,15 @@ use super::error::CliError;
 use super::invoke::invoke;
 use super::up::deploy;
 use super::{credentials, logging};
-use crate::local::{self, LocalOptions};
+use crate::local::{self, LocalOptions, Platform};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Invocations end to end through control over HTTPS
     E2e(E2eArgs),
+    /// A long mixed load with faults, timeouts and worker restarts; memory, descriptors
+    /// and threads sampled over time must stay flat
+    Soak(soak::SoakArgs),
 }
 
 #[derive(Debug, Args)]
@@ -60,12 +67,32 @@ const EVENT: &[u8] = br#"{"bench":true}"#;
 const ECHO: &str = "bench-echo";
 
 pub fn run(command: BenchCommand) -> Result<(), CliError> {
-    let BenchCommand::E2e(args) = command;
     logging::init("error");
+    match command {
+        BenchCommand::E2e(args) => run_e2e(&args),
+        BenchCommand::Soak(args) => run_soak(&args),
+    }
+}
+
+fn run_soak(args: &soak::SoakArgs) -> Result<(), CliError> {
+    let mut running = Running::start()?;
+    let result = soak::soak(args, &mut running);
+    running.shutdown();
+    let report = result?;
+    println!("{report}");
+    if report["flat"] != json!(true) || report["unexpected"] != json!(0) {
+        return Err(CliError::Protocol(format!(
+            "the soak did not stay flat or saw unexpected answers: {report}"
+        )));
+    }
+    Ok(())
+}
+
+fn run_e2e(args: &E2eArgs) -> Result<(), CliError> {
     let floor = floor(args.floor)?;
-    let data_dir = std::env::temp_dir().join(format!("ember-bench-{}", std::process::id()));
-    let result = e2e(&args, &data_dir);
-    let _ = std::fs::remove_dir_all(&data_dir);
+    let running = Running::start()?;
+    let result = measure(args, &|| running.settings());
+    running.shutdown();
     let mut report = result?;
     report["kvm_floor_us"] = floor;
     report["e2e_warm_over_floor"] = ratio(&report["e2e_warm_invoke_us"], &report["kvm_floor_us"]);
@@ -81,31 +108,66 @@ pub fn run(command: BenchCommand) -> Result<(), CliError> {
     Ok(())
 }
 
-fn e2e(args: &E2eArgs, data_dir: &Path) -> Result<Value, CliError> {
-    let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    let runtime = tokio::runtime::Runtime::new()
-        .map_err(|e| CliError::Config(format!("starting the async runtime: {e}")))?;
-    let platform = runtime
-        .block_on(local::start(LocalOptions {
-            data_dir: data_dir.to_owned(),
-            listen: any,
-            fleet_listen: any,
-            worker_listen: any,
-            metrics_listen: None,
-            worker_metrics_listen: None,
-        }))
-        .map_err(|e| CliError::Config(e.to_string()))?;
-    let settings = || -> Result<Settings, CliError> {
+/// The platform in this process, on a temporary data directory removed at shutdown.
+struct Running {
+    runtime: tokio::runtime::Runtime,
+    platform: Platform,
+    data_dir: PathBuf,
+}
+
+impl Running {
+    fn start() -> Result<Running, CliError> {
+        let data_dir = std::env::temp_dir().join(format!("ember-bench-{}", std::process::id()));
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let runtime = tokio::runtime::Runtime::new()
+            .map_err(|e| CliError::Config(format!("starting the async runtime: {e}")))?;
+        let platform = runtime
+            .block_on(local::start(LocalOptions {
+                data_dir: data_dir.clone(),
+                listen: any,
+                fleet_listen: any,
+                worker_listen: any,
+                metrics_listen: None,
+                worker_metrics_listen: None,
+            }))
+            .map_err(|e| CliError::Config(e.to_string()));
+        match platform {
+            Ok(platform) => Ok(Running {
+                runtime,
+                platform,
+                data_dir,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&data_dir);
+                Err(e)
+            }
+        }
+    }
+
+    fn settings(&self) -> Result<Settings, CliError> {
         Ok(Settings {
-            endpoint: config::parse_endpoint(&platform.endpoint)?,
+            endpoint: config::parse_endpoint(&self.platform.endpoint)?,
             region: config::DEFAULT_REGION.to_owned(),
-            ca: Some(data_dir.join("ca.pem")),
-            credentials: credentials::load(&data_dir.join("credentials"), "ember")?,
+            ca: Some(self.data_dir.join("ca.pem")),
+            credentials: credentials::load(&self.data_dir.join("credentials"), "ember")?,
         })
-    };
-    let measured = measure(args, &settings);
-    runtime.block_on(platform.shutdown());
-    measured
+    }
+
+    fn client(&self) -> Result<Client, CliError> {
+        Client::new(self.settings()?)
+    }
+
+    /// Stops the worker and starts it again, back once it has joined.
+    fn restart_worker(&mut self) -> Result<(), CliError> {
+        self.runtime
+            .block_on(self.platform.restart_worker())
+            .map_err(|e| CliError::Config(e.to_string()))
+    }
+
+    fn shutdown(self) {
+        self.runtime.block_on(self.platform.shutdown());
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
 }
 
 fn measure(

@@ -60,6 +60,7 @@ pub struct Platform {
     pub metrics_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub service: Arc<Service>,
+    worker_args: ServeArgs,
     stop_worker: watch::Sender<bool>,
     stop_control: watch::Sender<bool>,
     worker: JoinHandle<()>,
@@ -107,12 +108,13 @@ pub async fn start(options: LocalOptions) -> Result<Platform, LocalError> {
         metrics_listen: MetricsListen(options.worker_metrics_listen),
     };
     let (stop_worker, worker_stopped) = watch::channel(false);
-    let worker = tokio::spawn(run_worker(args, worker_stopped));
+    let worker = tokio::spawn(run_worker(args.clone(), worker_stopped));
     let platform = Platform {
         endpoint,
         metrics_addr,
         data_dir: options.data_dir,
         service,
+        worker_args: args,
         stop_worker,
         stop_control,
         worker,
@@ -138,6 +140,17 @@ impl Platform {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
+    }
+
+    /// Stops the worker as a shutdown would (it finishes what runs and deregisters), starts
+    /// it again and returns once a worker is active.
+    pub async fn restart_worker(&mut self) -> Result<(), LocalError> {
+        let _ = self.stop_worker.send(true);
+        let _ = (&mut self.worker).await;
+        let (stop_worker, worker_stopped) = watch::channel(false);
+        self.stop_worker = stop_worker;
+        self.worker = tokio::spawn(run_worker(self.worker_args.clone(), worker_stopped));
+        self.joined().await
     }
 
     /// Stops the worker (it finishes what runs and deregisters), then control.
