@@ -29,9 +29,11 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
+use zeroize::Zeroizing;
 
 use ember_core::atomic::{self, with_path};
 use ember_core::clock;
+use ember_core::keydir;
 use ember_core::lock::{self, Mode};
 
 /// The local CA's folder inside the data directory.
@@ -88,8 +90,19 @@ pub fn from_files(cert: &Path, key: &Path) -> Result<Identity, TlsError> {
             cert.display()
         )));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, e))?;
+    let key = PrivateKeyDer::from_pem_slice(read_private_key(key)?.as_bytes())
+        .map_err(|e| pem_error(key, e))?;
     Ok(Identity { chain, key })
+}
+
+/// The PEM text of the private key `path`, refused when other users may read or write it:
+/// it may have leaked already.
+fn read_private_key(path: &Path) -> Result<Zeroizing<String>, TlsError> {
+    let bytes = keydir::read_private(path)?
+        .ok_or_else(|| with_path(io::Error::from(io::ErrorKind::NotFound), path))?;
+    String::from_utf8(bytes.to_vec())
+        .map(Zeroizing::new)
+        .map_err(|_| TlsError::Invalid(format!("{}: not PEM text", path.display())))
 }
 
 /// The local CA's server certificate for a service listening on `listen`, creating the
@@ -192,13 +205,15 @@ fn load_or_create_ca(dir: &Path, ca: &CaFiles) -> Result<(String, KeyPair), TlsE
     match fs::read_to_string(&cert_path) {
         Ok(pem) => {
             let key_path = dir.join(ca.key);
-            let key = fs::read_to_string(&key_path).map_err(|e| {
-                TlsError::Invalid(format!(
-                    "{}: {e}; without it the local CA cannot sign. Remove {} to start over \
-                     with a new CA (clients must then trust the new {CA_FILE})",
-                    key_path.display(),
-                    dir.display()
-                ))
+            let key = read_private_key(&key_path).map_err(|e| match e {
+                TlsError::Io(e) if e.kind() == io::ErrorKind::NotFound => {
+                    TlsError::Invalid(format!(
+                        "{e}; without it the local CA cannot sign. Remove {} to start over \
+                         with a new CA (clients must then trust the new {CA_FILE})",
+                        dir.display()
+                    ))
+                }
+                other => other,
             })?;
             let key = KeyPair::from_pem(&key)?;
             let der = CertificateDer::from_pem_slice(pem.as_bytes())
@@ -446,6 +461,21 @@ mod tests {
         fs::remove_file(data.path().join(DIR).join(CA_KEY)).unwrap();
         let err = local(data.path(), "127.0.0.1".parse().unwrap()).unwrap_err();
         assert!(err.to_string().contains("start over"), "{err}");
+    }
+
+    #[test]
+    fn refuses_private_keys_others_can_read() {
+        let data = tempfile::tempdir().unwrap();
+        local(data.path(), "127.0.0.1".parse().unwrap()).unwrap();
+        let dir = data.path().join(DIR);
+        for key in [CA_KEY, SERVER_KEY] {
+            fs::set_permissions(dir.join(key), fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let err = from_files(&dir.join(SERVER_CERT), &dir.join(SERVER_KEY)).unwrap_err();
+        assert!(err.to_string().contains("mode 644"), "{err}");
+        let err = local(data.path(), "127.0.0.1".parse().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("mode 644"), "{err}");
+        assert!(err.to_string().contains(CA_KEY), "{err}");
     }
 
     #[test]
