@@ -274,6 +274,10 @@ impl Environment {
                     buffer.push(&frame.payload);
                 }
                 Some(k) if k == reply => {
+                    // A reply that raced the watchdog is too late: the VM is going.
+                    if watch.disarm() {
+                        return Err(self.timed_out(timeout));
+                    }
                     return Ok(Outcome::decode(&frame.payload).map_err(EnvError::BadReply)?);
                 }
                 _ => return Err(EnvError::UnexpectedFrame(frame.kind).into()),
