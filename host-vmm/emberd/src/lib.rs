@@ -138,7 +138,7 @@ async fn serve(
         source,
     })?;
     let ca_pem = read(&args.ca)?;
-    let token = read(&args.token_file)?;
+    let token = read_secret(&args.token_file)?;
     let listener = ember_net::listen::bind(args.listen).await?;
     let local = listener.local_addr().map_err(WorkerError::LocalAddr)?;
     let vsock_listener = args.vsock_port.map(ember_net::vsock::bind).transpose()?;
@@ -327,5 +327,22 @@ fn read(path: &Path) -> Result<String, WorkerError> {
     std::fs::read_to_string(path).map_err(|source| WorkerError::Read {
         path: path.to_path_buf(),
         source,
+    })
+}
+
+/// A secret file's text, refused when other users may read it (it may have leaked).
+fn read_secret(path: &Path) -> Result<String, WorkerError> {
+    let error = |source| WorkerError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = ember_core::keydir::read_private(path)
+        .map_err(error)?
+        .ok_or_else(|| error(std::io::ErrorKind::NotFound.into()))?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| {
+        error(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not UTF-8 text",
+        ))
     })
 }

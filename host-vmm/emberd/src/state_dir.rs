@@ -8,6 +8,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
+use ember_core::keydir;
 use zeroize::Zeroizing;
 
 /// The private key of the worker's certificate.
@@ -48,11 +49,10 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     written.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
-/// The 32-byte key in `path`, made on first use.
+/// The 32-byte key in `path`, made on first use; refused when other users may read it.
 pub fn load_or_create_key(path: &Path) -> io::Result<Zeroizing<[u8; 32]>> {
-    match fs::read(path) {
-        Ok(bytes) => {
-            let bytes = Zeroizing::new(bytes);
+    match keydir::read_private(path)? {
+        Some(bytes) => {
             let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -61,13 +61,12 @@ pub fn load_or_create_key(path: &Path) -> io::Result<Zeroizing<[u8; 32]>> {
             })?;
             Ok(Zeroizing::new(key))
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        None => {
             let mut key = Zeroizing::new([0u8; 32]);
             getrandom::fill(key.as_mut()).map_err(io::Error::other)?;
             write_private(path, key.as_slice())?;
             Ok(key)
         }
-        Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
     }
 }
 
@@ -95,7 +94,15 @@ mod tests {
             2,
             "no temporary file left"
         );
-        fs::write(state.join("short.key"), b"short").unwrap();
-        assert!(load_or_create_key(&state.join("short.key")).is_err());
+        write_private(&state.join("short.key"), b"short").unwrap();
+        let err = load_or_create_key(&state.join("short.key")).unwrap_err();
+        assert!(err.to_string().contains("not a 32-byte key"), "{err}");
+        fs::set_permissions(
+            state.join(CACHE_KEY_FILE),
+            fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        let err = load_or_create_key(&state.join(CACHE_KEY_FILE)).unwrap_err();
+        assert!(err.to_string().contains("mode 640"), "{err}");
     }
 }
