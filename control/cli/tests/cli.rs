@@ -427,3 +427,58 @@ fn failures_are_one_line_with_a_hint() {
         "{stderr}"
     );
 }
+
+#[test]
+fn worker_commands_manage_join_tokens_on_the_data_directory() {
+    let server = Server::start();
+    let ember = Ember::new();
+    let dir = server.dir();
+    let token = ember.ok(&[
+        "worker",
+        "token",
+        "create",
+        "--data-dir",
+        dir,
+        "--uses",
+        "unlimited",
+        "--expires-in",
+        "7d",
+        "--max-vcpus",
+        "8",
+        "--description",
+        "rack 4",
+    ]);
+    let (id, secret) = token.trim().split_once('.').unwrap();
+    assert!(id.starts_with("jt-") && secret.len() == 64, "{token}");
+    let listed = ember.ok(&["worker", "token", "list", "--data-dir", dir]);
+    let row = listed.lines().find(|l| l.starts_with(id)).unwrap();
+    assert!(
+        row.contains("\t0/unlimited\t") && row.contains("\t8/") && row.ends_with("rack 4"),
+        "{row}"
+    );
+    assert!(!listed.contains(secret), "no secrets in the list");
+    // The bootstrap token is one of them.
+    assert!(listed.contains("\nbootstrap\t"), "{listed}");
+    assert_eq!(
+        ember
+            .ok(&["worker", "revoke", id, "--data-dir", dir])
+            .trim(),
+        format!("revoked join token {id}")
+    );
+    let (code, stderr) = ember.fails(&["worker", "revoke", id, "--data-dir", dir]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("not revoked already"), "{stderr}");
+    let (code, stderr) = ember.fails(&[
+        "worker",
+        "token",
+        "create",
+        "--uses",
+        "0",
+        "--data-dir",
+        dir,
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(ember
+        .ok(&["worker", "list", "--data-dir", dir])
+        .starts_with("ID\tNAME"));
+}
