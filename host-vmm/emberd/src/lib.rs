@@ -98,8 +98,15 @@ pub fn run(args: ServeArgs) -> Result<(), WorkerError> {
         .enable_all()
         .build()
         .map_err(WorkerError::Runtime)?;
-    runtime.block_on(serve(args, Announce::Stdout, drain, drained))
+    let served = runtime.block_on(serve(args, Announce::Stdout, drain, drained));
+    // A drain that hit its limit may leave an invocation's blocking thread behind; the
+    // process exits anyway instead of waiting for it as dropping the runtime would.
+    runtime.shutdown_timeout(SHUTDOWN_LIMIT);
+    served
 }
+
+/// How long the process waits, once drained, for blocking threads still running.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
 
 /// Runs the worker on the caller's runtime until it has drained: at the end of its lease,
 /// or once `stop` completes. For embedding (`ember up`): signals and stdout are the
