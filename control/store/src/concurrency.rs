@@ -1,9 +1,12 @@
-//! Concurrency settings: a function's reserved concurrency (a cap that is also set aside
-//! from the account's pool) and provisioned concurrency (initialized environments kept
-//! ready for a published version or an alias).
+//! Concurrency settings: an account's concurrency limit (the invocations it may have in
+//! flight, [`ACCOUNT_CONCURRENCY_LIMIT`] unless the operator set another), a function's
+//! reserved concurrency (a cap that is also set aside from the account's limit) and
+//! provisioned concurrency (initialized environments kept ready for a published version or
+//! an alias). Functions without a reservation share what reservations leave of the limit,
+//! the unreserved pool ([`invoke_limit`]).
 //!
 //! The rules that span rows (the account's pool keeps [`MIN_UNRESERVED_CONCURRENCY`] of
-//! [`ACCOUNT_CONCURRENCY_LIMIT`] unreserved; a function's provisioned total fits in its
+//! its limit unreserved; a function's provisioned total fits in its
 //! reservation; no version is provisioned both directly and through an alias) are checked
 //! by the writers here inside a transaction that starts with the account's lock (see
 //! [`crate::database`]), so two writers cannot both pass a check that only one of them
@@ -17,8 +20,12 @@ use crate::functions;
 use ember_core::clock;
 use ember_core::names::LATEST;
 
-/// Concurrent executions one account may use, Lambda's default quota.
+/// Concurrent executions one account may use unless the operator set its own limit
+/// ([`set_account_limit`]), Lambda's default quota.
 pub const ACCOUNT_CONCURRENCY_LIMIT: i64 = 1000;
+
+/// The highest limit an operator may set on one account.
+pub const MAX_ACCOUNT_CONCURRENCY_LIMIT: i64 = 1_000_000;
 
 /// Concurrency that reservations may not take from the account, so functions without a
 /// reservation can still run (Lambda's rule).
@@ -73,6 +80,152 @@ pub enum Error {
     Sql(#[from] sqlx::Error),
 }
 
+/// Why an account's concurrency limit could not be set.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    #[error("no account has id {0}")]
+    AccountNotFound(String),
+    #[error("a concurrency limit is from 0 to {MAX_ACCOUNT_CONCURRENCY_LIMIT}, not {0}")]
+    OutOfRange(i64),
+    #[error(
+        "the account's functions reserve {committed} (reserved or provisioned concurrency); \
+         its limit must leave {MIN_UNRESERVED_CONCURRENCY} unreserved beyond that, so at \
+         least {}: remove reservations first",
+        committed + MIN_UNRESERVED_CONCURRENCY
+    )]
+    BelowReservations { committed: i64 },
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+}
+
+/// An account's concurrency as the operator sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccountConcurrency {
+    /// Invocations it may have in flight.
+    pub limit: i64,
+    /// Set aside by its functions: each one's reservation or, without one, its
+    /// provisioned concurrency.
+    pub committed: i64,
+    /// Shared by its functions without a reservation: the limit less every reservation.
+    pub unreserved: i64,
+}
+
+/// The cap an invocation of a function runs under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InvokeLimit {
+    /// The function's reserved concurrency: its invocations in flight, at most this many.
+    Reserved(i64),
+    /// The account's unreserved pool: the invocations in flight of all its functions
+    /// without a reservation, at most this many.
+    Unreserved(i64),
+}
+
+/// The invoke path's question: what caps an invocation of `function` now. One statement,
+/// so an operator's change applies to the next invocation.
+pub async fn invoke_limit(
+    pool: &AnyPool,
+    account: &str,
+    function: &str,
+) -> Result<InvokeLimit, sqlx::Error> {
+    let row: (Option<i64>, Option<i64>, i64) = sqlx::query_as(
+        "SELECT \
+             (SELECT reserved_concurrency FROM functions WHERE account_id = $1 AND name = $2), \
+             (SELECT concurrency_limit FROM accounts WHERE id = $1), \
+             (SELECT CAST(COALESCE(SUM(reserved_concurrency), 0) AS BIGINT) FROM functions \
+              WHERE account_id = $1)",
+    )
+    .bind(account)
+    .bind(function)
+    .fetch_one(pool)
+    .await?;
+    Ok(match row {
+        (Some(reserved), _, _) => InvokeLimit::Reserved(reserved),
+        (None, limit, reserved) => InvokeLimit::Unreserved(
+            limit
+                .unwrap_or(ACCOUNT_CONCURRENCY_LIMIT)
+                .saturating_sub(reserved)
+                .max(0),
+        ),
+    })
+}
+
+/// The account's limit, what its functions set aside and what that leaves unreserved.
+pub async fn account_concurrency(
+    pool: &AnyPool,
+    account: &str,
+) -> Result<AccountConcurrency, LimitError> {
+    let mut conn = pool.acquire().await?;
+    concurrency_of(&mut conn, account).await
+}
+
+/// Sets the account's concurrency limit (`None`: back to the default). Refused when its
+/// functions' reservations would not leave [`MIN_UNRESERVED_CONCURRENCY`] of it
+/// unreserved; an account with no reservation may have any limit from 0 (which throttles
+/// every invocation) to [`MAX_ACCOUNT_CONCURRENCY_LIMIT`].
+pub async fn set_account_limit(
+    pool: &AnyPool,
+    account: &str,
+    limit: Option<i64>,
+) -> Result<AccountConcurrency, LimitError> {
+    if let Some(n) = limit.filter(|n| !(0..=MAX_ACCOUNT_CONCURRENCY_LIMIT).contains(n)) {
+        return Err(LimitError::OutOfRange(n));
+    }
+    let mut tx = pool.begin().await?;
+    lock_account(&mut tx, account).await?;
+    let now = concurrency_of(&mut tx, account).await?;
+    let wanted = limit.unwrap_or(ACCOUNT_CONCURRENCY_LIMIT);
+    if now.committed > 0 && wanted < now.committed + MIN_UNRESERVED_CONCURRENCY {
+        return Err(LimitError::BelowReservations {
+            committed: now.committed,
+        });
+    }
+    sqlx::query("UPDATE accounts SET concurrency_limit = $1 WHERE id = $2")
+        .bind(limit)
+        .bind(account)
+        .execute(&mut *tx)
+        .await?;
+    let set = concurrency_of(&mut tx, account).await?;
+    tx.commit().await?;
+    Ok(set)
+}
+
+/// [`account_concurrency`] on a connection.
+async fn concurrency_of(
+    conn: &mut AnyConnection,
+    account: &str,
+) -> Result<AccountConcurrency, LimitError> {
+    let limit = account_limit(conn, account)
+        .await?
+        .ok_or_else(|| LimitError::AccountNotFound(account.to_owned()))?;
+    let committed = committed_elsewhere(conn, account, "").await?;
+    let (reserved,): (i64,) = sqlx::query_as(
+        "SELECT CAST(COALESCE(SUM(reserved_concurrency), 0) AS BIGINT) FROM functions \
+         WHERE account_id = $1",
+    )
+    .bind(account)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(AccountConcurrency {
+        limit,
+        committed,
+        unreserved: (limit - reserved).max(0),
+    })
+}
+
+/// The account's limit; `None` when there is no such account. (The fixtures' functions may
+/// belong to an account with no row: those have the default.)
+async fn account_limit(
+    conn: &mut AnyConnection,
+    account: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    let row: Option<(Option<i64>,)> =
+        sqlx::query_as("SELECT concurrency_limit FROM accounts WHERE id = $1")
+            .bind(account)
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.map(|(limit,)| limit.unwrap_or(ACCOUNT_CONCURRENCY_LIMIT)))
+}
+
 /// The function's reservation (`None`: it has none).
 pub async fn reservation(
     pool: &AnyPool,
@@ -113,7 +266,7 @@ pub async fn put_reserved(
         return Err(Error::ReservationBelowProvisioned { provisioned });
     }
     let elsewhere = committed_elsewhere(&mut tx, account, function).await?;
-    if elsewhere + reserved > reservable() {
+    if elsewhere + reserved > reservable(&mut tx, account).await? {
         return Err(Error::ReservationOverAccount);
     }
     set_reserved(&mut tx, account, function, Some(reserved)).await?;
@@ -182,7 +335,7 @@ pub async fn put_provisioned(
         // Without a reservation, provisioned concurrency comes out of the unreserved pool.
         None => {
             let elsewhere = committed_elsewhere(&mut tx, account, function).await?;
-            if elsewhere + others + requested > reservable() {
+            if elsewhere + others + requested > reservable(&mut tx, account).await? {
                 return Err(Error::ProvisionedOverAccount);
             }
         }
@@ -299,9 +452,13 @@ pub async fn all_provisioned(pool: &AnyPool) -> Result<Vec<FunctionProvisioned>,
         .collect())
 }
 
-/// The concurrency the account can set aside for functions.
-fn reservable() -> i64 {
-    ACCOUNT_CONCURRENCY_LIMIT - MIN_UNRESERVED_CONCURRENCY
+/// The concurrency the account can set aside for functions: its limit less the minimum
+/// unreserved.
+async fn reservable(conn: &mut AnyConnection, account: &str) -> Result<i64, sqlx::Error> {
+    let limit = account_limit(conn, account)
+        .await?
+        .unwrap_or(ACCOUNT_CONCURRENCY_LIMIT);
+    Ok(limit - MIN_UNRESERVED_CONCURRENCY)
 }
 
 /// The function's row: `None` when it does not exist, `Some(None)` when it has no
@@ -492,6 +649,78 @@ mod tests {
             Err(Error::ProvisionedOverAccount)
         ));
         put_provisioned(pool, ACCOUNT, "f", "1", 10).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn account_limits_carve_reservations_and_bound_the_unreserved_pool() {
+        let (_dir, registry) = fixtures::registry().await;
+        let pool = registry.pool();
+        fixtures::function(&registry, "f", 1).await;
+        fixtures::function(&registry, "g", 0).await;
+        let unreserved = |n| InvokeLimit::Unreserved(n);
+        assert_eq!(
+            invoke_limit(pool, ACCOUNT, "g").await.unwrap(),
+            unreserved(1000)
+        );
+        put_reserved(pool, ACCOUNT, "f", 30).await.unwrap();
+        assert_eq!(
+            invoke_limit(pool, ACCOUNT, "f").await.unwrap(),
+            InvokeLimit::Reserved(30)
+        );
+        assert_eq!(
+            invoke_limit(pool, ACCOUNT, "g").await.unwrap(),
+            unreserved(970)
+        );
+
+        // Lowering the limit must leave 100 beyond the reservations.
+        assert!(matches!(
+            set_account_limit(pool, ACCOUNT, Some(129)).await,
+            Err(LimitError::BelowReservations { committed: 30 })
+        ));
+        let set = set_account_limit(pool, ACCOUNT, Some(130)).await.unwrap();
+        assert_eq!(
+            set,
+            AccountConcurrency {
+                limit: 130,
+                committed: 30,
+                unreserved: 100
+            }
+        );
+        assert_eq!(
+            invoke_limit(pool, ACCOUNT, "g").await.unwrap(),
+            unreserved(100)
+        );
+        // Reservations now fit the lower limit.
+        assert!(matches!(
+            put_reserved(pool, ACCOUNT, "f", 31).await,
+            Err(Error::ReservationOverAccount)
+        ));
+        // Without reservations, any limit from 0; back to the default with None.
+        delete_reserved(pool, ACCOUNT, "f").await.unwrap();
+        set_account_limit(pool, ACCOUNT, Some(0)).await.unwrap();
+        assert_eq!(
+            invoke_limit(pool, ACCOUNT, "f").await.unwrap(),
+            unreserved(0)
+        );
+        assert!(matches!(
+            put_reserved(pool, ACCOUNT, "f", 0).await,
+            Err(Error::ReservationOverAccount)
+        ));
+        assert!(matches!(
+            set_account_limit(pool, ACCOUNT, Some(-1)).await,
+            Err(LimitError::OutOfRange(-1))
+        ));
+        assert!(matches!(
+            set_account_limit(pool, ACCOUNT, Some(MAX_ACCOUNT_CONCURRENCY_LIMIT + 1)).await,
+            Err(LimitError::OutOfRange(_))
+        ));
+        assert!(matches!(
+            set_account_limit(pool, "999999999999", Some(5)).await,
+            Err(LimitError::AccountNotFound(_))
+        ));
+        let default = set_account_limit(pool, ACCOUNT, None).await.unwrap();
+        assert_eq!(default.limit, ACCOUNT_CONCURRENCY_LIMIT);
+        assert_eq!(account_concurrency(pool, ACCOUNT).await.unwrap(), default);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

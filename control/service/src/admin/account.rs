@@ -1,13 +1,16 @@
 //! `account create NAME`: a new account with one access key, printed as a
 //! shared-credentials profile named after the account, ready to append to
-//! `~/.aws/credentials`. Works beside a running service.
+//! `~/.aws/credentials`. `account set-concurrency ACCOUNT LIMIT`: the invocations the
+//! account may have in flight (`default`: 1000). Both work beside a running service; a
+//! new limit applies to the next invocation.
 
 use std::io::Write;
 
 use clap::Subcommand;
 
 use crate::admin::{registry, AdminError, DataDirArgs, DatabaseArgs, MasterKeyArgs};
-use ember_store::accounts::{self, AccessKey, Account};
+use ember_store::accounts::{self, AccessKey, Account, AccountError};
+use ember_store::concurrency::{self, AccountConcurrency};
 
 /// The `account` subcommands.
 #[derive(Subcommand, Clone, Debug)]
@@ -21,6 +24,21 @@ pub enum AccountCommand {
         #[command(flatten)]
         database: DatabaseArgs,
         /// The service's master keys: the access key's secret is sealed under them.
+        #[command(flatten)]
+        keys: MasterKeyArgs,
+    },
+    /// Set how many invocations ACCOUNT may have in flight across the fleet; its
+    /// functions' reserved concurrency is carved out of it and the rest is shared by its
+    /// other functions. Refused below the reservations plus 100.
+    SetConcurrency {
+        /// The account's name or 12-digit id.
+        account: String,
+        /// 0 to 1000000 (0 throttles every invocation), or `default` (1000).
+        limit: String,
+        #[command(flatten)]
+        dir: DataDirArgs,
+        #[command(flatten)]
+        database: DatabaseArgs,
         #[command(flatten)]
         keys: MasterKeyArgs,
     },
@@ -42,8 +60,50 @@ impl AccountCommand {
                 out.write_all(credentials_profile(name, &account, &key).as_bytes())?;
                 Ok(())
             }
+            AccountCommand::SetConcurrency {
+                account,
+                limit,
+                dir,
+                database,
+                keys,
+            } => {
+                let limit = parse_limit(limit)?;
+                let registry = registry(dir, database, keys).await?;
+                let pool = registry.pool();
+                let found = match accounts::by_name(pool, account).await? {
+                    Some(found) => found,
+                    None => accounts::get(pool, account)
+                        .await?
+                        .ok_or_else(|| AccountError::NoSuchAccount(account.clone()))?,
+                };
+                let set = concurrency::set_account_limit(pool, &found.id, limit).await?;
+                writeln!(out, "{}", describe(&found, &set))?;
+                Ok(())
+            }
         }
     }
+}
+
+/// `N` or `default` (`None`).
+fn parse_limit(text: &str) -> Result<Option<i64>, AdminError> {
+    if text == "default" {
+        return Ok(None);
+    }
+    match text.parse::<i64>() {
+        Ok(n) if (0..=concurrency::MAX_ACCOUNT_CONCURRENCY_LIMIT).contains(&n) => Ok(Some(n)),
+        _ => Err(AdminError::Io(std::io::Error::other(format!(
+            "invalid concurrency limit {text:?}: expected a number from 0 to {} or `default`",
+            concurrency::MAX_ACCOUNT_CONCURRENCY_LIMIT
+        )))),
+    }
+}
+
+/// One line: the account, its limit, what its functions reserve and what is left.
+fn describe(account: &Account, set: &AccountConcurrency) -> String {
+    format!(
+        "account {} ({}): concurrency limit {}, reserved {}, unreserved {}",
+        account.name, account.id, set.limit, set.committed, set.unreserved
+    )
 }
 
 /// `key` as a profile of an AWS shared-credentials file, with a comment naming the

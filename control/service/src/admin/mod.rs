@@ -81,6 +81,8 @@ pub enum AdminError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Account(#[from] AccountError),
+    #[error(transparent)]
+    Limit(#[from] ember_store::concurrency::LimitError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]

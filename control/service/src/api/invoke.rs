@@ -36,6 +36,7 @@ use crate::api::subject::Subject;
 use crate::events;
 use crate::router::{self, Invocation, InvokeError, Invoked};
 use crate::service::{Principal, Service};
+use ember_store::concurrency::InvokeLimit;
 
 /// The Invoke route.
 pub fn routes() -> Router<Arc<Service>> {
@@ -108,7 +109,7 @@ async fn invoke(
         .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"Tail"));
     match router::invoke(&service.invoker, invocation).await {
         Ok(invoked) => Ok(respond(invoked, tail)),
-        Err(InvokeError::Throttled { reserved }) => Ok(throttled(reserved)),
+        Err(InvokeError::Throttled { limit }) => Ok(throttled(limit)),
         Err(e) => Err(not_found(e)),
     }
 }
@@ -240,14 +241,23 @@ fn failure(e: InvokeError) -> ApiError {
     }
 }
 
-/// 429 with Lambda's `Reason`, which SDKs expose to tell the throttles apart.
-fn throttled(reserved: i64) -> Response {
+/// 429 with Lambda's `Reason`, which SDKs expose to tell the throttles apart: the
+/// function's reservation, or the account's limit (its unreserved pool).
+fn throttled(limit: InvokeLimit) -> Response {
+    let (message, reason) = match limit {
+        InvokeLimit::Reserved(n) => (
+            format!("Rate Exceeded. The function's reserved concurrency ({n}) is in use."),
+            "ReservedFunctionConcurrentInvocationLimitExceeded",
+        ),
+        InvokeLimit::Unreserved(n) => (
+            format!("Rate Exceeded. The account's unreserved concurrency ({n}) is in use."),
+            "ConcurrentInvocationLimitExceeded",
+        ),
+    };
     let body = serde_json::json!({
         "Type": "User",
-        "message": format!(
-            "Rate Exceeded. The function's reserved concurrency ({reserved}) is in use."
-        ),
-        "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded",
+        "message": message,
+        "Reason": reason,
     });
     let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
     response.headers_mut().insert(

@@ -398,7 +398,9 @@ mod tests {
             Step::Finish(EventState::Dropped, Some(_))
         ));
         assert!(matches!(
-            Outcome::of(Err(InvokeError::Throttled { reserved: 1 })),
+            Outcome::of(Err(InvokeError::Throttled {
+                limit: ember_store::concurrency::InvokeLimit::Unreserved(1)
+            })),
             Outcome::Deferred(_)
         ));
         assert!(matches!(

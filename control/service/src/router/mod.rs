@@ -1,7 +1,7 @@
 //! The invoke path inside control, shared by every way of invoking (the synchronous API
 //! and the asynchronous event queue): resolve the qualifier to a version (an alias's
-//! weights by a random draw), take a slot under the function's reserved concurrency
-//! (the fleet's in-flight counts), describe the version to a worker (the fleet's
+//! weights by a random draw), take a slot under the function's reserved concurrency or,
+//! without one, its account's unreserved pool (the fleet's in-flight counts), describe the version to a worker (the fleet's
 //! function config), pick a worker ([`pick`]) and run it there with a grant for its code
 //! and its role's credentials, both issued to that worker.
 //!
@@ -33,7 +33,7 @@ use ember_core::names::LATEST;
 use ember_core::random;
 use ember_core::roles::RoleIssuer;
 use ember_store::aliases::{self, Routing};
-use ember_store::concurrency;
+use ember_store::concurrency::{self, InvokeLimit};
 use ember_store::functions::{self, Version};
 use ember_store::workers::{self as worker_store, WorkerState};
 use ember_store::Registry;
@@ -91,14 +91,24 @@ pub struct Invoked {
 pub enum InvokeError {
     #[error("the function, version or alias does not exist")]
     NotFound,
-    #[error("the function's reserved concurrency ({reserved}) is used up")]
-    Throttled { reserved: i64 },
+    #[error("{}", throttle_reason(.limit))]
+    Throttled { limit: InvokeLimit },
     #[error("no worker is available to run the function")]
     NoWorker,
     #[error("the worker running the invocation failed: {0}")]
     WorkerFailed(String),
     #[error("{0}")]
     Internal(String),
+}
+
+/// Why an invocation under `limit` was throttled.
+fn throttle_reason(limit: &InvokeLimit) -> String {
+    match limit {
+        InvokeLimit::Reserved(n) => format!("the function's reserved concurrency ({n}) is used up"),
+        InvokeLimit::Unreserved(n) => {
+            format!("the account's unreserved concurrency ({n}) is used up")
+        }
+    }
 }
 
 impl From<sqlx::Error> for InvokeError {
@@ -171,14 +181,12 @@ async fn run(invoker: &Invoker, invocation: Invocation) -> Result<Invoked, Invok
         request_id,
     } = invocation;
     let version = target(invoker, &account, &function, qualifier.as_deref()).await?;
-    let reserved = concurrency::reserved(invoker.registry.pool(), &account, &function).await?;
+    let limit = concurrency::invoke_limit(invoker.registry.pool(), &account, &function).await?;
     let _slot = invoker
         .fleet
         .in_flight
-        .acquire(&account, &function, reserved)
-        .ok_or(InvokeError::Throttled {
-            reserved: reserved.unwrap_or_default(),
-        })?;
+        .acquire(&account, &function, limit)
+        .ok_or(InvokeError::Throttled { limit })?;
     let client = invoker.fleet.client().ok_or(InvokeError::NoWorker)?;
 
     let now = clock::now_unix();
@@ -369,7 +377,12 @@ mod tests {
             (invoked(Status::FunctionError, None), "function_error"),
             (invoked(Status::ServiceError, None), "service_error"),
             (Err(InvokeError::NotFound), "not_found"),
-            (Err(InvokeError::Throttled { reserved: 0 }), "throttled"),
+            (
+                Err(InvokeError::Throttled {
+                    limit: InvokeLimit::Reserved(0),
+                }),
+                "throttled",
+            ),
             (Err(InvokeError::NoWorker), "no_worker"),
             (Err(InvokeError::WorkerFailed("x".into())), "worker_failed"),
             (Err(InvokeError::Internal("x".into())), "internal_error"),

@@ -1,0 +1,205 @@
+//! Quotas between tenants (issue 11 item 7), end to end: the real `ember-control`, a real
+//! `emberd` worker running real micro-VMs (KVM required), the operator's
+//! `ember-control account set-concurrency`, and boto3 and the AWS CLI as clients.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ember_testkit::worker::Worker;
+use ember_testkit::{binaries, zip, Control};
+
+/// Control with fast heartbeats and short event retry delays.
+fn control(data_dir: &Path) -> Control {
+    Control::start_with(
+        data_dir,
+        &["--heartbeat-ms", "200", "--event-retry-delay-ms", "300"],
+    )
+}
+
+fn create(control: &Control, dir: &Path, name: &str, module: &[u8], extra: &[&str]) {
+    let package = dir.join(format!("{name}.zip"));
+    std::fs::write(&package, zip(&[(&format!("{name}.wasm"), module)])).unwrap();
+    control.create_function(name, &package, extra);
+}
+
+/// `ember-control account set-concurrency ACCOUNT LIMIT`: its output, or its error.
+fn set_concurrency(control: &Control, account: &str, limit: &str) -> Result<String, String> {
+    let out = Command::new(binaries::binary("ember-control", "ember-control"))
+        .args(["account", "set-concurrency", account, limit, "--data-dir"])
+        .arg(&control.data_dir)
+        .output()
+        .expect("run ember-control account set-concurrency");
+    match out.status.success() {
+        true => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+    }
+}
+
+/// One boto3 invocation of `function`, never retried: (status, error code, Reason).
+fn invoke_once(control: &Control, function: &str) -> (u64, Option<String>, Option<String>) {
+    let out = control
+        .boto3("quota_invoke_boto3.py", &control.credentials())
+        .arg(&control.endpoint)
+        .arg(control.ca())
+        .arg(control.credentials())
+        .arg("ember")
+        .arg(function)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "boto3 invoke failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = |key: &str| answer[key].as_str().map(str::to_owned);
+    (
+        answer["status"].as_u64().unwrap(),
+        text("code"),
+        text("reason"),
+    )
+}
+
+/// The state of the events of `function`, from control's `events` table.
+fn event_states(data_dir: &Path, function: &str) -> Vec<(String, i64)> {
+    all_events(data_dir)
+        .into_iter()
+        .filter(|(f, _, _)| f == function)
+        .map(|(_, state, deferrals)| (state, deferrals))
+        .collect()
+}
+
+/// Every event's (function, state, deferrals), from `DIR/registry.db` opened read-only.
+fn all_events(data_dir: &Path) -> Vec<(String, String, i64)> {
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::{ConnectOptions, SqliteConnection};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut db: SqliteConnection = SqliteConnectOptions::new()
+            .filename(data_dir.join("registry.db"))
+            .read_only(true)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query_as("SELECT function_name, state, deferrals FROM events")
+            .fetch_all(&mut db)
+            .await
+            .unwrap()
+    })
+}
+
+#[test]
+fn the_account_limit_throttles_unreserved_functions_and_defers_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let control = control(&data);
+    let _worker = Worker::start(&control, &dir.path().join("worker"));
+    let account = control.account();
+    create(&control, dir.path(), "hello", ember_examples::HELLO, &[]);
+    create(
+        &control,
+        dir.path(),
+        "spin",
+        ember_examples::LOOP,
+        &["--timeout", "6"],
+    );
+
+    // The operator's limit leaves 100 beyond reservations: 1 reserved needs at least 101.
+    control.aws_json(&[
+        "put-function-concurrency",
+        "--function-name",
+        "hello",
+        "--reserved-concurrent-executions",
+        "1",
+    ]);
+    let refused = set_concurrency(&control, &account, "100").unwrap_err();
+    assert!(refused.contains("at least 101"), "{refused}");
+    let set = set_concurrency(&control, "admin", "101").unwrap();
+    assert!(
+        set.contains("concurrency limit 101, reserved 1, unreserved 100"),
+        "{set}"
+    );
+    let bad = set_concurrency(&control, &account, "lots").unwrap_err();
+    assert!(bad.contains("invalid concurrency limit"), "{bad}");
+    control.aws_json(&["delete-function-concurrency", "--function-name", "hello"]);
+
+    // One invocation in flight uses up an account limited to 1.
+    let set = set_concurrency(&control, &account, "1").unwrap();
+    assert!(
+        set.contains("concurrency limit 1, reserved 0, unreserved 1"),
+        "{set}"
+    );
+    let spinning = {
+        let (endpoint, ca, credentials) = (
+            control.endpoint.clone(),
+            control.ca(),
+            control.credentials(),
+        );
+        let mut python = control.boto3("quota_invoke_boto3.py", &credentials);
+        python
+            .arg(endpoint)
+            .arg(ca)
+            .arg(&credentials)
+            .arg("ember")
+            .arg("spin");
+        std::thread::spawn(move || python.output().expect("run python3"))
+    };
+    let started = Instant::now();
+    let throttle = loop {
+        let answer = invoke_once(&control, "hello");
+        if answer.0 == 429 {
+            break answer;
+        }
+        assert_eq!(answer.0, 200, "{answer:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "hello was never throttled while spin ran in an account limited to 1"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        throttle,
+        (
+            429,
+            Some("TooManyRequestsException".to_owned()),
+            Some("ConcurrentInvocationLimitExceeded".to_owned())
+        )
+    );
+    // An event that meets the limit waits for it instead of failing.
+    let out = dir.path().join("event.json");
+    control.aws_json(&[
+        "invoke",
+        "--function-name",
+        "hello",
+        "--invocation-type",
+        "Event",
+        out.to_str().unwrap(),
+    ]);
+    let spun = spinning.join().unwrap();
+    assert!(spun.status.success(), "{spun:?}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let states = event_states(&data, "hello");
+        if states.iter().any(|(state, _)| state == "succeeded") {
+            assert!(states[0].1 >= 1, "the event was never deferred: {states:?}");
+            break;
+        }
+        assert!(
+            states
+                .iter()
+                .all(|(state, _)| state == "pending" || state == "running"),
+            "{states:?}"
+        );
+        assert!(Instant::now() < deadline, "the event never ran: {states:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Once it ended, the account's invocations run again; `default` restores 1000.
+    assert_eq!(invoke_once(&control, "hello").0, 200);
+    let set = set_concurrency(&control, &account, "default").unwrap();
+    assert!(set.contains("concurrency limit 1000"), "{set}");
+}
