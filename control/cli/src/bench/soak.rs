@@ -8,7 +8,7 @@
 //! leaks grows, one that does not stays flat: the last third of the run (after the
 //! restarts' bursts of new environments) must stay within the middle third's peaks.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -114,10 +114,12 @@ struct Counters {
     ok: AtomicU64,
     function_errors: AtomicU64,
     accepted: AtomicU64,
-    /// Answers other than expected while no restart was under way.
+    /// Answers other than expected to calls that overlapped no restart.
     unexpected: AtomicU64,
-    /// Failed calls while the worker restarted.
+    /// Failed calls that overlapped a worker restart.
     during_restart: AtomicU64,
+    /// Odd while the worker restarts; a call that sees it change overlapped a restart.
+    restarts: AtomicU64,
 }
 
 /// One sample of this process.
@@ -135,12 +137,11 @@ pub(super) fn soak(args: &SoakArgs, platform: &mut super::Running) -> Result<Val
         create(&client, kind)?;
     }
     let counters = Arc::new(Counters::default());
-    let restarting = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clients: Vec<_> = (0..args.clients.max(1))
         .map(|i| {
             let client = platform.client()?;
-            let (counters, restarting, stop) = (counters.clone(), restarting.clone(), stop.clone());
+            let (counters, stop) = (counters.clone(), stop.clone());
             Ok(std::thread::spawn(move || {
                 let round: Vec<&Kind> = MIX
                     .iter()
@@ -151,7 +152,7 @@ pub(super) fn soak(args: &SoakArgs, platform: &mut super::Running) -> Result<Val
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    call(&client, kind, &counters, &restarting);
+                    call(&client, kind, &counters);
                 }
             }))
         })
@@ -167,10 +168,10 @@ pub(super) fn soak(args: &SoakArgs, platform: &mut super::Running) -> Result<Val
     while started.elapsed() < length {
         std::thread::sleep(every.min(length.saturating_sub(started.elapsed())));
         if restarts < args.worker_restarts && started.elapsed() >= next_restart {
-            restarting.store(true, Ordering::Relaxed);
+            counters.restarts.fetch_add(1, Ordering::SeqCst);
             let began = Instant::now();
             platform.restart_worker()?;
-            restarting.store(false, Ordering::Relaxed);
+            counters.restarts.fetch_add(1, Ordering::SeqCst);
             restarts += 1;
             next_restart += restart_every;
             report_line(
@@ -235,7 +236,8 @@ fn base64(bytes: &[u8]) -> String {
 }
 
 /// One invocation of `kind`, counted by how it ended.
-fn call(client: &Client, kind: &Kind, counters: &Counters, restarting: &AtomicBool) {
+fn call(client: &Client, kind: &Kind, counters: &Counters) {
+    let restarts = counters.restarts.load(Ordering::SeqCst);
     let invocation_type = match kind.expect {
         Expect::Accepted => "Event",
         _ => "RequestResponse",
@@ -252,9 +254,12 @@ fn call(client: &Client, kind: &Kind, counters: &Counters, restarting: &AtomicBo
         (Expect::Echo, Ok(a)) if a.function_error.is_none() && a.payload == EVENT => &counters.ok,
         (Expect::FunctionError, Ok(a)) if a.function_error.is_some() => &counters.function_errors,
         (Expect::Accepted, Ok(a)) if a.status == 202 => &counters.accepted,
-        _ if restarting.load(Ordering::Relaxed) => &counters.during_restart,
+        _ if restarts % 2 == 1 || counters.restarts.load(Ordering::SeqCst) != restarts => {
+            &counters.during_restart
+        }
         _ => {
-            tracing::warn!(function = kind.name, answer = ?answer.as_ref().map(|a| a.status), "soak: unexpected answer");
+            let answer = answer.map(|a| (a.status, a.function_error));
+            eprintln!("soak: {} answered {answer:?}", kind.name);
             &counters.unexpected
         }
     };
