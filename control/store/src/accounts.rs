@@ -205,11 +205,7 @@ mod tests {
 
     #[tokio::test]
     async fn creates_accounts_and_keys_and_finds_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::open_sqlite(dir.path())
-            .await
-            .unwrap()
-            .with_sealer(crate::fixtures::sealer(dir.path()));
+        let (_dir, registry) = crate::fixtures::empty_registry().await;
         let pool = registry.pool();
         let admin = create(pool, "admin").await.unwrap();
         assert_eq!(admin.id.len(), 12);
@@ -245,11 +241,7 @@ mod tests {
 
     #[tokio::test]
     async fn secrets_are_sealed_in_the_database_and_old_plain_ones_get_sealed() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::open_sqlite(dir.path())
-            .await
-            .unwrap()
-            .with_sealer(crate::fixtures::sealer(dir.path()));
+        let (dir, registry) = crate::fixtures::empty_registry().await;
         let pool = registry.pool();
         let account = create(pool, "team").await.unwrap();
         let key = create_key(&registry, &account.id).await.unwrap();

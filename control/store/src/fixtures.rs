@@ -21,14 +21,20 @@ pub fn sealer(data_dir: &Path) -> Arc<Sealer> {
     Arc::new(Sealer::new(Keyring::load_or_create(data_dir).unwrap()))
 }
 
-/// A new SQLite registry (in the returned directory) with account [`ACCOUNT`], sealing
-/// with the directory's master keys.
-pub async fn registry() -> (tempfile::TempDir, Registry) {
+/// A new, empty SQLite registry (in the returned directory), sealing with the
+/// directory's master keys.
+pub async fn empty_registry() -> (tempfile::TempDir, Registry) {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::open_sqlite(dir.path())
         .await
         .unwrap()
         .with_sealer(sealer(dir.path()));
+    (dir, registry)
+}
+
+/// [`empty_registry`] with account [`ACCOUNT`].
+pub async fn registry() -> (tempfile::TempDir, Registry) {
+    let (dir, registry) = empty_registry().await;
     add_account(&registry).await;
     (dir, registry)
 }
