@@ -54,11 +54,13 @@ fn run(input: &[u8]) -> String {
     match inspect(bytes, handler) {
         Ok(ModuleKind::Command) => "ok:command".to_owned(),
         Ok(ModuleKind::Reactor) => "ok:reactor".to_owned(),
-        // The message's words before any detail (offsets, names) say which check refused it.
+        // The message's first words say which check refused it; offsets, numbers and
+        // names that follow would make every input an outcome of its own.
         Err(message) => {
             let words: Vec<&str> = message
                 .split([' ', ':', '('])
                 .filter(|w| !w.is_empty())
+                .take_while(|w| w.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-'))
                 .take(5)
                 .collect();
             format!("err:{}", words.join(" "))
