@@ -3,6 +3,8 @@
 //! a retry or finished. Every change of state is one conditional `UPDATE`, so two control
 //! instances on one PostgreSQL database never both claim or finish the same event.
 
+use std::collections::HashMap;
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use sqlx::AnyPool;
@@ -96,18 +98,71 @@ pub async fn insert(registry: &Registry, event: &Event) -> Result<(), sqlx::Erro
     Ok(())
 }
 
-/// The ids of up to `limit` pending events due at `now_ms`, longest waiting first.
+/// The ids of up to `limit` pending events due at `now_ms`, taking turns by account so that
+/// one account's backlog cannot hold another's events back. Turns go to the account with
+/// the fewest events running plus taken in this call (ties: the one waiting longest), and
+/// within an account the longest waiting event goes first. An account with 100,000 queued
+/// events and some running thus gets its next one after another account's first.
 pub async fn due(pool: &AnyPool, now_ms: u64, limit: usize) -> Result<Vec<String>, sqlx::Error> {
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT id FROM events WHERE state = $1 AND run_at_ms <= $2 \
-         ORDER BY run_at_ms, id LIMIT $3",
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let running: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT account_id, COUNT(*) FROM events WHERE state = $1 GROUP BY account_id",
+    )
+    .bind(EventState::Running.as_str())
+    .fetch_all(pool)
+    .await?;
+    let running: HashMap<String, i64> = running.into_iter().collect();
+    let waiting: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT account_id, MIN(run_at_ms), COUNT(*) FROM events \
+         WHERE state = $1 AND run_at_ms <= $2 GROUP BY account_id",
     )
     .bind(EventState::Pending.as_str())
     .bind(clamp(now_ms))
-    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().map(|(id,)| id).collect())
+    // (account, its turn's rank, longest wait, due events left, taken).
+    let mut accounts: Vec<(String, i64, i64, i64, i64)> = waiting
+        .into_iter()
+        .map(|(account, oldest, count)| {
+            let rank = running.get(&account).copied().unwrap_or(0);
+            (account, rank, oldest, count, 0)
+        })
+        .collect();
+    let mut order = Vec::new();
+    while order.len() < limit {
+        let Some(next) = accounts
+            .iter_mut()
+            .filter(|a| a.3 > 0)
+            .min_by(|a, b| (a.1, a.2, &a.0).cmp(&(b.1, b.2, &b.0)))
+        else {
+            break;
+        };
+        next.1 += 1;
+        next.3 -= 1;
+        next.4 += 1;
+        order.push(next.0.clone());
+    }
+    let mut ids: HashMap<String, std::vec::IntoIter<String>> = HashMap::new();
+    for (account, _, _, _, taken) in accounts.iter().filter(|a| a.4 > 0) {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM events WHERE state = $1 AND account_id = $2 AND run_at_ms <= $3 \
+             ORDER BY run_at_ms, id LIMIT $4",
+        )
+        .bind(EventState::Pending.as_str())
+        .bind(account)
+        .bind(clamp(now_ms))
+        .bind(*taken)
+        .fetch_all(pool)
+        .await?;
+        let rows: Vec<String> = rows.into_iter().map(|(id,)| id).collect();
+        ids.insert(account.clone(), rows.into_iter());
+    }
+    Ok(order
+        .iter()
+        .filter_map(|account| ids.get_mut(account).and_then(Iterator::next))
+        .collect())
 }
 
 /// When the next pending event is due, if any is pending.
@@ -329,6 +384,70 @@ mod tests {
         assert_eq!(prune(pool, 6000).await.unwrap(), 0);
         assert_eq!(prune(pool, 6001).await.unwrap(), 1);
         assert_eq!(next_due(pool).await.unwrap(), Some(3000));
+    }
+
+    /// Queues `count` due events of `account` straight into the table (the payload is not
+    /// read by `due`), the oldest at `from_ms`.
+    async fn backlog(pool: &AnyPool, account: &str, count: usize, from_ms: u64) {
+        let mut tx = pool.begin().await.unwrap();
+        for chunk in (0..count).collect::<Vec<_>>().chunks(500) {
+            let values: Vec<String> = chunk
+                .iter()
+                .map(|i| {
+                    let at = from_ms + *i as u64;
+                    format!(
+                        "('{account}-{i:06}', '{account}', 'f', NULL, 'e30=', 0, 0, {at}, 'pending', {at})"
+                    )
+                })
+                .collect();
+            sqlx::query(&format!(
+                "INSERT INTO events ({COLUMNS}, state, run_at_ms) VALUES {}",
+                values.join(", ")
+            ))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn due_events_take_turns_by_account_whatever_one_has_queued() {
+        let (_dir, registry) = crate::fixtures::registry().await;
+        let pool = registry.pool();
+        // Account A queued 100,000 events before B queued its first.
+        backlog(pool, "aaaaaaaaaaaa", 100_000, 1_000).await;
+        let mut first = sample("b-first", 500_000);
+        first.account = "bbbbbbbbbbbb".into();
+        insert(&registry, &first).await.unwrap();
+        let now = 1_000_000;
+
+        let started = std::time::Instant::now();
+        let two = due(pool, now, 2).await.unwrap();
+        eprintln!("due over a 100,000-event backlog: {:?}", started.elapsed());
+        assert_eq!(
+            two,
+            ["aaaaaaaaaaaa-000000", "b-first"],
+            "one each, oldest first"
+        );
+
+        // While A's events run, B's comes first even for a single free slot.
+        for id in ["aaaaaaaaaaaa-000000", "aaaaaaaaaaaa-000001"] {
+            claim(&registry, id, now, now + 60_000).await.unwrap();
+        }
+        assert_eq!(due(pool, now, 1).await.unwrap(), ["b-first"]);
+        let four = due(pool, now, 4).await.unwrap();
+        assert_eq!(four[0], "b-first");
+        assert_eq!(
+            four[1..],
+            [
+                "aaaaaaaaaaaa-000002",
+                "aaaaaaaaaaaa-000003",
+                "aaaaaaaaaaaa-000004"
+            ]
+        );
+        // Not yet due is not due, whoever it belongs to.
+        assert_eq!(due(pool, 999, 5).await.unwrap(), Vec::<String>::new());
     }
 
     #[tokio::test]

@@ -1,5 +1,5 @@
 //! The loop that runs queued events: it claims due events while it has free slots
-//! ([`EventSettings::parallelism`]), runs each in its own task through
+//! ([`EventSettings::parallelism`]), accounts taking turns ([`queue::due`]), runs each in its own task through
 //! [`router::invoke`], and records what happened. It wakes when an event is enqueued or a
 //! slot frees up ([`Events::enqueue`], a finished attempt), when the next retry is due, and at least every
 //! `POLL` for events another instance enqueued on a shared database.
