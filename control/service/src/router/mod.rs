@@ -208,6 +208,7 @@ async fn run(invoker: &Invoker, invocation: Invocation) -> Result<Invoked, Invok
             key,
             now,
             settings: &fleet.settings,
+            memory_mib: u64::try_from(version.config.memory_size).unwrap_or(u64::MAX),
             exclude: &tried,
         };
         let Some(claim) = fleet

@@ -9,6 +9,9 @@
 //!    below its maximum), then the fewest invocations in flight per vCPU, then the fewest
 //!    environments.
 //!
+//! A worker whose whole guest memory is less than the function's `MemorySize` is never
+//! given it: it could not create the environment.
+//!
 //! Ties go to the lowest worker id, so the choice is deterministic.
 
 use std::collections::HashMap;
@@ -25,6 +28,8 @@ pub struct Criteria<'a> {
     /// Unix seconds.
     pub now: u64,
     pub settings: &'a FleetSettings,
+    /// The function's memory (MiB), what one environment of it takes.
+    pub memory_mib: u64,
     /// Workers already tried for this invocation.
     pub exclude: &'a [String],
 }
@@ -41,7 +46,9 @@ pub fn choose(workers: &HashMap<String, WorkerView>, criteria: &Criteria<'_>) ->
 }
 
 fn eligible(worker: &WorkerView, criteria: &Criteria<'_>) -> bool {
-    worker.routable(criteria.settings, criteria.now) && !criteria.exclude.contains(&worker.id)
+    worker.routable(criteria.settings, criteria.now)
+        && !criteria.exclude.contains(&worker.id)
+        && criteria.memory_mib <= worker.capacity.memory_mib
 }
 
 /// Orders workers for a cold start: lower is better.
@@ -69,6 +76,16 @@ mod tests {
     }
 
     fn pick(workers: &Workers, key: &VersionKey, now: u64, exclude: &[String]) -> Option<String> {
+        pick_memory(workers, key, now, exclude, 128)
+    }
+
+    fn pick_memory(
+        workers: &Workers,
+        key: &VersionKey,
+        now: u64,
+        exclude: &[String],
+        memory_mib: u64,
+    ) -> Option<String> {
         let settings = FleetSettings {
             heartbeat: Duration::from_secs(1),
             missed_heartbeats: 3,
@@ -79,6 +96,7 @@ mod tests {
             key,
             now,
             settings: &settings,
+            memory_mib,
             exclude,
         };
         let claim = workers.claim(key, |all| choose(all, &criteria))?;
@@ -124,5 +142,26 @@ mod tests {
         // Within the drain margin (5 s of a 100 s lease) of the lease's end.
         assert_eq!(pick(&workers, &v1, 994, &[]).as_deref(), Some("w-a"));
         assert_eq!(pick(&workers, &v1, 995, &[]), None);
+    }
+
+    #[test]
+    fn a_function_larger_than_a_workers_memory_never_goes_there() {
+        let workers = Workers::default();
+        let mut small = worker_row("w-a", 4, 1000);
+        small.capacity.memory_mib = 512;
+        workers.add(&small);
+        workers.add(&worker_row("w-b", 4, 1000));
+        let v1 = key("1");
+        // w-a is first by id, but has only 512 MiB in all.
+        assert_eq!(
+            pick_memory(&workers, &v1, 0, &[], 1024).as_deref(),
+            Some("w-b")
+        );
+        assert_eq!(
+            pick_memory(&workers, &key("2"), 0, &[], 512).as_deref(),
+            Some("w-a")
+        );
+        let tried = vec!["w-b".to_owned()];
+        assert_eq!(pick_memory(&workers, &key("3"), 0, &tried, 1024), None);
     }
 }
