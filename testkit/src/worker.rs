@@ -30,9 +30,15 @@ impl Worker {
     /// Starts a worker for `control` with its state in `state_dir`, waiting until it has
     /// registered and serves.
     pub fn start(control: &Control, state_dir: &Path) -> Worker {
+        Worker::start_with(control, state_dir, &[])
+    }
+
+    /// Like [`Worker::start`], with `extra` arguments to `emberd serve`.
+    pub fn start_with(control: &Control, state_dir: &Path, extra: &[&str]) -> Worker {
         require_kvm();
         let mut child = Command::new(binary("emberd", "emberd"))
             .arg("serve")
+            .args(extra)
             .args(["--control", &control.fleet_endpoint])
             .arg("--ca")
             .arg(control.ca())

@@ -203,3 +203,98 @@ fn the_account_limit_throttles_unreserved_functions_and_defers_events() {
     let set = set_concurrency(&control, &account, "default").unwrap();
     assert!(set.contains("concurrency limit 1000"), "{set}");
 }
+
+#[test]
+fn a_full_worker_turns_work_away_and_control_throttles_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let control = control(&data);
+    // Room for one environment: while `spin` holds it, nothing else fits.
+    let worker = Worker::start_with(&control, &dir.path().join("worker"), &["--max-envs", "1"]);
+    create(&control, dir.path(), "hello", ember_examples::HELLO, &[]);
+    create(
+        &control,
+        dir.path(),
+        "spin",
+        ember_examples::LOOP,
+        &["--timeout", "6"],
+    );
+    let spinning = {
+        let credentials = control.credentials();
+        let mut python = control.boto3("quota_invoke_boto3.py", &credentials);
+        python
+            .arg(&control.endpoint)
+            .arg(control.ca())
+            .arg(&credentials)
+            .arg("ember")
+            .arg("spin");
+        std::thread::spawn(move || python.output().expect("run python3"))
+    };
+    let started = Instant::now();
+    let refused = loop {
+        let answer = invoke_once(&control, "hello");
+        if answer.0 == 429 {
+            break answer;
+        }
+        // Before spin's environment exists, hello may still take the room (and give it
+        // back idle, to be shut down for spin).
+        assert_eq!(answer.0, 200, "{answer:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "hello was never turned away while spin held the worker's only environment"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        refused,
+        (429, Some("TooManyRequestsException".to_owned()), None),
+        "a full fleet is a throttle, retried by the SDKs, with no concurrency Reason"
+    );
+    // An event that finds no room waits for it instead of failing.
+    let out = dir.path().join("event.json");
+    control.aws_json(&[
+        "invoke",
+        "--function-name",
+        "hello",
+        "--invocation-type",
+        "Event",
+        out.to_str().unwrap(),
+    ]);
+    let spun = spinning.join().unwrap();
+    assert!(spun.status.success(), "{spun:?}");
+
+    // Room again once spin ended (the deferred event may hold it for a moment).
+    let started = Instant::now();
+    while invoke_once(&control, "hello").0 != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "hello never ran again after spin ended"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let states = event_states(&data, "hello");
+        if states.iter().any(|(state, _)| state == "succeeded") {
+            assert!(states[0].1 >= 1, "the event was never deferred: {states:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the event never ran: {states:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let scrape = |endpoint: &str| {
+        reqwest::blocking::get(format!("{endpoint}/metrics"))
+            .and_then(|response| response.text())
+            .unwrap()
+    };
+    let worker_metrics = scrape(&worker.metrics_endpoint);
+    assert!(
+        worker_metrics.contains(r#"emberd_invocations_total{outcome="at_capacity"}"#),
+        "{worker_metrics}"
+    );
+    let control_metrics = scrape(&control.metrics_endpoint);
+    assert!(
+        control_metrics.contains(r#"outcome="no_capacity""#),
+        "{control_metrics}"
+    );
+}

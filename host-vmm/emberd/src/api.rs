@@ -20,6 +20,7 @@ use ember_net::listen::Listener;
 use ember_net::tls_serve::{self, PeerCertificate};
 use tokio_rustls::TlsAcceptor;
 
+use crate::invoke::AtCapacity;
 use crate::Worker;
 
 /// A request carries at most a 6 MiB event in base64 and the function's settings.
@@ -67,7 +68,16 @@ async fn invoke(State(worker): State<Arc<Worker>>, Json(request): Json<InvokeReq
     let Some(_running) = worker.begin() else {
         return draining();
     };
-    Json(worker.functions.invoke(request).await).into_response()
+    match worker.functions.invoke(request).await {
+        Ok(response) => Json(response).into_response(),
+        Err(refused) => at_capacity(refused),
+    }
+}
+
+/// 429: control takes it as "nothing ran, this worker is full, try another" (unlike 503,
+/// which makes it doubt the worker).
+fn at_capacity(refused: AtCapacity) -> Response {
+    (StatusCode::TOO_MANY_REQUESTS, refused.to_string()).into_response()
 }
 
 /// 503: control takes it as "nothing ran, try another worker".

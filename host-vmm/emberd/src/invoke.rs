@@ -45,6 +45,13 @@ pub enum VersionError {
     Thread(#[from] JoinError),
 }
 
+/// An invocation turned away before anything ran: this worker has no room for another
+/// environment (its `--max-envs` or guest memory are in use, and no idle environment may
+/// make way). Control tries another worker.
+#[derive(Debug, thiserror::Error)]
+#[error("at capacity: {0}")]
+pub struct AtCapacity(pub String);
+
 /// One version key's spec, built once.
 #[derive(Default)]
 struct Entry {
@@ -84,30 +91,40 @@ impl Functions {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs one invocation.
-    pub async fn invoke(&self, request: InvokeRequest) -> InvokeResponse {
+    /// Runs one invocation, or turns it away when this worker has no room for the
+    /// environment it needs.
+    pub async fn invoke(&self, request: InvokeRequest) -> Result<InvokeResponse, AtCapacity> {
         let started = Instant::now();
-        let response = self.run(request).await;
-        self.metrics.record(&response, started.elapsed());
-        response
+        let result = self.run(request).await;
+        match &result {
+            Ok(response) => self.metrics.record(response, started.elapsed()),
+            Err(_) => self.metrics.record_refused(),
+        }
+        result
     }
 
     /// [`Functions::invoke`]'s work, without the bookkeeping around it.
-    async fn run(&self, request: InvokeRequest) -> InvokeResponse {
+    async fn run(&self, request: InvokeRequest) -> Result<InvokeResponse, AtCapacity> {
         let payload = match STANDARD.decode(&request.payload) {
             Ok(payload) => payload,
-            Err(e) => return service_error(format!("the payload is not base64: {e}")),
+            Err(e) => return Ok(service_error(format!("the payload is not base64: {e}"))),
         };
         let spec = match self.spec(&request.function).await {
             Ok(spec) => spec,
-            Err(e) => return service_error(e.to_string()),
+            Err(e) => return Ok(service_error(e.to_string())),
         };
         let env = credentials_env(request.credentials.as_ref());
         let pool = self.pool.clone();
         match tokio::task::spawn_blocking(move || pool.invoke_with_env(&spec, &payload, &env)).await
         {
-            Ok(invocation) => response(invocation),
-            Err(e) => service_error(format!("the invocation's thread failed: {e}")),
+            Ok(Invocation {
+                error: Some(Failure::AtCapacity(reason)),
+                ..
+            }) => Err(AtCapacity(reason)),
+            Ok(invocation) => Ok(response(invocation)),
+            Err(e) => Ok(service_error(format!(
+                "the invocation's thread failed: {e}"
+            ))),
         }
     }
 
@@ -260,6 +277,7 @@ fn function_error(failure: &Failure) -> Option<(&'static str, String)> {
         Failure::InvalidConfig(_)
         | Failure::InvalidModule(_)
         | Failure::PayloadTooLarge(_)
+        | Failure::AtCapacity(_)
         | Failure::Crashed(_) => return None,
     })
 }

@@ -174,13 +174,15 @@ async fn serve(
 
     let anonymous = ControlClient::new(&args.control, &ca_pem, None)?;
     let name = args.name.clone().unwrap_or_else(host_name);
+    // What control is told is what the pool holds to: it refuses work beyond it.
+    let capacity = capacity(&args);
     let registration = register::register(
         &anonymous,
         &args.state_dir,
         token.trim(),
         &name,
         &address,
-        capacity(&args),
+        capacity.clone(),
     )
     .await?;
     let response = &registration.response;
@@ -211,7 +213,14 @@ async fn serve(
     });
     let worker = Arc::new(Worker {
         functions: Functions::new(
-            Pool::new(PoolConfig::default(), log_sink),
+            Pool::new(
+                PoolConfig {
+                    max_environments: capacity.max_environments as usize,
+                    memory_mib: capacity.memory_mib,
+                    ..PoolConfig::default()
+                },
+                log_sink,
+            ),
             artifacts::ArtifactCache::open(&args.state_dir, control.clone())
                 .map_err(WorkerError::ArtifactCache)?,
         ),

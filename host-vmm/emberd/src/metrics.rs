@@ -70,6 +70,13 @@ impl InvokeMetrics {
         }
     }
 
+    /// Counts one invocation turned away for want of room (nothing ran).
+    pub fn record_refused(&self) {
+        self.invocations
+            .get_or_create(&[("outcome", "at_capacity")])
+            .inc();
+    }
+
     fn register(&self, registry: &mut Registry) {
         registry.register(
             "invocations",

@@ -238,6 +238,9 @@ fn failure(e: InvokeError) -> ApiError {
         }
         InvokeError::Internal(message) => ApiError::service(message),
         InvokeError::Throttled { .. } => ApiError::too_many_requests("Rate Exceeded."),
+        InvokeError::NoCapacity => ApiError::too_many_requests(
+            "Rate Exceeded. No worker has room for another environment of the function; try again",
+        ),
     }
 }
 

@@ -182,7 +182,7 @@ enum Outcome {
     Succeeded,
     /// The function failed, or its worker did: costs an attempt.
     Failed(String),
-    /// Throttled, or no worker to run it: costs none.
+    /// Throttled, or no worker to run it or with room for it: costs none.
     Deferred(String),
     /// The function, version or alias is gone.
     Gone,
@@ -196,9 +196,11 @@ impl Outcome {
             Ok(invoked) if invoked.status == Status::Success => Outcome::Succeeded,
             Ok(invoked) => Outcome::Failed(function_error(&invoked)),
             Err(InvokeError::NotFound) => Outcome::Gone,
-            Err(e @ (InvokeError::Throttled { .. } | InvokeError::NoWorker)) => {
-                Outcome::Deferred(e.to_string())
-            }
+            Err(
+                e @ (InvokeError::Throttled { .. }
+                | InvokeError::NoWorker
+                | InvokeError::NoCapacity),
+            ) => Outcome::Deferred(e.to_string()),
             Err(e @ (InvokeError::WorkerFailed(_) | InvokeError::Internal(_))) => {
                 Outcome::Failed(e.to_string())
             }

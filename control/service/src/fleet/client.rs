@@ -31,6 +31,9 @@ use tokio_rustls::TlsConnector;
 use super::certs::PemPair;
 use super::state::Workers;
 
+/// Longest part of a worker's refusal kept (bytes).
+const MAX_REASON: usize = 1024;
+
 /// How long a worker may take to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -40,6 +43,9 @@ pub enum CallError {
     /// Nothing ran: no connection, or the worker turned the invocation away.
     #[error("worker unavailable: {0}")]
     Unavailable(String),
+    /// Nothing ran: the worker is sound but has no room for the environment (HTTP 429).
+    #[error("worker at capacity: {0}")]
+    AtCapacity(String),
     /// The request reached the worker and no valid answer came back.
     #[error("worker failed: {0}")]
     Failed(String),
@@ -203,11 +209,18 @@ impl reqwest::dns::Resolve for WorkerResolver {
 }
 
 /// The invocation's result from the worker's answer: 503 means it turned the invocation
-/// away before running it.
+/// away before running it (draining), 429 that it has no room for it.
 fn answer(status: StatusCode, body: &[u8]) -> Result<InvokeResponse, CallError> {
-    let reason = || String::from_utf8_lossy(body).into_owned();
+    // The worker's words, which end up in control's logs, cut short: it is not trusted.
+    let reason = || {
+        let text = String::from_utf8_lossy(body);
+        text[..text.floor_char_boundary(MAX_REASON)].to_owned()
+    };
     if status == StatusCode::SERVICE_UNAVAILABLE {
         return Err(CallError::Unavailable(format!("{status}: {}", reason())));
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return Err(CallError::AtCapacity(reason()));
     }
     if !status.is_success() {
         return Err(CallError::Failed(format!("{status}: {}", reason())));
@@ -237,6 +250,28 @@ mod tests {
     use rcgen::{CertificateParams, KeyPair};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::sync::mpsc;
+
+    #[test]
+    fn a_full_worker_is_told_apart_from_an_unavailable_one() {
+        let full = answer(
+            StatusCode::TOO_MANY_REQUESTS,
+            "at capacity: x".repeat(500).as_bytes(),
+        );
+        match full {
+            Err(CallError::AtCapacity(reason)) => {
+                assert!(reason.starts_with("at capacity: x"), "{reason}");
+                assert!(reason.len() <= MAX_REASON, "{} bytes kept", reason.len());
+            }
+            other => panic!("{other:?}"),
+        }
+        let draining = answer(StatusCode::SERVICE_UNAVAILABLE, b"draining");
+        assert!(
+            matches!(draining, Err(CallError::Unavailable(_))),
+            "{draining:?}"
+        );
+        let broken = answer(StatusCode::INTERNAL_SERVER_ERROR, b"");
+        assert!(matches!(broken, Err(CallError::Failed(_))), "{broken:?}");
+    }
 
     /// A worker certificate for `id` from `ca`: certificate and key, PEM.
     fn worker_identity(ca: &FleetCa, id: &str) -> PemPair {

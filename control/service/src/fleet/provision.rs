@@ -492,8 +492,8 @@ mod tests {
             ..HeartbeatRequest::default()
         };
         // w-a's share is 2, w-b's 1; w-b also runs an environment of its own.
-        workers.expect("w-a", &key("1"), 2);
-        workers.expect("w-b", &key("1"), 2);
+        workers.expect("w-a", &key("1"), 128, 2);
+        workers.expect("w-b", &key("1"), 128, 2);
         workers
             .heartbeat("w-a", &report(1, 0), 0, |_| false)
             .unwrap();

@@ -46,8 +46,13 @@ pub struct WorkerView {
     /// Environments per version control asked it for (cold invocations sent, provisioned
     /// shares), at most its maximum: the most of each its heartbeats are believed.
     pub placed: HashMap<VersionKey, u32>,
+    /// Guest memory (MiB) of each version placed here, from the configuration it was sent.
+    pub sizes: HashMap<VersionKey, u64>,
     /// Environments alive, as far as this instance knows.
     pub environments: u32,
+    /// Their guest memory (MiB): what its last heartbeat reported of the versions control
+    /// placed there, by their sizes, and the cold invocations sent since.
+    pub memory_in_use: u64,
     /// Invocations this instance sent and that have not answered yet.
     pub routed: u32,
     /// When `last_heartbeat` was last written to SQL (Unix seconds).
@@ -98,7 +103,9 @@ impl Workers {
             held: HashMap::new(),
             provision_failures: HashMap::new(),
             placed: HashMap::new(),
+            sizes: HashMap::new(),
             environments: 0,
+            memory_in_use: 0,
             routed: 0,
             persisted_at: row.last_heartbeat,
         };
@@ -163,6 +170,12 @@ impl Workers {
             .filter(|failure| placed.contains_key(&failure.key))
             .map(|failure| (failure.key.clone(), bounded(&failure.reason)))
             .collect();
+        worker.memory_in_use = held
+            .iter()
+            .map(|(key, n)| {
+                u64::from(*n).saturating_mul(worker.sizes.get(key).copied().unwrap_or(0))
+            })
+            .fold(0, u64::saturating_add);
         worker.held = held;
         worker.idle = idle;
         worker.environments = report.environments.min(worker.capacity.max_environments);
@@ -183,10 +196,11 @@ impl Workers {
         })
     }
 
-    /// Worker `id` was told to keep `count` environments of `key` (provisioned
-    /// concurrency): its heartbeats are believed that far.
-    pub fn expect(&self, id: &str, key: &VersionKey, count: u32) {
+    /// Worker `id` was told to keep `count` environments of `key`, each of `memory_mib`
+    /// (provisioned concurrency): its heartbeats are believed that far.
+    pub fn expect(&self, id: &str, key: &VersionKey, memory_mib: u64, count: u32) {
         if let Some(worker) = self.lock().get_mut(id) {
+            worker.sizes.insert(key.clone(), memory_mib);
             let count = count.min(worker.capacity.max_environments);
             let placed = worker.placed.entry(key.clone()).or_default();
             *placed = (*placed).max(count);
@@ -225,11 +239,13 @@ impl Workers {
         read(&self.lock())
     }
 
-    /// Sends an invocation of `key` to the worker `choose` picks among all workers, and
-    /// counts it there until the returned claim is finished or dropped.
+    /// Sends an invocation of `key` (a function of `memory_mib`) to the worker `choose`
+    /// picks among all workers, and counts it there until the returned claim is finished
+    /// or dropped.
     pub fn claim(
         &self,
         key: &VersionKey,
+        memory_mib: u64,
         choose: impl FnOnce(&HashMap<String, WorkerView>) -> Option<String>,
     ) -> Option<Claim> {
         let mut workers = self.lock();
@@ -246,6 +262,8 @@ impl Workers {
             }
             None => {
                 worker.environments += 1;
+                worker.memory_in_use = worker.memory_in_use.saturating_add(memory_mib);
+                worker.sizes.insert(key.clone(), memory_mib);
                 let max = worker.capacity.max_environments;
                 let placed = worker.placed.entry(key.clone()).or_default();
                 *placed = placed.saturating_add(1).min(max);
@@ -257,6 +275,7 @@ impl Workers {
             worker_id: id,
             address: worker.address.clone(),
             key: key.clone(),
+            memory_mib,
             warm,
         })
     }
@@ -274,6 +293,7 @@ pub struct Claim {
     pub worker_id: String,
     pub address: String,
     key: VersionKey,
+    memory_mib: u64,
     /// It was meant for an idle environment there.
     pub warm: bool,
 }
@@ -287,7 +307,18 @@ impl Claim {
                 *worker.idle.entry(self.key.clone()).or_default() += 1;
             } else {
                 worker.environments = worker.environments.saturating_sub(1);
+                worker.memory_in_use = worker.memory_in_use.saturating_sub(self.memory_mib);
             }
+        }
+    }
+
+    /// The worker had no room: it counts as full until its next heartbeat says otherwise.
+    /// (A warm claim found the idle environment gone as well.)
+    pub fn refused(self) {
+        let mut workers = self.workers.lock();
+        if let Some(worker) = workers.get_mut(&self.worker_id) {
+            worker.environments = worker.capacity.max_environments;
+            worker.idle.remove(&self.key);
         }
     }
 }
@@ -311,12 +342,12 @@ mod tests {
         let workers = Workers::default();
         workers.add(&worker_row("w-1", 8, 1000));
         let first = workers
-            .claim(&version_key("1"), |_| Some("w-1".into()))
+            .claim(&version_key("1"), 128, |_| Some("w-1".into()))
             .unwrap();
         assert!(!first.warm);
         first.finish(true);
         let second = workers
-            .claim(&version_key("1"), |_| Some("w-1".into()))
+            .claim(&version_key("1"), 128, |_| Some("w-1".into()))
             .unwrap();
         assert!(second.warm, "the environment the first left idle");
         let routed = |w: &Workers| w.lock()["w-1"].routed;
@@ -382,8 +413,8 @@ mod tests {
         assert_eq!(view.environments, 8, "at most its maximum");
 
         // One cold invocation of version 1 went there, and version 2 is provisioned (3).
-        drop(workers.claim(&version_key("1"), |_| Some("w-1".into())));
-        workers.expect("w-1", &version_key("2"), 3);
+        drop(workers.claim(&version_key("1"), 128, |_| Some("w-1".into())));
+        workers.expect("w-1", &version_key("2"), 128, 3);
         workers.heartbeat("w-1", &boast, 0, |_| false).unwrap();
         let view = workers.lock()["w-1"].clone();
         assert_eq!(view.held[&version_key("1")], 1);
@@ -414,7 +445,7 @@ mod tests {
     fn heartbeats_replace_provisioning_failures_with_bounded_reasons() {
         let workers = Workers::default();
         workers.add(&worker_row("w-1", 8, 1000));
-        workers.expect("w-1", &version_key("1"), 1);
+        workers.expect("w-1", &version_key("1"), 128, 1);
         let failing = |reason: String| HeartbeatRequest {
             provision_failures: vec![ProvisionFailure {
                 key: version_key("1"),

@@ -44,6 +44,8 @@ pub enum Outcome {
     /// Over the function's reserved concurrency.
     Throttled,
     NoWorker,
+    /// Every worker tried was full (no room for another environment).
+    NoCapacity,
     /// The worker failed after the invocation went out.
     WorkerFailed,
     /// No such function, version or alias.
@@ -60,6 +62,7 @@ impl Outcome {
             Outcome::ServiceError => "service_error",
             Outcome::Throttled => "throttled",
             Outcome::NoWorker => "no_worker",
+            Outcome::NoCapacity => "no_capacity",
             Outcome::WorkerFailed => "worker_failed",
             Outcome::NotFound => "not_found",
             Outcome::InternalError => "internal_error",

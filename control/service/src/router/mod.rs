@@ -6,7 +6,11 @@
 //! and its role's credentials, both issued to that worker.
 //!
 //! A worker that cannot be reached, or turns the invocation away before running it, costs
-//! nothing: the next best worker gets it (up to [`ATTEMPTS`] workers). A worker that fails
+//! nothing: the next best worker gets it (up to [`ATTEMPTS`] workers). One that is
+//! unreachable or draining is taken out of routing until its next heartbeat; one that says
+//! it has no room (all its environments busy, or its memory in use) only counts as full
+//! until then. When every worker tried was full the invocation is throttled
+//! ([`InvokeError::NoCapacity`]) rather than failed: trying again later helps. A worker that fails
 //! after the request went out may have run it: that invocation fails with
 //! [`InvokeError::WorkerFailed`] (nothing else is affected) and the worker is marked dead
 //! until its next heartbeat.
@@ -95,6 +99,8 @@ pub enum InvokeError {
     Throttled { limit: InvokeLimit },
     #[error("no worker is available to run the function")]
     NoWorker,
+    #[error("no worker has room for another environment of the function")]
+    NoCapacity,
     #[error("the worker running the invocation failed: {0}")]
     WorkerFailed(String),
     #[error("{0}")]
@@ -166,6 +172,7 @@ pub fn outcome(result: &Result<Invoked, InvokeError>) -> Outcome {
         Err(InvokeError::NotFound) => Outcome::NotFound,
         Err(InvokeError::Throttled { .. }) => Outcome::Throttled,
         Err(InvokeError::NoWorker) => Outcome::NoWorker,
+        Err(InvokeError::NoCapacity) => Outcome::NoCapacity,
         Err(InvokeError::WorkerFailed(_)) => Outcome::WorkerFailed,
         Err(InvokeError::Internal(_)) => Outcome::InternalError,
     }
@@ -202,18 +209,20 @@ async fn run(invoker: &Invoker, invocation: Invocation) -> Result<Invoked, Invok
 
     let fleet = &invoker.fleet;
     let key = &request.function.key;
+    let memory_mib = u64::try_from(version.config.memory_size).unwrap_or(u64::MAX);
     let mut tried = Vec::new();
+    let mut full = 0;
     while tried.len() < ATTEMPTS {
         let criteria = pick::Criteria {
             key,
             now,
             settings: &fleet.settings,
-            memory_mib: u64::try_from(version.config.memory_size).unwrap_or(u64::MAX),
+            memory_mib,
             exclude: &tried,
         };
         let Some(claim) = fleet
             .workers
-            .claim(key, |workers| pick::choose(workers, &criteria))
+            .claim(key, memory_mib, |workers| pick::choose(workers, &criteria))
         else {
             break;
         };
@@ -243,12 +252,21 @@ async fn run(invoker: &Invoker, invocation: Invocation) -> Result<Invoked, Invok
                 suspect(invoker, &claim.worker_id).await;
                 tried.push(claim.worker_id.clone());
             }
+            Err(CallError::AtCapacity(reason)) => {
+                tracing::info!(worker = %claim.worker_id, %reason, "worker full; trying another");
+                tried.push(claim.worker_id.clone());
+                claim.refused();
+                full += 1;
+            }
             Err(CallError::Failed(reason)) => {
                 tracing::error!(worker = %claim.worker_id, %reason, "worker failed mid-invocation");
                 suspect(invoker, &claim.worker_id).await;
                 return Err(InvokeError::WorkerFailed(reason));
             }
         }
+    }
+    if full > 0 && full == tried.len() {
+        return Err(InvokeError::NoCapacity);
     }
     Err(InvokeError::NoWorker)
 }
@@ -385,6 +403,7 @@ mod tests {
                 "throttled",
             ),
             (Err(InvokeError::NoWorker), "no_worker"),
+            (Err(InvokeError::NoCapacity), "no_capacity"),
             (Err(InvokeError::WorkerFailed("x".into())), "worker_failed"),
             (Err(InvokeError::Internal("x".into())), "internal_error"),
         ];

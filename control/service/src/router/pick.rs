@@ -6,11 +6,13 @@
 //!    heartbeat said so, or an invocation this instance sent there just left one), the
 //!    least busy first: a warm start;
 //! 2. otherwise the one best placed to create an environment: not full (environments
-//!    below its maximum), then the fewest invocations in flight per vCPU, then the fewest
-//!    environments.
+//!    below its maximum, and room for the function's `MemorySize` beside the guest memory
+//!    of its environments), then the fewest invocations in flight per vCPU, then the
+//!    fewest environments.
 //!
-//! A worker whose whole guest memory is less than the function's `MemorySize` is never
-//! given it: it could not create the environment.
+//! A full worker is still tried last: it may shut down an idle environment to make room,
+//! or refuse (and the next one is tried). A worker whose whole guest memory is less than
+//! the function's `MemorySize` is never given it: it could not create the environment.
 //!
 //! Ties go to the lowest worker id, so the choice is deterministic.
 
@@ -41,7 +43,7 @@ pub fn choose(workers: &HashMap<String, WorkerView>, criteria: &Criteria<'_>) ->
         .clone()
         .filter(|w| w.idle.get(criteria.key).is_some_and(|n| *n > 0))
         .min_by(|a, b| (a.routed, &a.id).cmp(&(b.routed, &b.id)));
-    warm.or_else(|| live.min_by_key(|w| placement(w)))
+    warm.or_else(|| live.min_by_key(|w| placement(w, criteria.memory_mib)))
         .map(|w| w.id.clone())
 }
 
@@ -51,9 +53,10 @@ fn eligible(worker: &WorkerView, criteria: &Criteria<'_>) -> bool {
         && criteria.memory_mib <= worker.capacity.memory_mib
 }
 
-/// Orders workers for a cold start: lower is better.
-fn placement(worker: &WorkerView) -> (bool, u64, u32, String) {
-    let full = worker.environments >= worker.capacity.max_environments;
+/// Orders workers for a cold start of a function of `memory_mib`: lower is better.
+fn placement(worker: &WorkerView, memory_mib: u64) -> (bool, u64, u32, String) {
+    let full = worker.environments >= worker.capacity.max_environments
+        || worker.memory_in_use.saturating_add(memory_mib) > worker.capacity.memory_mib;
     let load = u64::from(worker.routed) * 1000 / u64::from(worker.capacity.vcpus.max(1));
     (full, load, worker.environments, worker.id.clone())
 }
@@ -99,7 +102,7 @@ mod tests {
             memory_mib,
             exclude,
         };
-        let claim = workers.claim(key, |all| choose(all, &criteria))?;
+        let claim = workers.claim(key, memory_mib, |all| choose(all, &criteria))?;
         let id = claim.worker_id.clone();
         claim.finish(true);
         Some(id)
@@ -117,7 +120,7 @@ mod tests {
         assert_eq!(pick(&workers, &key("2"), 0, &[]).as_deref(), Some("w-b"));
 
         // A heartbeat's inventory counts as warm (for what control placed there).
-        workers.expect("w-b", &key("3"), 1);
+        workers.expect("w-b", &key("3"), 128, 1);
         let report = HeartbeatRequest {
             inventory: vec![InventoryEntry {
                 key: key("3"),
@@ -142,6 +145,70 @@ mod tests {
         // Within the drain margin (5 s of a 100 s lease) of the lease's end.
         assert_eq!(pick(&workers, &v1, 994, &[]).as_deref(), Some("w-a"));
         assert_eq!(pick(&workers, &v1, 995, &[]), None);
+    }
+
+    #[test]
+    fn memory_in_use_counts_a_worker_full() {
+        let workers = Workers::default();
+        for id in ["w-a", "w-b"] {
+            workers.add(&worker_row(id, 8, 1000));
+        }
+        // w-a: one 768 MiB environment of its 1024; w-b: three of 64 MiB.
+        let big = key("big");
+        let claim = |id: &str, key: &VersionKey, memory_mib| {
+            let id = id.to_owned();
+            workers
+                .claim(key, memory_mib, |_| Some(id))
+                .unwrap()
+                .finish(true);
+        };
+        claim("w-a", &big, 768);
+        for small in ["s1", "s2", "s3"] {
+            claim("w-b", &key(small), 64);
+        }
+        // With fewer environments w-a would come first, but 512 MiB more do not fit there.
+        let v1 = key("1");
+        assert_eq!(
+            pick_memory(&workers, &v1, 0, &[], 512).as_deref(),
+            Some("w-b")
+        );
+        assert_eq!(
+            pick_memory(&workers, &key("2"), 0, &[], 128).as_deref(),
+            Some("w-a")
+        );
+
+        // A heartbeat replaces the view: w-a's big environment is gone.
+        let report = HeartbeatRequest {
+            inventory: Vec::new(),
+            in_flight: 0,
+            environments: 0,
+            draining: false,
+            provision_failures: Vec::new(),
+        };
+        workers.heartbeat("w-a", &report, 0, |_| false).unwrap();
+        assert_eq!(
+            pick_memory(&workers, &key("3"), 0, &[], 512).as_deref(),
+            Some("w-a")
+        );
+    }
+
+    #[test]
+    fn a_worker_that_refused_for_room_counts_full_until_it_heartbeats() {
+        let workers = fleet(&["w-a", "w-b"], 1000);
+        let v1 = key("1");
+        let claim = workers.claim(&v1, 128, |_| Some("w-a".to_owned())).unwrap();
+        claim.refused();
+        assert_eq!(
+            workers.state("w-a"),
+            Some(WorkerState::Active),
+            "not doubted"
+        );
+        // w-a has fewer environments than w-b would after this, but counts as full.
+        assert_eq!(pick(&workers, &v1, 0, &[]).as_deref(), Some("w-b"));
+        assert_eq!(pick(&workers, &key("2"), 0, &[]).as_deref(), Some("w-b"));
+        // Full workers are still the last resort.
+        let tried = vec!["w-b".to_owned()];
+        assert_eq!(pick(&workers, &key("3"), 0, &tried).as_deref(), Some("w-a"));
     }
 
     #[test]

@@ -165,7 +165,10 @@ async fn heartbeat(
         fleet.provisioned.assignments(fleet, &id).await
     };
     for share in &provisioned {
-        fleet.workers.expect(&id, &share.function.key, share.count);
+        let memory_mib = u64::from(share.function.memory_mib);
+        fleet
+            .workers
+            .expect(&id, &share.function.key, memory_mib, share.count);
     }
     Ok(Json(HeartbeatResponse {
         lease_expires_at: heard.lease_expires_at,

@@ -30,6 +30,9 @@ pub enum Failure {
     /// The host stopped the invocation at the function's timeout.
     #[error("Task timed out after {:.2} seconds", .0.as_secs_f64())]
     Timeout(Duration),
+    /// No room for a new environment on this worker: nothing ran.
+    #[error("this worker is at capacity: {0}")]
+    AtCapacity(String),
     /// The environment died (guest fault, broken protocol) or could not be created.
     #[error("environment failed: {0}")]
     Crashed(#[source] Arc<EnvError>),

@@ -1,6 +1,12 @@
 //! The environment pool: hands out an idle environment of the right function version or
 //! creates one, runs one invocation at a time on it, reaps idle environments, retires old
 //! ones, keeps provisioned ones ready and keeps spare VMs warm for new environments.
+//!
+//! It holds no more environments than [`PoolConfig::max_environments`], whose guest memory
+//! together stays within [`PoolConfig::memory_mib`]: a new environment that does not fit
+//! shuts down idle ones of other versions (least recently used first, never below a
+//! version's provisioned count) or, when that cannot make room, is refused with
+//! [`Failure::AtCapacity`] before anything runs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -9,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use ember_wire::function::{ModuleKind, Status, PAYLOAD_MAX};
 
+mod admission;
 mod upkeep;
 
 use super::{
@@ -37,6 +44,11 @@ pub struct PoolConfig {
     /// Test only: boot guests with the test-frame flag, so a function whose environment
     /// sets `EMBER_TEST_HOSTILE` plays a hostile guest (see `ember_wire::hostile`).
     pub test_frames: bool,
+    /// Most environments alive at once (idle, busy or being created), all versions.
+    pub max_environments: usize,
+    /// Most guest memory (MiB) all environments together may have. Spare VMs, which hold
+    /// a few MiB each until used, are not counted.
+    pub memory_mib: u64,
 }
 
 impl Default for PoolConfig {
@@ -48,6 +60,8 @@ impl Default for PoolConfig {
             spare_vms: 2,
             spare_warm_heap: 4 << 20,
             test_frames: false,
+            max_environments: usize::MAX,
+            memory_mib: u64::MAX,
         }
     }
 }
@@ -62,19 +76,29 @@ pub struct PoolStats {
 #[derive(Default)]
 struct State {
     idle: HashMap<EnvKey, Vec<Environment>>,
-    busy: HashMap<EnvKey, usize>,
+    /// Environments running an invocation or being created, per version, with the
+    /// version's memory size (MiB).
+    busy: HashMap<EnvKey, (usize, u32)>,
     provisioned: HashMap<EnvKey, (Arc<FunctionSpec>, usize)>,
     stopping: bool,
 }
 
 impl State {
     fn live(&self, key: &EnvKey) -> usize {
-        self.idle.get(key).map_or(0, Vec::len) + self.busy.get(key).copied().unwrap_or(0)
+        self.idle.get(key).map_or(0, Vec::len) + self.busy_count(key)
     }
 
-    fn set_busy(&mut self, key: &EnvKey, delta: isize) {
-        let n = self.busy.entry(key.clone()).or_default();
+    fn busy_count(&self, key: &EnvKey) -> usize {
+        self.busy.get(key).map_or(0, |(n, _)| *n)
+    }
+
+    fn set_busy(&mut self, spec: &FunctionSpec, delta: isize) {
+        let (n, memory) = self
+            .busy
+            .entry(spec.key().clone())
+            .or_insert((0, spec.memory_mib));
         *n = n.saturating_add_signed(delta);
+        *memory = spec.memory_mib;
     }
 }
 
@@ -159,28 +183,39 @@ impl Pool {
             return failed(Failure::PayloadTooLarge(payload.len()), false, log);
         }
         let key = spec.key().clone();
-        let (idle, too_old) = {
+        let (idle, shut_down) = {
             let mut st = self.shared.lock();
-            st.set_busy(&key, 1);
             let max_age = self.shared.config.max_age;
-            let mut too_old = Vec::new();
+            let mut shut_down = Vec::new();
             let mut idle = None;
             while let Some(env) = st.idle.get_mut(&key).and_then(Vec::pop) {
                 if env.created.elapsed() < max_age {
                     idle = Some(env);
                     break;
                 }
-                too_old.push(env);
+                shut_down.push(env);
             }
-            (idle, too_old)
+            if idle.is_none() {
+                match self.shared.admit(&mut st, spec) {
+                    Ok(evicted) => shut_down.extend(evicted),
+                    Err(refused) => {
+                        drop(st);
+                        drop(shut_down);
+                        return failed(refused, false, log);
+                    }
+                }
+            }
+            st.set_busy(spec, 1);
+            (idle, shut_down)
         };
-        drop(too_old);
+        drop(shut_down);
         let (mut env, init_duration) = match idle {
             Some(env) => (env, None),
             None => match self.shared.create(spec, &mut log) {
                 Ok((env, took)) => (env, Some(took)),
                 Err(e) => {
-                    self.shared.lock().set_busy(&key, -1);
+                    self.shared.lock().set_busy(spec, -1);
+                    self.shared.wake_reaper.notify_all();
                     return failed(e, true, log);
                 }
             },
@@ -227,12 +262,12 @@ impl Pool {
 
     /// Returns an environment to the idle list, or shuts it down.
     fn release(&self, env: Environment, keep: bool) {
-        let key = env.spec().key().clone();
+        let spec = env.spec().clone();
         let retire = env.created.elapsed() >= self.shared.config.max_age;
         let mut st = self.shared.lock();
-        st.set_busy(&key, -1);
+        st.set_busy(&spec, -1);
         if keep && !retire && !st.stopping {
-            st.idle.entry(key).or_default().push(env);
+            st.idle.entry(spec.key().clone()).or_default().push(env);
         } else {
             drop(st);
             drop(env);
@@ -269,7 +304,7 @@ impl Pool {
         let st = self.shared.lock();
         PoolStats {
             idle: st.idle.get(key).map_or(0, Vec::len),
-            busy: st.busy.get(key).copied().unwrap_or(0),
+            busy: st.busy_count(key),
         }
     }
 
@@ -284,7 +319,7 @@ impl Pool {
         let st = self.shared.lock();
         PoolStats {
             idle: st.idle.values().map(Vec::len).sum(),
-            busy: st.busy.values().sum(),
+            busy: st.busy.values().map(|(n, _)| n).sum(),
         }
     }
 

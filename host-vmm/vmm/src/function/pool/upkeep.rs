@@ -106,18 +106,24 @@ impl Shared {
             let Some(spec) = missing else {
                 break;
             };
+            let admitted = {
+                let mut st = self.lock();
+                self.admit(&mut st, &spec)
+                    .inspect(|_| st.set_busy(&spec, 1))
+            };
             // Provisioned environments' init logs reach only the pool's sink.
-            match self.create(&spec, &mut LogBuffer::default()) {
-                Ok((env, _)) => self
-                    .lock()
-                    .idle
-                    .entry(spec.key().clone())
-                    .or_default()
-                    .push(env),
-                Err(e) => {
-                    failed.insert(spec.key().clone());
-                    first_failure.get_or_insert(e);
-                }
+            let created = admitted.and_then(|evicted| {
+                drop(evicted);
+                let created = self.create(&spec, &mut LogBuffer::default());
+                let mut st = self.lock();
+                st.set_busy(&spec, -1);
+                created.map(|(env, _)| {
+                    st.idle.entry(spec.key().clone()).or_default().push(env);
+                })
+            });
+            if let Err(e) = created {
+                failed.insert(spec.key().clone());
+                first_failure.get_or_insert(e);
             }
         }
         first_failure.map_or(Ok(()), Err)
