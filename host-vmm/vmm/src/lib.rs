@@ -4,7 +4,8 @@
 //! Modules, lowest first (each imports only those before it): [`log_budget`] (rate limits
 //! for what guests log), `kvm` (the `/dev/kvm` handle), `memory` (guest RAM), `devices` (serial and virtio-vsock), [`vm`] (one
 //! micro-VM and its snapshots), [`floor`] (the raw KVM floor), [`client`] (the frame
-//! protocol) and [`function`] (execution environments and their pool).
+//! protocol) and [`function`] (execution environments and their pool). [`process`] is a VM
+//! process's side of its channel to the worker (`ember-vm`, `docs/isolation.md`).
 
 pub mod client;
 pub mod cpuid;
@@ -17,6 +18,7 @@ mod guest_image;
 mod kvm;
 pub mod log_budget;
 mod memory;
+pub mod process;
 pub mod vm;
 
 pub use client::{ClientError, GuestClient};

@@ -1,0 +1,36 @@
+//! `ember-vm`: the program micro-VM processes come from. The worker starts it once as the
+//! zygote (`ember-vm zygote --config JSON [--test-probes]`, with its channel at fd 3),
+//! which forks one sandboxed process per VM. See `docs/isolation.md`.
+
+use ember_jail::seccomp::CHANNEL;
+use ember_jail::{zygote, JailConfig};
+use ember_vmm::process;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = "usage: ember-vm zygote --config JSON [--test-probes] (started by emberd)";
+    let (Some("zygote"), Some("--config"), Some(config)) = (
+        args.first().map(String::as_str),
+        args.get(1).map(String::as_str),
+        args.get(2),
+    ) else {
+        eprintln!("{usage}");
+        std::process::exit(2);
+    };
+    let config: JailConfig = match serde_json::from_str(config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("ember-vm: invalid --config: {e}");
+            std::process::exit(2);
+        }
+    };
+    let work = match args.get(3).map(String::as_str) {
+        None => process::serve,
+        Some("--test-probes") => process::serve_with_probes,
+        Some(other) => {
+            eprintln!("ember-vm: unexpected argument {other:?}; {usage}");
+            std::process::exit(2);
+        }
+    };
+    zygote::serve(&config, CHANNEL, work)
+}
