@@ -64,13 +64,13 @@ fn step(step: &'static str) -> impl FnOnce(nix::Error) -> SandboxError {
 
 /// Confines the calling process (single-threaded, in fresh mount, UTS, network, IPC and
 /// PID namespaces) as VM `name` with `limits`, keeping only the descriptors `keep`, and
-/// finally installs `filter`.
+/// finally installs the union of `filters`.
 pub fn enter(
     config: &JailConfig,
     name: &str,
     limits: &Limits,
     keep: &[RawFd],
-    filter: Filter,
+    filters: &[Filter],
 ) -> Result<(), SandboxError> {
     config.cgroups.join(name, limits)?;
     sethostname(HOST_NAME).map_err(step("sethostname"))?;
@@ -78,7 +78,7 @@ pub fn enter(
     close_all_but(keep)?;
     limit(config.max_fds)?;
     drop_identity(config.uid, config.gid)?;
-    seccomp::install(filter)?;
+    seccomp::install(filters)?;
     Ok(())
 }
 

@@ -10,8 +10,8 @@
 //! to the worker. It dies with the worker (`PR_SET_PDEATHSIG`), and kills its VMs when the
 //! worker's channel closes.
 
-use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -89,19 +89,47 @@ pub struct Zygote {
     exits: Arc<(Mutex<Exits>, Condvar)>,
 }
 
+/// How the last VM processes ended, for whoever waits for one.
 #[derive(Default)]
 struct Exits {
-    by_pid: HashMap<u32, String>,
+    recent: VecDeque<(u32, String)>,
     gone: bool,
 }
 
-/// A sandboxed VM process, ready for work on its channel.
+/// Exits remembered (a worker runs VM processes without end; few are waited for).
+const EXITS_KEPT: usize = 256;
+
+/// A sandboxed VM process, ready for work on its channel. Dropping it kills the process
+/// (through a pidfd, so never another process that reused its pid).
 #[derive(Debug)]
 pub struct VmProcess {
     pub name: String,
     /// Its process id in the worker's PID namespace.
     pub pid: u32,
     pub channel: Channel,
+    pidfd: OwnedFd,
+}
+
+impl VmProcess {
+    /// Ends the process now, whatever it is doing.
+    pub fn kill(&self) {
+        // SAFETY: pidfd_send_signal on a pidfd this handle owns, with no siginfo.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            );
+        }
+    }
+}
+
+impl Drop for VmProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 impl Zygote {
@@ -171,6 +199,16 @@ impl Zygote {
             .recv_timeout(SPAWN_TIMEOUT)
             .map_err(|_| ZygoteError::Gone)?
             .map_err(failed)?;
+        // SAFETY: pidfd_open takes a pid and flags; the descriptor it returns is owned here.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if pidfd < 0 {
+            return Err(failed(format!(
+                "pidfd_open: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        // SAFETY: a new descriptor nothing else owns.
+        let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pidfd as i32) };
         channel.set_timeout(Some(SPAWN_TIMEOUT))?;
         let started = channel.recv::<Started>();
         channel.set_timeout(None)?;
@@ -179,6 +217,7 @@ impl Zygote {
                 name: name.to_owned(),
                 pid,
                 channel,
+                pidfd,
             }),
             Ok((Started::Failed(reason), _)) => Err(failed(reason)),
             Err(e) => Err(failed(format!("ended before it was ready: {e}"))),
@@ -192,8 +231,8 @@ impl Zygote {
         let deadline = Instant::now() + timeout;
         let mut exits = exits.lock().unwrap();
         loop {
-            if let Some(status) = exits.by_pid.remove(&pid) {
-                return Some(status);
+            if let Some(at) = exits.recent.iter().position(|(p, _)| *p == pid) {
+                return exits.recent.remove(at).map(|(_, status)| status);
             }
             let left = deadline.checked_duration_since(Instant::now())?;
             if exits.gone {
@@ -201,6 +240,13 @@ impl Zygote {
             }
             exits = changed.wait_timeout(exits, left).unwrap().0;
         }
+    }
+}
+
+impl std::fmt::Debug for Zygote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pid = self.process.lock().map(|p| p.id()).unwrap_or(0);
+        f.debug_struct("Zygote").field("pid", &pid).finish()
     }
 }
 
@@ -230,7 +276,11 @@ fn read_reports(
                 let _ = spawned.send(Err(reason));
             }
             Ok((Report::Exited { pid, status }, _)) => {
-                exits.0.lock().unwrap().by_pid.insert(pid, status);
+                let mut seen = exits.0.lock().unwrap();
+                if seen.recent.len() == EXITS_KEPT {
+                    seen.recent.pop_front();
+                }
+                seen.recent.push_back((pid, status));
                 exits.1.notify_all();
             }
             Err(e) => {
@@ -246,9 +296,15 @@ fn read_reports(
 }
 
 /// The zygote's life: serves the worker's requests on [`CONTROL_FD`] until it closes,
-/// forking VM processes that enter the sandbox of `config` under `filter` and then run
-/// `work` on their channel (its result is their exit code).
-pub fn serve(config: &JailConfig, filter: Filter, work: fn(Channel) -> i32) -> ! {
+/// forking VM processes that enter the sandbox of `config` under `filters`, keeping the
+/// descriptors `keep` (`/dev/kvm`), and then run `work` on their channel (its result is
+/// their exit code).
+pub fn serve(
+    config: &JailConfig,
+    filters: &[Filter],
+    keep: &[RawFd],
+    work: fn(Channel) -> i32,
+) -> ! {
     // SAFETY: CONTROL_FD was set up by `Zygote::start` for this process alone.
     let control =
         Channel::from_fd(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(CONTROL_FD) });
@@ -264,7 +320,7 @@ pub fn serve(config: &JailConfig, filter: Filter, work: fn(Channel) -> i32) -> !
         if ready > 0 {
             match control.recv::<Request>() {
                 Ok((Request::Spawn { name, limits }, _)) => {
-                    let report = match fork_vm(config, &name, &limits, filter, work) {
+                    let report = match fork_vm(config, &name, &limits, filters, keep, work) {
                         Ok((pid, channel)) => {
                             vms.insert(pid, name.clone());
                             let report = Report::Spawned { name, pid };
@@ -320,7 +376,8 @@ fn fork_vm(
     config: &JailConfig,
     name: &str,
     limits: &Limits,
-    filter: Filter,
+    filters: &[Filter],
+    keep: &[RawFd],
     work: fn(Channel) -> i32,
 ) -> Result<(u32, OwnedFd), String> {
     let (ours, theirs) = Channel::pair().map_err(|e| e.to_string())?;
@@ -330,7 +387,15 @@ fn fork_vm(
         ForkResult::Child => {
             drop(ours);
             drop(pid_read);
-            let code = in_new_namespaces(config, name, limits, filter, work, theirs, pid_write);
+            let code = in_new_namespaces(
+                config,
+                name,
+                limits,
+                (filters, keep),
+                work,
+                theirs,
+                pid_write,
+            );
             // SAFETY: _exit ends this process without running the zygote's exit handlers.
             unsafe { libc::_exit(code) }
         }
@@ -354,7 +419,7 @@ fn in_new_namespaces(
     config: &JailConfig,
     name: &str,
     limits: &Limits,
-    filter: Filter,
+    (filters, keep): (&[Filter], &[RawFd]),
     work: fn(Channel) -> i32,
     channel: Channel,
     pid_write: OwnedFd,
@@ -372,8 +437,11 @@ fn in_new_namespaces(
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(pid_write);
-            let keep = [channel.fd(), 0, 1, 2];
-            match sandbox::enter(config, name, limits, &keep, filter) {
+            let keep: Vec<RawFd> = [channel.fd(), 0, 1, 2]
+                .into_iter()
+                .chain(keep.iter().copied())
+                .collect();
+            match sandbox::enter(config, name, limits, &keep, filters) {
                 Ok(()) => match channel.send(&Started::Ready, &[]) {
                     Ok(()) => work(channel),
                     Err(_) => 1,

@@ -54,3 +54,10 @@ pub fn create_vm() -> Result<VmFd, KvmError> {
 pub fn create_vcpu(vm: &VmFd) -> Result<VcpuFd, KvmError> {
     vm.create_vcpu(0).map_err(KvmError::CreateVcpu)
 }
+
+/// Opens `/dev/kvm` (and checks the CPUID template) now, for a process about to lose the
+/// right to open files: its descriptor, for the sandbox to keep.
+pub fn open_kvm() -> Result<std::os::fd::RawFd, KvmError> {
+    use std::os::fd::AsRawFd;
+    Ok(system()?.kvm.as_raw_fd())
+}

@@ -24,6 +24,6 @@ pub mod vm;
 pub use client::{ClientError, GuestClient};
 pub use devices::vsock::stream::VsockStream;
 pub use devices::vsock::{StreamError, VsockError};
-pub use kvm::KvmError;
+pub use kvm::{open_kvm, KvmError};
 pub use memory::MemoryError;
 pub use vm::{GuestFault, Vm, VmConfig, VmError, VmExit};

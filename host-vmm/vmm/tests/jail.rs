@@ -66,7 +66,7 @@ fn every_vm_process_is_sandboxed_before_it_serves() {
     let a = zygote.spawn("vm-a", &limits()).unwrap();
     let b = zygote.spawn("vm-b", &limits()).unwrap();
     for vm in [&a, &b] {
-        assert_eq!(ask(vm, &Request::Ping), Some(Reply::Pong));
+        assert!(matches!(ask(vm, &Request::Ping), Some(Reply::Pong)));
         let pid = vm.pid;
         assert_eq!(
             std::fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -111,13 +111,13 @@ fn every_vm_process_is_sandboxed_before_it_serves() {
         "the new roots leaked into the host's mount namespace"
     );
 
-    // Closing its channel ends a VM process, and its cgroup goes with it.
+    // Dropping its handle ends a VM process, and its cgroup goes with it.
     let (pid, name) = (a.pid, a.name.clone());
     drop(a);
     let exit = zygote.wait_exit(pid, Duration::from_secs(10));
-    assert_eq!(exit.as_deref(), Some("exit code 0"));
+    assert_eq!(exit.as_deref(), Some("killed by SIGKILL"));
     assert!(!config.cgroups.memory_limit_file(&name).exists());
-    assert_eq!(ask(&b, &Request::Ping), Some(Reply::Pong));
+    assert!(matches!(ask(&b, &Request::Ping), Some(Reply::Pong)));
 }
 
 #[test]
@@ -127,7 +127,6 @@ fn a_vm_process_that_tries_a_forbidden_operation_is_killed_and_only_it() {
     let bystander = zygote.spawn("bystander", &limits()).unwrap();
     let worker_pid = std::process::id();
     let probes = [
-        Probe::OpenFile("/etc/passwd".into()),
         Probe::TcpSocket,
         Probe::Exec("/bin/sh".into()),
         Probe::Ptrace(worker_pid),
@@ -135,15 +134,22 @@ fn a_vm_process_that_tries_a_forbidden_operation_is_killed_and_only_it() {
     for (i, probe) in probes.iter().enumerate() {
         let vm = zygote.spawn(&format!("probe-{i}"), &limits()).unwrap();
         let reply = ask(&vm, &Request::Probe(probe.clone()));
-        assert_eq!(reply, None, "{probe:?} was answered: {reply:?}");
+        assert!(reply.is_none(), "{probe:?} was answered: {reply:?}");
         let exit = zygote.wait_exit(vm.pid, Duration::from_secs(10));
         assert_eq!(exit.as_deref(), Some("killed by SIGSYS"), "{probe:?}");
-        assert_eq!(
-            ask(&bystander, &Request::Ping),
-            Some(Reply::Pong),
+        assert!(
+            matches!(ask(&bystander, &Request::Ping), Some(Reply::Pong)),
             "{probe:?}"
         );
     }
+    // Opening a file is refused rather than fatal (the C library's allocator tries to read
+    // /proc once), and there is nothing to open: the root is empty.
+    let vm = zygote.spawn("probe-open", &limits()).unwrap();
+    let reply = ask(&vm, &Request::Probe(Probe::OpenFile("/etc/passwd".into())));
+    assert!(
+        matches!(&reply, Some(Reply::Probed(how)) if how.starts_with("refused")),
+        "{reply:?}"
+    );
     // The worker was never traced.
     assert_eq!(status(worker_pid, "TracerPid"), "0");
 }

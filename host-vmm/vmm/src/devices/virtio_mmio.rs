@@ -29,13 +29,50 @@ pub enum Notice {
     Reset,
 }
 
-/// Everything needed to rebuild a transport in another VM (a snapshot).
-#[derive(Clone, Debug)]
+/// Everything needed to rebuild a transport in another VM (a snapshot), in this process or
+/// another.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct TransportState {
     device_features: u64,
     driver_features: u64,
     status: u32,
+    #[serde(with = "queue_states")]
     queues: Vec<QueueState>,
+}
+
+/// virtio-queue's `QueueState` as it crosses processes.
+mod queue_states {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use virtio_queue::QueueState;
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(remote = "QueueState")]
+    struct Def {
+        max_size: u16,
+        next_avail: u16,
+        next_used: u16,
+        event_idx_enabled: bool,
+        size: u16,
+        ready: bool,
+        desc_table: u64,
+        avail_ring: u64,
+        used_ring: u64,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Wrap(#[serde(with = "Def")] QueueState);
+
+    pub fn serialize<S: Serializer>(queues: &[QueueState], s: S) -> Result<S::Ok, S::Error> {
+        let wrapped: Vec<Wrap> = queues.iter().map(|q| Wrap(*q)).collect();
+        wrapped.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<QueueState>, D::Error> {
+        Ok(Vec::<Wrap>::deserialize(d)?
+            .into_iter()
+            .map(|w| w.0)
+            .collect())
+    }
 }
 
 pub struct MmioTransport {

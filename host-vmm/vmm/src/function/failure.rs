@@ -44,6 +44,45 @@ impl From<EnvError> for Failure {
     }
 }
 
+/// A [`Failure`] as it crosses from a VM process: the kind, and the words.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub enum FailureState {
+    InvalidModule(String),
+    Init(String),
+    Function(String),
+    OutOfMemory(String),
+    Timeout(Duration),
+    /// Every other failure (the environment's, or the VM process's own).
+    Crashed(String),
+}
+
+impl From<&Failure> for FailureState {
+    fn from(failure: &Failure) -> FailureState {
+        match failure {
+            Failure::InvalidModule(m) => FailureState::InvalidModule(m.clone()),
+            Failure::Init(m) => FailureState::Init(m.clone()),
+            Failure::Function(m) => FailureState::Function(m.clone()),
+            Failure::OutOfMemory(m) => FailureState::OutOfMemory(m.clone()),
+            Failure::Timeout(t) => FailureState::Timeout(*t),
+            Failure::Crashed(e) => FailureState::Crashed(e.to_string()),
+            other => FailureState::Crashed(other.to_string()),
+        }
+    }
+}
+
+impl From<FailureState> for Failure {
+    fn from(state: FailureState) -> Failure {
+        match state {
+            FailureState::InvalidModule(m) => Failure::InvalidModule(m),
+            FailureState::Init(m) => Failure::Init(m),
+            FailureState::Function(m) => Failure::Function(m),
+            FailureState::OutOfMemory(m) => Failure::OutOfMemory(m),
+            FailureState::Timeout(t) => Failure::Timeout(t),
+            FailureState::Crashed(m) => EnvError::Remote(m).into(),
+        }
+    }
+}
+
 /// Why an environment could not be created, kept or used.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvError {
@@ -77,6 +116,9 @@ pub enum EnvError {
     /// The conversation broke with the VM still running.
     #[error("{0}")]
     Lost(#[source] ClientError),
+    /// What a VM process reported, or how it ended.
+    #[error("{0}")]
+    Remote(String),
 }
 
 /// Two environment errors are equal when they say the same.

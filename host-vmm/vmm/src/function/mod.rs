@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use environment::Environment;
-pub use failure::{EnvError, Failure};
+pub use failure::{EnvError, Failure, FailureState};
 pub use log_buffer::{LogBuffer, LOG_MAX};
 pub use pool::{Pool, PoolConfig, PoolStats};
-pub use spec::{EnvKey, FunctionSpec, Isolation, SpecBuilder, SpecError, MAX_TIMEOUT};
+pub use spec::{EnvKey, FunctionSpec, Isolation, SpecBuilder, SpecError, SpecState, MAX_TIMEOUT};
 
 /// Receives every chunk of a function's log (its standard error) as it arrives.
 pub type LogSink = Arc<dyn Fn(&FunctionSpec, &[u8]) + Send + Sync>;

@@ -151,4 +151,66 @@ impl FunctionSpec {
     pub fn key(&self) -> &EnvKey {
         &self.key
     }
+
+    /// The spec as it crosses to a VM process (the module goes apart, when it is needed).
+    pub fn state(&self) -> SpecState {
+        SpecState {
+            account: self.account.clone(),
+            name: self.name.clone(),
+            version: self.version.clone(),
+            command: self.kind == ModuleKind::Command,
+            handler: self.handler.clone(),
+            memory_mib: self.memory_mib,
+            timeout: self.timeout,
+            env: self.env.clone(),
+            per_invocation: self.isolation == Isolation::PerInvocation,
+            digest: self.key.digest,
+        }
+    }
+
+    /// The spec the worker checked and sent (`state`), with `module` (empty where the VM
+    /// process does not load it).
+    pub fn from_state(state: SpecState, module: Arc<[u8]>) -> Arc<FunctionSpec> {
+        Arc::new(FunctionSpec {
+            key: EnvKey {
+                account: state.account.clone(),
+                function: state.name.clone(),
+                version: state.version.clone(),
+                digest: state.digest,
+            },
+            account: state.account,
+            name: state.name,
+            version: state.version,
+            module,
+            kind: if state.command {
+                ModuleKind::Command
+            } else {
+                ModuleKind::Reactor
+            },
+            handler: state.handler,
+            memory_mib: state.memory_mib,
+            timeout: state.timeout,
+            env: state.env,
+            isolation: if state.per_invocation {
+                Isolation::PerInvocation
+            } else {
+                Isolation::Reuse
+            },
+        })
+    }
+}
+
+/// A [`FunctionSpec`] without its module, as the worker sends it to a VM process.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SpecState {
+    account: String,
+    name: String,
+    version: String,
+    command: bool,
+    handler: String,
+    memory_mib: u32,
+    timeout: Duration,
+    env: Vec<(String, String)>,
+    per_invocation: bool,
+    digest: [u8; 32],
 }

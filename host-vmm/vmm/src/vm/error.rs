@@ -44,4 +44,7 @@ pub enum VmError {
     NotIdle(Duration),
     #[error("{0}")]
     Command(#[from] CommandError),
+    /// A snapshot from another process that does not hold together.
+    #[error("a snapshot from another process: {0}")]
+    Import(String),
 }

@@ -27,7 +27,7 @@ pub enum ImageError {
 }
 
 /// Where the loaded image lives.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub struct LoadedImage {
     pub entry: u64,
     pub fault_stubs: u64,

@@ -48,7 +48,7 @@ pub use loader::ImageError;
 use loader::LoadedImage;
 pub(crate) use registers::configure as configure_vcpu;
 pub use registers::{RegisterError, VcpuState};
-pub use snapshot::Snapshot;
+pub use snapshot::{Snapshot, SnapshotState};
 pub use spare::SpareVm;
 use vcpu::VcpuContext;
 pub use warm::WarmError;

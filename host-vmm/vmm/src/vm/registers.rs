@@ -7,11 +7,48 @@ use kvm_ioctls::VcpuFd;
 use super::cpu;
 
 /// The registers a snapshot keeps.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct VcpuState {
+    #[serde(with = "kvm_abi")]
     pub regs: kvm_regs,
+    #[serde(with = "kvm_abi")]
     pub sregs: kvm_sregs,
+    #[serde(with = "kvm_abi")]
     pub fpu: kvm_fpu,
+}
+
+/// KVM's register structures as their bytes, to cross processes. They are plain C structs
+/// of integers and arrays of integers, for which every byte pattern is a valid value (and
+/// KVM checks what it is given).
+mod kvm_abi {
+    use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs};
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    /// The structures this module may see as bytes.
+    pub trait Plain: Copy {}
+    impl Plain for kvm_regs {}
+    impl Plain for kvm_sregs {}
+    impl Plain for kvm_fpu {}
+
+    pub fn serialize<T: Plain, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        // SAFETY: `T` is one of KVM's plain structs (see `Plain`): reading its bytes is
+        // reading integers, and the slice lives no longer than `value`.
+        let bytes =
+            unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) };
+        s.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, T: Plain, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+        let bytes = Vec::<u8>::deserialize(d)?;
+        if bytes.len() != size_of::<T>() {
+            return Err(D::Error::invalid_length(
+                bytes.len(),
+                &"the structure's size",
+            ));
+        }
+        // SAFETY: exactly `size_of::<T>()` bytes, and any bytes make a valid `T` (`Plain`).
+        Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+    }
 }
 
 /// Why KVM refused to load or give up a register state.

@@ -3,8 +3,9 @@
 
 use std::collections::HashMap;
 
+use super::instance::Instance;
 use super::{Shared, State};
-use crate::function::{EnvKey, Environment, Failure, FunctionSpec};
+use crate::function::{EnvKey, Failure, FunctionSpec};
 
 impl Shared {
     /// Makes room for one more environment of `spec`: returns the idle environments taken
@@ -15,7 +16,7 @@ impl Shared {
         &self,
         st: &mut State,
         spec: &FunctionSpec,
-    ) -> Result<Vec<Environment>, Failure> {
+    ) -> Result<Vec<Instance>, Failure> {
         let max_environments = self.config.max_environments;
         let budget = self.config.memory_mib;
         let wanted = u64::from(spec.memory_mib);

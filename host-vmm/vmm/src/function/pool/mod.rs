@@ -16,12 +16,15 @@ use std::time::{Duration, Instant};
 use ember_wire::function::{ModuleKind, Status, PAYLOAD_MAX};
 
 mod admission;
+mod instance;
 mod upkeep;
 
 use super::{
     EnvError, EnvKey, Environment, Failure, FunctionSpec, Invocation, Isolation, LogBuffer, LogSink,
 };
+use crate::process::Jail;
 use crate::vm::{Snapshot, SpareVm, VmConfig};
+use instance::{Instance, Spare};
 use upkeep::reap_loop;
 
 #[derive(Clone, Debug)]
@@ -49,6 +52,9 @@ pub struct PoolConfig {
     /// Most guest memory (MiB) all environments together may have. Spare VMs, which hold
     /// a few MiB each until used, are not counted.
     pub memory_mib: u64,
+    /// Run every VM (templates, init phases, spares, environments) in a sandboxed process
+    /// of its own (see `docs/isolation.md`); `None`: in this process.
+    pub jail: Option<Arc<Jail>>,
 }
 
 impl Default for PoolConfig {
@@ -62,6 +68,7 @@ impl Default for PoolConfig {
             test_frames: false,
             max_environments: usize::MAX,
             memory_mib: u64::MAX,
+            jail: None,
         }
     }
 }
@@ -75,7 +82,7 @@ pub struct PoolStats {
 
 #[derive(Default)]
 struct State {
-    idle: HashMap<EnvKey, Vec<Environment>>,
+    idle: HashMap<EnvKey, Vec<Instance>>,
     /// Environments running an invocation or being created, per version, with the
     /// version's memory size (MiB).
     busy: HashMap<EnvKey, (usize, u32)>,
@@ -115,7 +122,7 @@ struct Shared {
     /// start from, with when it was last used.
     prepared: Mutex<HashMap<EnvKey, (u32, PreparedSlot)>>,
     /// Spare VMs per memory size (MiB): warmed, bound to no version, each handed out once.
-    spares: Mutex<HashMap<u32, Vec<SpareVm>>>,
+    spares: Mutex<HashMap<u32, Vec<Spare>>>,
     /// Held while creating provisioned environments, so the caller of `set_provisioned`
     /// and the reaper never both create the same missing one.
     replenishing: Mutex<()>,
@@ -261,7 +268,7 @@ impl Pool {
     }
 
     /// Returns an environment to the idle list, or shuts it down.
-    fn release(&self, env: Environment, keep: bool) {
+    fn release(&self, env: Instance, keep: bool) {
         let spec = env.spec().clone();
         let retire = env.created.elapsed() >= self.shared.config.max_age;
         let mut st = self.shared.lock();
@@ -279,7 +286,7 @@ impl Pool {
     /// ones before returning. A lower count shuts down as many idle environments as it
     /// gives up at once (least recently used first), rather than at the idle timeout.
     pub fn set_provisioned(&self, spec: &Arc<FunctionSpec>, count: usize) -> Result<(), Failure> {
-        let released: Vec<Environment> = {
+        let released: Vec<Instance> = {
             let mut st = self.shared.lock();
             let before = if count == 0 {
                 st.provisioned.remove(spec.key())
@@ -369,27 +376,44 @@ impl Shared {
         &self,
         spec: &Arc<FunctionSpec>,
         log: &mut LogBuffer,
-    ) -> Result<(Environment, Duration), Failure> {
+    ) -> Result<(Instance, Duration), Failure> {
         let start = Instant::now();
         let prepared = self.prepared(spec, log)?;
-        let env = match self.take_spare(spec.memory_mib) {
-            Some(spare) => {
+        let spare = self.take_spare(spec.memory_mib);
+        let env = match (&self.config.jail, spare) {
+            (Some(jail), spare) => {
+                let spare = match spare {
+                    Some(Spare::Jailed(spare)) => Some(spare),
+                    _ => None,
+                };
+                Instance::jailed(jail.start(spec, &prepared, spare)?, jail.clone())
+            }
+            (None, Some(Spare::Local(spare))) => Instance::local(
                 Environment::from_spare(spec.clone(), prepared.clone(), spare).or_else(|e| {
                     log::warn!("a spare VM failed, starting a new one: {e}");
                     Environment::start(spec.clone(), prepared, false)
-                })?
-            }
-            None => Environment::start(spec.clone(), prepared, false)?,
+                })?,
+            ),
+            (None, _) => Instance::local(Environment::start(spec.clone(), prepared, false)?),
         };
         Ok((env, start.elapsed()))
     }
 
     /// Takes a spare VM of `memory_mib` (each is handed out once), and has the reaper warm
     /// a replacement.
-    fn take_spare(&self, memory_mib: u32) -> Option<SpareVm> {
+    fn take_spare(&self, memory_mib: u32) -> Option<Spare> {
         let spare = self.spares.lock().unwrap().get_mut(&memory_mib)?.pop()?;
         self.wake_reaper.notify_all();
         Some(spare)
+    }
+
+    /// A spare VM warmed from `template`.
+    fn warm_spare(&self, template: &Arc<Snapshot>) -> Result<Spare, Failure> {
+        let warm = self.config.spare_warm_heap;
+        Ok(match &self.config.jail {
+            Some(jail) => Spare::Jailed(jail.spare(template, warm)?),
+            None => Spare::Local(SpareVm::new(template, warm).map_err(EnvError::WarmSpare)?),
+        })
     }
 
     /// The version's post-init snapshot, prepared once: concurrent first invocations of a
@@ -419,7 +443,10 @@ impl Shared {
             return Ok(snapshot.clone());
         }
         let template = self.template(spec.memory_mib)?;
-        let snapshot = Environment::prepare_logged(spec, &template, &self.log, log)?;
+        let snapshot = match &self.config.jail {
+            Some(jail) => jail.prepare(spec, &template, &self.log, log)?,
+            None => Environment::prepare_logged(spec, &template, &self.log, log)?,
+        };
         slot.0 = Some(snapshot.clone());
         Ok(snapshot)
     }
@@ -434,7 +461,10 @@ impl Shared {
             test_frames: self.config.test_frames,
             ..VmConfig::default()
         };
-        let t = Snapshot::of_fresh_guest(&config).map_err(EnvError::Template)?;
+        let t = match &self.config.jail {
+            Some(jail) => jail.template(&config)?,
+            None => Snapshot::of_fresh_guest(&config).map_err(EnvError::Template)?,
+        };
         templates.insert(mem_mib, t.clone());
         Ok(t)
     }

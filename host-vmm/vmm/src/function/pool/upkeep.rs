@@ -5,8 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use super::Shared;
-use crate::function::{EnvError, EnvKey, Failure, LogBuffer};
-use crate::vm::SpareVm;
+use crate::function::{EnvKey, Failure, LogBuffer};
 
 impl Shared {
     /// Shuts down environments idle too long or too old (provisioned ones are kept up to
@@ -72,8 +71,7 @@ impl Shared {
                 return Ok(());
             };
             let template = self.template(mem)?;
-            let spare = SpareVm::new(&template, self.config.spare_warm_heap)
-                .map_err(EnvError::WarmSpare)?;
+            let spare = self.warm_spare(&template)?;
             self.spares
                 .lock()
                 .unwrap()
