@@ -67,6 +67,13 @@ pub struct Platform {
     control: JoinHandle<()>,
 }
 
+/// Whether the local worker's VMs run sandboxed, each in a process of its own
+/// (`docs/isolation.md`): only as root.
+pub fn sandboxed() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// Starts control and the local worker, and returns once the worker has joined.
 pub async fn start(options: LocalOptions) -> Result<Platform, LocalError> {
     let started = server::start(ServeOptions {
@@ -106,6 +113,10 @@ pub async fn start(options: LocalOptions) -> Result<Platform, LocalError> {
         max_envs: 256,
         memory_mib: None,
         metrics_listen: MetricsListen(options.worker_metrics_listen),
+        // The sandbox needs root; without it VMs run unsandboxed, and `ember up` says so.
+        insecure_no_jail: !sandboxed(),
+        jail_uid: 65534,
+        jail_gid: 65534,
     };
     let (stop_worker, worker_stopped) = watch::channel(false);
     let worker = tokio::spawn(run_worker(args.clone(), worker_stopped));

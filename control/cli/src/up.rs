@@ -79,6 +79,13 @@ async fn up(args: UpArgs) -> Result<(), CliError> {
         started.elapsed(),
         platform.endpoint
     );
+    if !local::sandboxed() {
+        println!(
+            "warning: not running as root, so the local worker's micro-VMs run unsandboxed, \
+             as threads of this process (--insecure-no-jail); run as root for one sandboxed \
+             process per VM (docs/isolation.md)"
+        );
+    }
     if let Some(addr) = platform.metrics_addr {
         println!("metrics on http://{addr}/metrics");
     }

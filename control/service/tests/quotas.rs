@@ -156,8 +156,9 @@ fn the_account_limit_throttles_unreserved_functions_and_defers_events() {
             break answer;
         }
         assert_eq!(answer.0, 200, "{answer:?}");
+        // Until spin's 6 s are over (its client's start-up is slow on a loaded machine).
         assert!(
-            started.elapsed() < Duration::from_secs(5),
+            !spinning.is_finished() && started.elapsed() < Duration::from_secs(60),
             "hello was never throttled while spin ran in an account limited to 1"
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -240,7 +241,7 @@ fn a_full_worker_turns_work_away_and_control_throttles_it() {
         // back idle, to be shut down for spin).
         assert_eq!(answer.0, 200, "{answer:?}");
         assert!(
-            started.elapsed() < Duration::from_secs(5),
+            !spinning.is_finished() && started.elapsed() < Duration::from_secs(60),
             "hello was never turned away while spin held the worker's only environment"
         );
         std::thread::sleep(Duration::from_millis(100));

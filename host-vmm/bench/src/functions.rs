@@ -15,7 +15,11 @@ use crate::measure::{micros, rss_kib, summary};
 use crate::{Args, Error, TIMEOUT};
 
 /// A function spec for the benchmarks (64 MiB, like the targets).
-fn spec(module: &[u8], version: &str, isolation: Isolation) -> Result<Arc<FunctionSpec>, Error> {
+pub fn spec(
+    module: &[u8],
+    version: &str,
+    isolation: Isolation,
+) -> Result<Arc<FunctionSpec>, Error> {
     Ok(SpecBuilder {
         name: "bench".into(),
         version: version.into(),
@@ -26,9 +30,9 @@ fn spec(module: &[u8], version: &str, isolation: Isolation) -> Result<Arc<Functi
     .build(module)?)
 }
 
-const FUNCTION_MIB: u32 = 64;
+pub const FUNCTION_MIB: u32 = 64;
 
-fn checked(inv: &Invocation) -> Result<(), Error> {
+pub fn checked(inv: &Invocation) -> Result<(), Error> {
     match &inv.error {
         Some(e) => Err(format!("invocation failed: {e}").into()),
         None => Ok(()),

@@ -4,6 +4,7 @@
 //! `cargo run --release -p ember-bench -- --json` prints one JSON object.
 
 mod functions;
+mod jailed;
 mod measure;
 mod vms;
 
@@ -14,6 +15,7 @@ use ember_vmm::{floor, GuestClient, Vm, VmConfig};
 use serde_json::json;
 
 use functions::function_benchmarks;
+use jailed::jailed_benchmarks;
 use measure::{micros, ratio, summary};
 use vms::{boot_to_ready, rss_per_idle_vm};
 
@@ -49,6 +51,13 @@ struct Args {
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() {
+    // The sandboxed measurements start this program again as their VM zygote.
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    if let [zygote, flag, config] = raw.as_slice() {
+        if zygote == "zygote" && flag == "--config" {
+            ember_vmm::process::run_zygote(config, false);
+        }
+    }
     let args = Args::parse();
     if let Err(e) = run(&args) {
         eprintln!("ember-bench: {e}");
@@ -85,6 +94,7 @@ fn run(args: &Args) -> Result<(), Error> {
     let rss_per_vm_kib = rss_per_idle_vm(&config, args.idle_vms)?;
 
     let functions = function_benchmarks(args)?;
+    let jailed = jailed_benchmarks(args)?;
 
     let floor = summary(&mut floor_us);
     let boot = summary(&mut boot_us);
@@ -106,6 +116,10 @@ fn run(args: &Args) -> Result<(), Error> {
         .as_object_mut()
         .expect("an object")
         .extend(functions.as_object().expect("an object").clone());
+    report
+        .as_object_mut()
+        .expect("an object")
+        .extend(jailed.as_object().expect("an object").clone());
     if args.json {
         println!("{report}");
     } else {

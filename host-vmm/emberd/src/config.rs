@@ -55,4 +55,14 @@ pub struct ServeArgs {
     /// one (printed once serving); `off` serves none.
     #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:9465")]
     pub metrics_listen: MetricsListen,
+    /// Run micro-VMs as threads of this process, without their sandbox (own process,
+    /// namespaces, cgroup, unprivileged uid, seccomp): only for a host that cannot give
+    /// them one (not root, no usable cgroups). Never with other people's code.
+    #[arg(long)]
+    pub insecure_no_jail: bool,
+    /// The uid and gid VM processes run as (no capabilities, nothing to open).
+    #[arg(long, value_name = "UID", default_value_t = 65534)]
+    pub jail_uid: u32,
+    #[arg(long, value_name = "GID", default_value_t = 65534)]
+    pub jail_gid: u32,
 }

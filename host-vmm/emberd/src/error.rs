@@ -13,6 +13,8 @@ use crate::register::RegisterError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
+    #[error("{0}")]
+    Jail(#[from] crate::jail::JailError),
     #[error("taking SIGTERM and SIGINT: {0}")]
     Signals(#[source] io::Error),
     #[error("starting the runtime: {0}")]

@@ -15,6 +15,7 @@ mod control;
 mod error;
 mod heartbeat;
 mod invoke;
+pub mod jail;
 mod lease;
 mod metrics;
 mod provisioning;
@@ -146,6 +147,8 @@ async fn serve(
     })?;
     let ca_pem = read(&args.ca)?;
     let token = read_secret(&args.token_file)?;
+    // Before joining: a host that cannot sandbox VMs says so now, not at the first cold start.
+    let jail = jail::start(&args)?;
     let listener = ember_net::listen::bind(args.listen).await?;
     let local = listener.local_addr().map_err(WorkerError::LocalAddr)?;
     let vsock_listener = args.vsock_port.map(ember_net::vsock::bind).transpose()?;
@@ -217,6 +220,7 @@ async fn serve(
                 PoolConfig {
                     max_environments: capacity.max_environments as usize,
                     memory_mib: capacity.memory_mib,
+                    jail,
                     ..PoolConfig::default()
                 },
                 log_sink,

@@ -43,6 +43,14 @@ enum Command {
         #[command(subcommand)]
         command: VmCommand,
     },
+    /// The micro-VM zygote, started by `emberd serve` itself (docs/isolation.md).
+    #[command(hide = true)]
+    Zygote {
+        #[arg(long)]
+        config: String,
+        #[arg(long)]
+        test_probes: bool,
+    },
     /// Run a WebAssembly function locally: one cold and one warm invocation.
     Run {
         /// The module (a WASI command with `_start`, or a reactor exporting the handler).
@@ -101,6 +109,10 @@ fn main() -> ExitCode {
     let Cli { command } = Cli::parse();
     let result = match command {
         Command::Init => return init::main(),
+        Command::Zygote {
+            config,
+            test_probes,
+        } => ember_vmm::process::run_zygote(&config, test_probes),
         Command::Selftest { kvm } => {
             let result = selftest::run(&kvm);
             println!("{}", selftest::line(&result));

@@ -2,7 +2,7 @@
 //! takes something away, in an order where every step still has what it needs.
 //!
 //! 1. its own cgroup (memory, pids, CPU share), joined while `/sys/fs/cgroup` is visible;
-//! 2. its own host name (UTS namespace: `ember-vm`);
+//! 2. its own host name (UTS namespace) and process name, both `ember-vm`;
 //! 3. a new root: a tiny read-only tmpfs mounted on the empty directory `root`, pivoted
 //!    into, with the old root detached, so no host path can be opened (mount namespace);
 //! 4. every inherited file descriptor closed but the ones it keeps (its channel, `/dev/kvm`);
@@ -74,6 +74,8 @@ pub fn enter(
 ) -> Result<(), SandboxError> {
     config.cgroups.join(name, limits)?;
     sethostname(HOST_NAME).map_err(step("sethostname"))?;
+    // Whatever program forked it (`ember-vm`, `emberd`, `ember`), it shows as `ember-vm`.
+    nix::sys::prctl::set_name(c"ember-vm").map_err(step("PR_SET_NAME"))?;
     new_root(&config.root)?;
     close_all_but(keep)?;
     limit(config.max_fds)?;

@@ -24,6 +24,31 @@ use crate::vm::SnapshotState;
 pub use remote::{Jail, RemoteEnvironment, RemoteSpare};
 pub use serve::{serve, serve_with_probes};
 
+use ember_jail::seccomp::{CHANNEL, VM};
+use ember_jail::{zygote, JailConfig};
+
+/// The zygote's whole life (`ember-vm zygote`, or the hidden `zygote` command of `emberd`
+/// and `ember`, which start themselves as their zygote): opens `/dev/kvm`, then forks VM
+/// processes for the worker until it goes. `config` is the JSON [`JailConfig`] the worker
+/// passed; `test_probes` lets VM processes attempt [`Probe`]s (isolation tests only).
+pub fn run_zygote(config: &str, test_probes: bool) -> ! {
+    let config: JailConfig = serde_json::from_str(config).unwrap_or_else(|e| {
+        eprintln!("zygote: invalid --config: {e}");
+        std::process::exit(2)
+    });
+    // Opened here, once: VM processes cannot open anything.
+    let kvm = crate::open_kvm().unwrap_or_else(|e| {
+        eprintln!("zygote: {e}");
+        std::process::exit(2)
+    });
+    let work = if test_probes {
+        serve_with_probes
+    } else {
+        serve
+    };
+    zygote::serve(&config, &[CHANNEL, VM], &[kvm], work)
+}
+
 /// What the worker asks of a VM process.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {

@@ -1,0 +1,168 @@
+//! The same function measurements with every VM in a sandboxed process of its own
+//! (`docs/isolation.md`), beside the in-process ones: warm and cold invocations, resets,
+//! memory per idle environment, and how many idle environments one worker holds. Needs
+//! root (the sandbox does); skipped, and said so in the JSON, without it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ember_jail::{Cgroups, JailConfig, Zygote};
+use ember_vmm::function::{FunctionSpec, Isolation, LogBuffer, LogSink, Pool, PoolConfig};
+use ember_vmm::process::Jail;
+use ember_vmm::VmConfig;
+use serde_json::{json, Value};
+
+use crate::functions::{checked, spec, FUNCTION_MIB};
+use crate::measure::{micros, rss_kib, summary};
+use crate::{Args, Error, TIMEOUT};
+
+pub fn jailed_benchmarks(args: &Args) -> Result<Value, Error> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(json!({ "jailed": "skipped: the sandbox needs root" }));
+    }
+    let root = std::env::temp_dir().join(format!("ember-bench-jail-{}", std::process::id()));
+    std::fs::create_dir_all(&root)?;
+    let result = measure(args, &root);
+    let _ = std::fs::remove_dir(&root);
+    result
+}
+
+fn measure(args: &Args, root: &Path) -> Result<Value, Error> {
+    let config = JailConfig {
+        root: root.to_owned(),
+        uid: 65534,
+        gid: 65534,
+        cgroups: Cgroups::detect()?,
+        max_fds: 256,
+    };
+    let program = std::env::current_exe()?;
+    let jail = Arc::new(Jail::new(Zygote::start(&program, &config, &[])?));
+    let log: LogSink = Arc::new(|_: &FunctionSpec, _: &[u8]| {});
+    let payload = br#"{"hello":"world"}"#;
+    let echo = spec(ember_examples::ECHO_REACTOR, "1", Isolation::Reuse)?;
+    let template = jail.template(&VmConfig {
+        mem_mib: FUNCTION_MIB,
+        ..VmConfig::default()
+    })?;
+    let prepared = jail.prepare(&echo, &template, &log, &mut LogBuffer::default())?;
+    let warm_heap = PoolConfig::default().spare_warm_heap;
+
+    // Cold: a spare process (forked, sandboxed, VM warmed beforehand, as the pool keeps
+    // them) becomes the environment and runs one invocation; and without a spare.
+    let mut cold_us = Vec::with_capacity(args.invokes);
+    let mut unpooled_us = Vec::with_capacity(args.invokes);
+    let mut spare_us = Vec::with_capacity(args.invokes);
+    for _ in 0..args.invokes {
+        let start = Instant::now();
+        let spare = jail.spare(&template, warm_heap)?;
+        spare_us.push(micros(start.elapsed()));
+
+        let start = Instant::now();
+        let mut env = jail.start(&echo, &prepared, Some(spare))?;
+        let out = env.invoke_logged(&jail, payload, &[], &log, &mut LogBuffer::default())?;
+        cold_us.push(micros(start.elapsed()));
+        assert_eq!(out.output, payload, "echo returned different bytes");
+        drop(env);
+
+        let start = Instant::now();
+        let mut env = jail.start(&echo, &prepared, None)?;
+        env.invoke_logged(&jail, payload, &[], &log, &mut LogBuffer::default())?;
+        unpooled_us.push(micros(start.elapsed()));
+    }
+
+    // Warm: through a jailed pool, as emberd runs it.
+    let pool = Pool::new(
+        PoolConfig {
+            jail: Some(jail.clone()),
+            ..PoolConfig::default()
+        },
+        log.clone(),
+    );
+    checked(&pool.invoke(&echo, payload))?;
+    let deadline = Instant::now() + TIMEOUT;
+    while pool.spares(FUNCTION_MIB) < PoolConfig::default().spare_vms && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut warm_us = Vec::with_capacity(args.invokes * 5);
+    for _ in 0..args.invokes * 5 {
+        let start = Instant::now();
+        let inv = pool.invoke(&echo, payload);
+        warm_us.push(micros(start.elapsed()));
+        checked(&inv)?;
+    }
+    drop(pool);
+
+    // Reset of an isolated environment, across the boundary.
+    let isolated = spec(
+        ember_examples::COUNTER,
+        "isolated",
+        Isolation::PerInvocation,
+    )?;
+    let counter = jail.prepare(&isolated, &template, &log, &mut LogBuffer::default())?;
+    let mut env = jail.start(&isolated, &counter, None)?;
+    let mut reset_us = Vec::with_capacity(args.invokes);
+    for _ in 0..args.invokes {
+        let out = env.invoke_logged(&jail, b"{}", &[], &log, &mut LogBuffer::default())?;
+        assert_eq!(out.output, br#"{"count":1}"#, "isolation must reset");
+        let start = Instant::now();
+        env.reset(&jail)?;
+        reset_us.push(micros(start.elapsed()));
+    }
+    drop(env);
+
+    // Memory per idle environment: the VM processes' RSS and the worker's own growth
+    // (the snapshot's resident pages count in each process that maps them, as they do
+    // per environment in-process); then as many idle environments as asked, held at once.
+    let count = args.idle_vms;
+    let before = rss_kib()? + vm_processes_rss_kib();
+    let mut envs = Vec::with_capacity(count);
+    for _ in 0..count {
+        let spare = jail.spare(&template, warm_heap)?;
+        let mut env = jail.start(&echo, &prepared, Some(spare))?;
+        env.invoke_logged(&jail, b"{}", &[], &log, &mut LogBuffer::default())?;
+        envs.push(env);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let after = rss_kib()? + vm_processes_rss_kib();
+    let env_rss_kib = after.saturating_sub(before) as f64 / count as f64;
+    while envs.len() < args.max_envs {
+        envs.push(jail.start(&echo, &prepared, None)?);
+    }
+    let held = envs.len();
+    drop(envs);
+
+    Ok(json!({
+        "jailed_cold_invoke_us": summary(&mut cold_us),
+        "jailed_cold_invoke_unpooled_us": summary(&mut unpooled_us),
+        "jailed_spare_warm_us": summary(&mut spare_us),
+        "jailed_warm_invoke_us": summary(&mut warm_us),
+        "jailed_reset_us": summary(&mut reset_us),
+        "jailed_spare_env_rss_kib": env_rss_kib,
+        "jailed_idle_envs_held": held,
+    }))
+}
+
+/// The RSS of every `ember-vm` process (KiB).
+fn vm_processes_rss_kib() -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(|entry| {
+            let pid = entry.ok()?.file_name().to_str()?.parse::<u32>().ok()?;
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            if !status.contains("Name:\tember-vm") {
+                return None;
+            }
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))?
+                .trim()
+                .trim_end_matches(" kB")
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
