@@ -52,6 +52,47 @@ fn sandboxed_vm_processes() -> usize {
         .count()
 }
 
+/// Whether some `ember-vm` process has a vCPU thread with more seccomp filters than the
+/// process's main thread, and none has one with fewer.
+fn vcpu_threads_confined() -> bool {
+    let filters = |path: &str| -> Option<u32> {
+        std::fs::read_to_string(path)
+            .ok()?
+            .lines()
+            .find_map(|line| line.strip_prefix("Seccomp_filters:"))?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let mut seen = false;
+    for pid in std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+    {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let Some(main) = filters(&format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        if comm.trim() != "ember-vm" {
+            continue;
+        }
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if name.starts_with("vcpu-") {
+                match filters(&task.path().join("status").display().to_string()) {
+                    Some(n) if n > main => seen = true,
+                    Some(_) => return false,
+                    None => {}
+                }
+            }
+        }
+    }
+    seen
+}
+
 #[test]
 fn functions_keep_state_reset_and_log_across_the_process_boundary() {
     let root = tempfile::tempdir().unwrap();
@@ -81,6 +122,10 @@ fn functions_keep_state_reset_and_log_across_the_process_boundary() {
     assert!(
         sandboxed_vm_processes() >= before + 2,
         "the environments do not run in sandboxed ember-vm processes"
+    );
+    assert!(
+        vcpu_threads_confined(),
+        "no vCPU thread narrowed its filter beyond its process's"
     );
 
     let hello = spec("hello", ember_examples::HELLO);

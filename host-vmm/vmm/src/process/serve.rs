@@ -13,12 +13,26 @@ use crate::vm::{Snapshot, SpareVm, VmConfig};
 
 /// Serves the worker's requests until the channel closes; the exit code.
 pub fn serve(channel: Channel) -> i32 {
-    VmProcess::new(channel, false).run()
+    confined(channel, false)
 }
 
 /// [`serve`], also attempting [`Probe`]s (isolation tests only).
 pub fn serve_with_probes(channel: Channel) -> i32 {
-    VmProcess::new(channel, true).run()
+    confined(channel, true)
+}
+
+/// Has its vCPU threads narrow their filter (see [`crate::vm::confine_vcpu_threads`]),
+/// then serves.
+fn confined(channel: Channel, probes: bool) -> i32 {
+    // Added to the process's filter (both apply), so the list on its own.
+    match ember_jail::seccomp::compile(&[ember_jail::seccomp::VCPU]) {
+        Ok(program) => crate::vm::confine_vcpu_threads(program),
+        Err(e) => {
+            log::error!("the vCPU threads' filter: {e}");
+            return 1;
+        }
+    }
+    VmProcess::new(channel, probes).run()
 }
 
 struct VmProcess {

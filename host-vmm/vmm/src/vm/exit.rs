@@ -87,6 +87,8 @@ pub enum VcpuError {
     Capture(#[source] RegisterError),
     #[error("trimming guest memory: {0}")]
     Trim(#[source] WarmError),
+    #[error("confining the vCPU thread: {0}")]
+    Confine(String),
 }
 
 #[derive(Clone, Debug)]

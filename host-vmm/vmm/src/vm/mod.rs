@@ -50,6 +50,7 @@ pub(crate) use registers::configure as configure_vcpu;
 pub use registers::{RegisterError, VcpuState};
 pub use snapshot::{Snapshot, SnapshotState};
 pub use spare::SpareVm;
+pub use vcpu::confine_vcpu_threads;
 use vcpu::VcpuContext;
 pub use warm::WarmError;
 

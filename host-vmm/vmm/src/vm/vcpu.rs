@@ -1,8 +1,10 @@
 //! The vCPU thread: runs the guest, dispatches its exits to the devices, and ends the VM on
 //! anything unexpected. Only this thread touches the vCPU, guest memory and devices.
 
+use ember_jail::seccomp::BpfProgram;
 use std::fs::File;
 use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
 use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -98,10 +100,29 @@ pub fn kick_until_finished(thread: &JoinHandle<()>) {
     }
 }
 
+/// The seccomp filter every vCPU thread adds for itself, in a VM process (see
+/// [`confine_vcpu_threads`]).
+static CONFINEMENT: OnceLock<BpfProgram> = OnceLock::new();
+
+/// Every vCPU thread started from now on narrows itself to `program` before it runs the
+/// guest: a VM process's thread that emulates devices for the guest cannot talk to the
+/// worker, start threads or make memfds.
+pub fn confine_vcpu_threads(program: BpfProgram) {
+    let _ = CONFINEMENT.set(program);
+}
+
 pub fn run(ctx: VcpuContext) {
     kick_signal();
     // SAFETY: gettid has no preconditions.
     ctx.control.set_tid(unsafe { libc::gettid() });
+    if let Some(program) = CONFINEMENT.get() {
+        if let Err(e) = ember_jail::seccomp::apply_to_thread(program) {
+            let exit = VmExit::kvm(VcpuError::Confine(e.to_string()));
+            ctx.hub.kill(Arc::new(exit.clone()));
+            ctx.control.finish(exit);
+            return;
+        }
+    }
     let VcpuContext {
         vcpu,
         vm_fd,
