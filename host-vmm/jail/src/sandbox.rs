@@ -5,6 +5,7 @@
 //! 2. its own host name (UTS namespace) and process name, both `ember-vm`;
 //! 3. a new root: a tiny read-only tmpfs mounted on the empty directory `root`, pivoted
 //!    into, with the old root detached, so no host path can be opened (mount namespace);
+//!    over an initramfs, which cannot be pivoted away, moved over `/` and chrooted into;
 //! 4. every inherited file descriptor closed but the ones it keeps (its channel, `/dev/kvm`);
 //! 5. rlimits: no core dumps (guest memory must not land on disk) and a bounded descriptor
 //!    count; and not dumpable, so no process of the same uid may ptrace it or read its
@@ -20,7 +21,9 @@ use std::path::Path;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::resource::{setrlimit, Resource};
-use nix::unistd::{chdir, pivot_root, setgroups, sethostname, setresgid, setresuid, Gid, Uid};
+use nix::unistd::{
+    chdir, chroot, pivot_root, setgroups, sethostname, setresgid, setresuid, Gid, Uid,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::{CgroupError, Cgroups, Limits};
@@ -101,8 +104,18 @@ fn new_root(root: &Path) -> Result<(), SandboxError> {
     .map_err(step("mounting the new root"))?;
     chdir(root).map_err(step("entering the new root"))?;
     // pivot_root(".", "."): the old root ends up on top of the new one, then goes.
-    pivot_root(".", ".").map_err(step("pivot_root"))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(step("detaching the old root"))?;
+    match pivot_root(".", ".") {
+        Ok(()) => umount2(".", MntFlags::MNT_DETACH).map_err(step("detaching the old root"))?,
+        // The old root is an initramfs (the worker image), which cannot be pivoted away:
+        // move the new root over it and chroot, as switch_root does. Without capabilities
+        // (dropped below) and without chroot (seccomp), there is no way back out.
+        Err(nix::Error::EINVAL) => {
+            mount(Some("."), "/", none, MsFlags::MS_MOVE, none)
+                .map_err(step("moving the new root over the initramfs"))?;
+            chroot(".").map_err(step("chroot"))?;
+        }
+        Err(e) => return Err(step("pivot_root")(e)),
+    }
     chdir("/").map_err(step("chdir /"))?;
     mount(
         none,
