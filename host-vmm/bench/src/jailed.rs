@@ -112,11 +112,13 @@ fn measure(args: &Args, root: &Path) -> Result<Value, Error> {
     }
     drop(env);
 
-    // Memory per idle environment: the VM processes' RSS and the worker's own growth
-    // (the snapshot's resident pages count in each process that maps them, as they do
-    // per environment in-process); then as many idle environments as asked, held at once.
+    // Memory per idle environment: the worker's own growth and the VM processes' RSS
+    // (each process counts the program's shared pages in full) and PSS (shared pages
+    // split between the processes sharing them: the host memory they take); then as many
+    // idle environments as asked, held at once.
     let count = args.idle_vms;
-    let before = rss_kib()? + vm_processes_rss_kib();
+    let (rss_before, pss_before) = vm_processes_kib("VmRSS:", "Pss:");
+    let worker_before = rss_kib()?;
     let mut envs = Vec::with_capacity(count);
     for _ in 0..count {
         let spare = jail.spare(&template, warm_heap)?;
@@ -125,8 +127,12 @@ fn measure(args: &Args, root: &Path) -> Result<Value, Error> {
         envs.push(env);
     }
     std::thread::sleep(Duration::from_millis(100));
-    let after = rss_kib()? + vm_processes_rss_kib();
-    let env_rss_kib = after.saturating_sub(before) as f64 / count as f64;
+    let worker = rss_kib()?.saturating_sub(worker_before);
+    let (rss_after, pss_after) = vm_processes_kib("VmRSS:", "Pss:");
+    let per_env =
+        |before: u64, after: u64| (after.saturating_sub(before) + worker) as f64 / count as f64;
+    let env_rss_kib = per_env(rss_before, rss_after);
+    let env_pss_kib = per_env(pss_before, pss_after);
     while envs.len() < args.max_envs {
         envs.push(jail.start(&echo, &prepared, None)?);
     }
@@ -140,14 +146,22 @@ fn measure(args: &Args, root: &Path) -> Result<Value, Error> {
         "jailed_warm_invoke_us": summary(&mut warm_us),
         "jailed_reset_us": summary(&mut reset_us),
         "jailed_spare_env_rss_kib": env_rss_kib,
+        "jailed_spare_env_pss_kib": env_pss_kib,
         "jailed_idle_envs_held": held,
     }))
 }
 
-/// The RSS of every `ember-vm` process (KiB).
-fn vm_processes_rss_kib() -> u64 {
+/// The sums, over every `ember-vm` process, of its `rss` line in `/proc/PID/status` and
+/// its `pss` line in `/proc/PID/smaps_rollup` (KiB).
+fn vm_processes_kib(rss: &str, pss: &str) -> (u64, u64) {
+    let field = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|value| value.trim().trim_end_matches(" kB").parse().ok())
+            .unwrap_or(0)
+    };
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
+        return (0, 0);
     };
     entries
         .filter_map(|entry| {
@@ -156,13 +170,8 @@ fn vm_processes_rss_kib() -> u64 {
             if !status.contains("Name:\tember-vm") {
                 return None;
             }
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmRSS:"))?
-                .trim()
-                .trim_end_matches(" kB")
-                .parse::<u64>()
-                .ok()
+            let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+            Some((field(&status, rss), field(&rollup, pss)))
         })
-        .sum()
+        .fold((0, 0), |(r, p), (rss, pss)| (r + rss, p + pss))
 }
