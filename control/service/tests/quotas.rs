@@ -62,6 +62,62 @@ fn invoke_once(control: &Control, function: &str) -> (u64, Option<String>, Optio
     )
 }
 
+/// Invokes `spin` (6 s of looping) from another thread, and returns once `worker` runs it
+/// (before, another invocation could take the only slot first); its output once it ends.
+fn spin(control: &Control, worker: &Worker) -> std::thread::JoinHandle<std::process::Output> {
+    let credentials = control.credentials();
+    let mut python = control.boto3("quota_invoke_boto3.py", &credentials);
+    python
+        .arg(&control.endpoint)
+        .arg(control.ca())
+        .arg(&credentials)
+        .arg("ember")
+        .arg("spin");
+    let spinning = std::thread::spawn(move || python.output().expect("run python3"));
+    let url = format!("{}/metrics", worker.metrics_endpoint);
+    let started = Instant::now();
+    loop {
+        let metrics = reqwest::blocking::get(&url)
+            .and_then(|response| response.text())
+            .unwrap_or_default();
+        if metrics.lines().any(|line| {
+            line.strip_prefix("emberd_in_flight ")
+                .and_then(|n| n.trim().parse::<f64>().ok())
+                .is_some_and(|n| n >= 1.0)
+        }) {
+            return spinning;
+        }
+        assert!(
+            !spinning.is_finished() && started.elapsed() < Duration::from_secs(60),
+            "spin never ran"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Invokes `hello` until it is refused (429) while `spinning` runs; the refusal. Answers
+/// before it must be 200; `never` is the failure if spin ends first (its client's
+/// start-up is slow on a loaded machine, so no fixed window).
+fn first_refusal(
+    control: &Control,
+    spinning: &std::thread::JoinHandle<std::process::Output>,
+    never: &str,
+) -> (u64, Option<String>, Option<String>) {
+    let started = Instant::now();
+    loop {
+        let answer = invoke_once(control, "hello");
+        if answer.0 == 429 {
+            return answer;
+        }
+        assert_eq!(answer.0, 200, "{answer:?}");
+        assert!(
+            !spinning.is_finished() && started.elapsed() < Duration::from_secs(60),
+            "{never}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The state of the events of `function`, from control's `events` table.
 fn event_states(data_dir: &Path, function: &str) -> Vec<(String, i64)> {
     all_events(data_dir)
@@ -98,7 +154,7 @@ fn the_account_limit_throttles_unreserved_functions_and_defers_events() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let control = control(&data);
-    let _worker = Worker::start(&control, &dir.path().join("worker"));
+    let worker = Worker::start(&control, &dir.path().join("worker"));
     let account = control.account();
     create(&control, dir.path(), "hello", ember_examples::HELLO, &[]);
     create(
@@ -134,35 +190,12 @@ fn the_account_limit_throttles_unreserved_functions_and_defers_events() {
         set.contains("concurrency limit 1, reserved 0, unreserved 1"),
         "{set}"
     );
-    let spinning = {
-        let (endpoint, ca, credentials) = (
-            control.endpoint.clone(),
-            control.ca(),
-            control.credentials(),
-        );
-        let mut python = control.boto3("quota_invoke_boto3.py", &credentials);
-        python
-            .arg(endpoint)
-            .arg(ca)
-            .arg(&credentials)
-            .arg("ember")
-            .arg("spin");
-        std::thread::spawn(move || python.output().expect("run python3"))
-    };
-    let started = Instant::now();
-    let throttle = loop {
-        let answer = invoke_once(&control, "hello");
-        if answer.0 == 429 {
-            break answer;
-        }
-        assert_eq!(answer.0, 200, "{answer:?}");
-        // Until spin's 6 s are over (its client's start-up is slow on a loaded machine).
-        assert!(
-            !spinning.is_finished() && started.elapsed() < Duration::from_secs(60),
-            "hello was never throttled while spin ran in an account limited to 1"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let spinning = spin(&control, &worker);
+    let throttle = first_refusal(
+        &control,
+        &spinning,
+        "hello was never throttled while spin ran in an account limited to 1",
+    );
     assert_eq!(
         throttle,
         (
@@ -220,32 +253,14 @@ fn a_full_worker_turns_work_away_and_control_throttles_it() {
         ember_examples::LOOP,
         &["--timeout", "6"],
     );
-    let spinning = {
-        let credentials = control.credentials();
-        let mut python = control.boto3("quota_invoke_boto3.py", &credentials);
-        python
-            .arg(&control.endpoint)
-            .arg(control.ca())
-            .arg(&credentials)
-            .arg("ember")
-            .arg("spin");
-        std::thread::spawn(move || python.output().expect("run python3"))
-    };
-    let started = Instant::now();
-    let refused = loop {
-        let answer = invoke_once(&control, "hello");
-        if answer.0 == 429 {
-            break answer;
-        }
-        // Before spin's environment exists, hello may still take the room (and give it
-        // back idle, to be shut down for spin).
-        assert_eq!(answer.0, 200, "{answer:?}");
-        assert!(
-            !spinning.is_finished() && started.elapsed() < Duration::from_secs(60),
-            "hello was never turned away while spin held the worker's only environment"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let spinning = spin(&control, &worker);
+    // Before spin's environment exists, hello may still take the room (and give it back
+    // idle, to be shut down for spin).
+    let refused = first_refusal(
+        &control,
+        &spinning,
+        "hello was never turned away while spin held the worker's only environment",
+    );
     assert_eq!(
         refused,
         (429, Some("TooManyRequestsException".to_owned()), None),
