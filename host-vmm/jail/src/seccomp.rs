@@ -25,7 +25,12 @@ pub struct Allowed {
 pub type Filter = &'static [Allowed];
 
 /// Every allow-list, by name, for the documentation and its test.
-pub const ALL: &[(&str, Filter)] = &[("CHANNEL", CHANNEL), ("VM", VM), ("VCPU", VCPU)];
+pub const ALL: &[(&str, Filter)] = &[
+    ("CHANNEL", CHANNEL),
+    ("VM", VM),
+    ("VCPU", VCPU),
+    ("WATCHDOG", WATCHDOG),
+];
 
 macro_rules! allow {
     ($($name:ident $(($arg:literal in $values:expr))?: $why:literal,)*) => {
@@ -126,6 +131,28 @@ pub const VCPU: Filter = allow! {
     SYS_openat: "refused with ENOSYS by the process's filter (the C library's allocator)",
     SYS_clock_nanosleep: "sleeps",
     SYS_exit: "the thread ends",
+    SYS_exit_group: "a panic ends the process",
+};
+
+/// What a VM process's watchdog thread needs: it waits for the earliest deadline and then
+/// stops that VM (flags, condition variables) and kicks its vCPU thread. Added to
+/// [`CHANNEL`] and [`VM`] on that thread alone, it leaves out the channel, KVM, threads,
+/// memfds and snapshot files.
+pub const WATCHDOG: Filter = allow! {
+    SYS_futex: "waits for the next deadline; wakes the VM's waiting threads",
+    SYS_clock_gettime: "time, when the vDSO falls back to the system call",
+    SYS_getpid: "the C library's pthread_kill",
+    SYS_tgkill(2 in &[SIGRTMIN_GLIBC, SIGRTMIN_MUSL]): "kicks a vCPU thread out of KVM_RUN (this signal only)",
+    SYS_tkill(1 in &[SIGRTMIN_GLIBC, SIGRTMIN_MUSL]): "the same, as musl makes it",
+    SYS_rt_sigprocmask: "the C library blocks signals around pthread_kill",
+    SYS_mmap: "the allocator",
+    SYS_munmap: "the allocator",
+    SYS_mremap: "the allocator",
+    SYS_mprotect: "the allocator",
+    SYS_brk: "the allocator",
+    SYS_madvise: "the allocator",
+    SYS_sched_yield: "spin loops in locks",
+    SYS_write: "logs a VM stopped at its deadline",
     SYS_exit_group: "a panic ends the process",
 };
 
@@ -275,18 +302,25 @@ mod tests {
     }
 
     #[test]
-    fn the_vcpu_thread_gets_no_channel_threads_or_memfds() {
-        let names: Vec<&str> = VCPU.iter().map(|a| a.name).collect();
-        for forbidden in [
-            "SYS_recvmsg",
-            "SYS_sendmsg",
-            "SYS_clone",
-            "SYS_clone3",
-            "SYS_memfd_create",
-            "SYS_socket",
-            "SYS_execve",
-        ] {
-            assert!(!names.contains(&forbidden), "{forbidden}");
+    fn the_vcpu_and_watchdog_threads_get_no_channel_threads_or_memfds() {
+        for (name, filter) in [("VCPU", VCPU), ("WATCHDOG", WATCHDOG)] {
+            let names: Vec<&str> = filter.iter().map(|a| a.name).collect();
+            for forbidden in [
+                "SYS_recvmsg",
+                "SYS_sendmsg",
+                "SYS_clone",
+                "SYS_clone3",
+                "SYS_memfd_create",
+                "SYS_socket",
+                "SYS_execve",
+            ] {
+                assert!(!names.contains(&forbidden), "{name}: {forbidden}");
+            }
         }
+        let watchdog: Vec<&str> = WATCHDOG.iter().map(|a| a.name).collect();
+        assert!(
+            !watchdog.contains(&"SYS_ioctl"),
+            "the watchdog needs no KVM"
+        );
     }
 }

@@ -52,9 +52,9 @@ fn sandboxed_vm_processes() -> usize {
         .count()
 }
 
-/// Whether some `ember-vm` process has a vCPU thread with more seccomp filters than the
-/// process's main thread, and none has one with fewer.
-fn vcpu_threads_confined() -> bool {
+/// Whether some `ember-vm` process has a thread named `prefix…` with more seccomp filters
+/// than the process's main thread, and none has one with fewer.
+fn threads_confined(prefix: &str) -> bool {
     let filters = |path: &str| -> Option<u32> {
         std::fs::read_to_string(path)
             .ok()?
@@ -81,7 +81,7 @@ fn vcpu_threads_confined() -> bool {
         };
         for task in tasks.flatten() {
             let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            if name.starts_with("vcpu-") {
+            if name.starts_with(prefix) {
                 match filters(&task.path().join("status").display().to_string()) {
                     Some(n) if n > main => seen = true,
                     Some(_) => return false,
@@ -123,10 +123,12 @@ fn functions_keep_state_reset_and_log_across_the_process_boundary() {
         sandboxed_vm_processes() >= before + 2,
         "the environments do not run in sandboxed ember-vm processes"
     );
-    assert!(
-        vcpu_threads_confined(),
-        "no vCPU thread narrowed its filter beyond its process's"
-    );
+    for (thread, prefix) in [("vCPU", "vcpu-"), ("watchdog", "vm-watchdog")] {
+        assert!(
+            threads_confined(prefix),
+            "no {thread} thread narrowed its filter beyond its process's"
+        );
+    }
 
     let hello = spec("hello", ember_examples::HELLO);
     let inv = invoke_ok(&pool, &hello, br#"{"name":"jail"}"#);

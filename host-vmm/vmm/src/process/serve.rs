@@ -21,14 +21,18 @@ pub fn serve_with_probes(channel: Channel) -> i32 {
     confined(channel, true)
 }
 
-/// Has its vCPU threads narrow their filter (see [`crate::vm::confine_vcpu_threads`]),
-/// then serves.
+/// Has its vCPU and watchdog threads narrow their filters (see
+/// [`crate::vm::confine_vcpu_threads`] and [`crate::vm::watchdog::confine`]), then serves.
 fn confined(channel: Channel, probes: bool) -> i32 {
-    // Added to the process's filter (both apply), so the list on its own.
-    match ember_jail::seccomp::compile(&[ember_jail::seccomp::VCPU]) {
-        Ok(program) => crate::vm::confine_vcpu_threads(program),
-        Err(e) => {
-            log::error!("the vCPU threads' filter: {e}");
+    use ember_jail::seccomp::{compile, VCPU, WATCHDOG};
+    // Added to the process's filter (both apply), so each list on its own.
+    match (compile(&[VCPU]), compile(&[WATCHDOG])) {
+        (Ok(vcpu), Ok(watchdog)) => {
+            crate::vm::confine_vcpu_threads(vcpu);
+            crate::vm::watchdog::confine(watchdog);
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            log::error!("the threads' filters: {e}");
             return 1;
         }
     }

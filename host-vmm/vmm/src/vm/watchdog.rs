@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use ember_jail::seccomp::BpfProgram;
+
 use super::Stopper;
 
 /// How often a fired deadline knocks a vCPU that has not stopped yet.
@@ -39,6 +41,15 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     changed: Condvar,
+}
+
+/// The seccomp filter the watchdog thread adds for itself, in a VM process (see [`confine`]).
+static CONFINEMENT: OnceLock<BpfProgram> = OnceLock::new();
+
+/// The watchdog thread, once started, narrows itself to `program` before it waits for a
+/// deadline. Call before the first [`arm`]: the thread starts with it.
+pub fn confine(program: BpfProgram) {
+    let _ = CONFINEMENT.set(program);
 }
 
 fn shared() -> &'static Shared {
@@ -114,6 +125,13 @@ impl Drop for Armed {
 }
 
 fn watch(shared: &'static Shared) {
+    if let Some(program) = CONFINEMENT.get() {
+        if let Err(e) = ember_jail::seccomp::apply_to_thread(program) {
+            // Without a watchdog no deadline holds; the process must not go on.
+            log::error!("the watchdog thread's filter: {e}");
+            std::process::exit(1);
+        }
+    }
     let mut st = shared.state.lock().unwrap();
     loop {
         let now = Instant::now();
