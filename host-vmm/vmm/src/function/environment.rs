@@ -4,7 +4,6 @@
 //! written, and the process's [`watchdog`] stops the VM at that deadline whatever the host
 //! thread is doing (writing a request the guest does not read, or waiting for a reply).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,10 +20,7 @@ const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an idle guest may take to park for a checkpoint or reset.
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
 pub struct Environment {
-    pub id: u64,
     vm: Vm,
     /// The frame connection; closed while the VM is paused for a reset.
     client: Option<GuestClient>,
@@ -37,8 +33,6 @@ pub struct Environment {
     /// Started in a spare VM and not yet trimmed: after the first invocation (and its
     /// reset, with per-invocation isolation), the warmed pages left unused are given back.
     trim_pending: bool,
-    pub created: Instant,
-    pub last_used: Instant,
 }
 
 fn unix_ns() -> u64 {
@@ -154,15 +148,12 @@ impl Environment {
         // The handshake overlaps the first request.
         let client = Some(GuestClient::open(&vm).map_err(EnvError::Connect)?);
         Ok(Environment {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             vm,
             client,
             spec,
             snapshot,
             spare,
             trim_pending: spare,
-            created: Instant::now(),
-            last_used: Instant::now(),
         })
     }
 
@@ -204,7 +195,6 @@ impl Environment {
             log,
             buffer,
         );
-        self.last_used = Instant::now();
         if self.spec.isolation == Isolation::Reuse {
             self.trim_once();
         }

@@ -36,10 +36,11 @@ fn confined(channel: Channel, probes: bool) -> i32 {
             return 1;
         }
     }
-    VmProcess::new(channel, probes).run()
+    Server::new(channel, probes).run()
 }
 
-struct VmProcess {
+/// What the VM process holds between the worker's requests.
+struct Server {
     channel: Arc<Channel>,
     probes: bool,
     /// The template and the spare VM warmed from it, until a `Start` takes it.
@@ -47,9 +48,9 @@ struct VmProcess {
     environment: Option<Environment>,
 }
 
-impl VmProcess {
-    fn new(channel: Channel, probes: bool) -> VmProcess {
-        VmProcess {
+impl Server {
+    fn new(channel: Channel, probes: bool) -> Server {
+        Server {
             channel: Arc::new(channel),
             probes,
             spare: None,
