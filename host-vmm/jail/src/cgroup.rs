@@ -30,6 +30,8 @@ const MIB_PER_VCPU: u64 = 1769;
 pub enum CgroupError {
     #[error("no usable cgroup hierarchy: neither cgroup v2 with the memory controller nor cgroup v1's memory, pids and cpu controllers are mounted under /sys/fs/cgroup")]
     NoHierarchy,
+    #[error("other processes share this worker's cgroup {0}, and cgroup v2 delegates controllers only from a cgroup without processes: run the worker in a cgroup of its own (with systemd, a unit with Delegate=yes)")]
+    Shared(PathBuf),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -65,8 +67,7 @@ impl Cgroups {
                 let path = own_path(&own, |controllers| controllers.is_empty())
                     .ok_or(CgroupError::NoHierarchy)?;
                 let own_dir = mount.join(path.trim_start_matches('/'));
-                // The worker's own cgroup must delegate the controllers to `ember-vm`.
-                write(&own_dir.join("cgroup.subtree_control"), CONTROLLERS)?;
+                delegate(&own_dir, CONTROLLERS, "0")?;
                 let base = own_dir.join("ember-vm");
                 make_dir(&base)?;
                 write(&base.join("cgroup.subtree_control"), CONTROLLERS)?;
@@ -155,6 +156,30 @@ impl Cgroups {
     }
 }
 
+/// Has the v2 cgroup `dir` (the worker's own) delegate `controllers` to its children.
+/// Cgroup v2 refuses while `dir` holds processes (the root cgroup excepted), so then
+/// `process` (`"0"`: the caller) moves into a leaf `worker/` of it first, as systemd's
+/// delegation rules ask; if others still hold it, the error says so.
+fn delegate(dir: &Path, controllers: &str, process: &str) -> Result<(), CgroupError> {
+    let control = dir.join("cgroup.subtree_control");
+    let busy = |e: &CgroupError| matches!(e, CgroupError::Io { source, .. } if source.raw_os_error() == Some(libc::EBUSY));
+    match write(&control, controllers) {
+        Err(e) if busy(&e) => {
+            let leaf = dir.join("worker");
+            make_dir(&leaf)?;
+            write(&leaf.join("cgroup.procs"), process)?;
+            write(&control, controllers).map_err(|e| {
+                if busy(&e) {
+                    CgroupError::Shared(dir.to_owned())
+                } else {
+                    e
+                }
+            })
+        }
+        result => result,
+    }
+}
+
 /// The cgroup2 mount, when it offers the memory controller.
 fn v2_mount() -> Option<PathBuf> {
     [Path::new(MOUNT), &Path::new(MOUNT).join("unified")]
@@ -225,5 +250,82 @@ mod tests {
         );
         assert_eq!(own_path(text, str::is_empty).as_deref(), Some("/y"));
         assert_eq!(own_path(text, |c| c == "pids"), None);
+    }
+
+    /// A cgroup2 mount and a controller it offers (this host's hybrid layout keeps only
+    /// `hugetlb` on v2; any will do to show the delegation rules).
+    fn v2_with_a_controller() -> (PathBuf, String) {
+        let mounts = fs::read_to_string("/proc/mounts").unwrap();
+        mounts
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                let (dir, kind) = (fields.nth(1)?, fields.next()?);
+                (kind == "cgroup2").then(|| PathBuf::from(dir))
+            })
+            .find_map(|dir| {
+                let controllers = fs::read_to_string(dir.join("cgroup.controllers")).ok()?;
+                let first = controllers.split_whitespace().next()?.to_owned();
+                Some((dir, first))
+            })
+            .expect("a cgroup2 mount with a controller (root required, as the jail's)")
+    }
+
+    struct Sleeper(std::process::Child);
+
+    impl Sleeper {
+        fn into(dir: &Path) -> Sleeper {
+            let child = std::process::Command::new("sleep")
+                .arg("60")
+                .spawn()
+                .unwrap();
+            fs::write(dir.join("cgroup.procs"), child.id().to_string()).unwrap();
+            Sleeper(child)
+        }
+    }
+
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    fn a_worker_sharing_its_v2_cgroup_moves_into_a_leaf_or_says_why_not() {
+        let (mount, controller) = v2_with_a_controller();
+        let enable = format!("+{controller}");
+        // Offered to the test's cgroup only if the root delegates it (restored after).
+        let root_control = mount.join("cgroup.subtree_control");
+        let root_had = fs::read_to_string(&root_control)
+            .unwrap()
+            .split_whitespace()
+            .any(|c| c == controller);
+        fs::write(&root_control, &enable).unwrap();
+        let dir = mount.join(format!("ember-jail-test-{}", std::process::id()));
+        make_dir(&dir).unwrap();
+        {
+            let worker = Sleeper::into(&dir);
+            delegate(&dir, &enable, &worker.0.id().to_string()).unwrap();
+            let enabled = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap();
+            assert!(enabled.contains(&controller), "{enabled}");
+            let leaf = fs::read_to_string(dir.join("worker/cgroup.procs")).unwrap();
+            assert_eq!(leaf.trim(), worker.0.id().to_string());
+            fs::write(dir.join("cgroup.subtree_control"), format!("-{controller}")).unwrap();
+
+            // With another process beside it in the cgroup, moving itself is not enough.
+            fs::write(dir.join("cgroup.procs"), worker.0.id().to_string()).unwrap();
+            let other = Sleeper::into(&dir);
+            let err = delegate(&dir, &enable, &worker.0.id().to_string()).unwrap_err();
+            assert!(matches!(err, CgroupError::Shared(_)), "{err}");
+            assert!(err.to_string().contains("Delegate=yes"), "{err}");
+            drop(other);
+        }
+        // The processes have ended: the cgroups can go.
+        let _ = fs::remove_dir(dir.join("worker"));
+        fs::remove_dir(&dir).unwrap();
+        if !root_had {
+            fs::write(&root_control, format!("-{controller}")).unwrap();
+        }
     }
 }
