@@ -98,12 +98,7 @@ enum Command {
     Worker(WorkerCommand),
     /// The micro-VM zygote, started by the local worker itself (docs/isolation.md)
     #[command(hide = true)]
-    Zygote {
-        #[arg(long)]
-        config: String,
-        #[arg(long)]
-        test_probes: bool,
-    },
+    Zygote(ember_vmm::process::ZygoteArgs),
     /// Measure the platform
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -162,10 +157,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Concurrency(command) => concurrency::run(command, &connect(&overrides, output)?),
         Command::Keys(command) => Ok(command.run(&mut std::io::stdout().lock())?),
         Command::Worker(command) => worker::run(command),
-        Command::Zygote {
-            config,
-            test_probes,
-        } => ember_vmm::process::run_zygote(&config, test_probes),
+        Command::Zygote(zygote) => zygote.run(),
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ember_jail::{Cgroups, JailConfig, Zygote};
+use ember_jail::{JailConfig, Zygote};
 use ember_vmm::function::{FunctionSpec, Isolation, LogBuffer, LogSink, Pool, PoolConfig};
 use ember_vmm::process::Jail;
 use ember_vmm::VmConfig;
@@ -30,13 +30,7 @@ pub fn jailed_benchmarks(args: &Args) -> Result<Value, Error> {
 }
 
 fn measure(args: &Args, root: &Path) -> Result<Value, Error> {
-    let config = JailConfig {
-        root: root.to_owned(),
-        uid: 65534,
-        gid: 65534,
-        cgroups: Cgroups::detect()?,
-        max_fds: 256,
-    };
+    let config = JailConfig::detect(root, 65534, 65534)?;
     let program = std::env::current_exe()?;
     let jail = Arc::new(Jail::new(Zygote::start(&program, &config, &[])?));
     let log: LogSink = Arc::new(|_: &FunctionSpec, _: &[u8]| {});
@@ -160,16 +154,10 @@ fn vm_processes_kib(rss: &str, pss: &str) -> (u64, u64) {
             .and_then(|value| value.trim().trim_end_matches(" kB").parse().ok())
             .unwrap_or(0)
     };
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return (0, 0);
-    };
-    entries
-        .filter_map(|entry| {
-            let pid = entry.ok()?.file_name().to_str()?.parse::<u32>().ok()?;
+    ember_jail::sandbox::running()
+        .into_iter()
+        .filter_map(|pid| {
             let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-            if !status.contains("Name:\tember-vm") {
-                return None;
-            }
             let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
             Some((field(&status, rss), field(&rollup, pss)))
         })

@@ -46,19 +46,24 @@ struct Args {
     /// Spare VMs held at once for the RSS measurement.
     #[arg(long, default_value_t = 20)]
     spares: usize,
+    #[command(subcommand)]
+    zygote: Option<Zygote>,
+}
+
+/// The sandboxed measurements start this program again as their VM zygote.
+#[derive(clap::Subcommand)]
+enum Zygote {
+    #[command(hide = true)]
+    Zygote(ember_vmm::process::ZygoteArgs),
 }
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() {
-    // The sandboxed measurements start this program again as their VM zygote.
-    let raw: Vec<String> = std::env::args().skip(1).collect();
-    if let [zygote, flag, config] = raw.as_slice() {
-        if zygote == "zygote" && flag == "--config" {
-            ember_vmm::process::run_zygote(config, false);
-        }
-    }
     let args = Args::parse();
+    if let Some(Zygote::Zygote(zygote)) = &args.zygote {
+        zygote.run();
+    }
     if let Err(e) = run(&args) {
         eprintln!("ember-bench: {e}");
         std::process::exit(1);

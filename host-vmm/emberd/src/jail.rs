@@ -6,13 +6,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ember_jail::{Cgroups, JailConfig, Zygote};
+use ember_jail::{JailConfig, Zygote};
 use ember_vmm::process::Jail;
 
 use crate::config::ServeArgs;
-
-/// Most descriptors a VM process may hold.
-const MAX_FDS: u64 = 256;
 
 /// Why the sandbox cannot be had here.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +39,6 @@ pub fn start(args: &ServeArgs) -> Result<Option<Arc<Jail>>, JailError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(JailError::NotRoot(args.jail_uid));
     }
-    let cgroups = Cgroups::detect().map_err(JailError::Cgroups)?;
     // Each VM process mounts its own empty root here, in its own mount namespace.
     let root = args.state_dir.join("jail-root");
     let made = std::fs::create_dir_all(&root).and_then(|()| {
@@ -53,13 +49,8 @@ pub fn start(args: &ServeArgs) -> Result<Option<Arc<Jail>>, JailError> {
         path: root.clone(),
         source,
     })?;
-    let config = JailConfig {
-        root,
-        uid: args.jail_uid,
-        gid: args.jail_gid,
-        cgroups,
-        max_fds: MAX_FDS,
-    };
+    let config =
+        JailConfig::detect(&root, args.jail_uid, args.jail_gid).map_err(JailError::Cgroups)?;
     let program = std::env::current_exe().map_err(|source| JailError::Root {
         path: "/proc/self/exe".into(),
         source,

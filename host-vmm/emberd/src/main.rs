@@ -45,12 +45,7 @@ enum Command {
     },
     /// The micro-VM zygote, started by `emberd serve` itself (docs/isolation.md).
     #[command(hide = true)]
-    Zygote {
-        #[arg(long)]
-        config: String,
-        #[arg(long)]
-        test_probes: bool,
-    },
+    Zygote(ember_vmm::process::ZygoteArgs),
     /// Run a WebAssembly function locally: one cold and one warm invocation.
     Run {
         /// The module (a WASI command with `_start`, or a reactor exporting the handler).
@@ -109,10 +104,7 @@ fn main() -> ExitCode {
     let Cli { command } = Cli::parse();
     let result = match command {
         Command::Init => return init::main(),
-        Command::Zygote {
-            config,
-            test_probes,
-        } => ember_vmm::process::run_zygote(&config, test_probes),
+        Command::Zygote(zygote) => zygote.run(),
         Command::Selftest { kvm } => {
             let result = selftest::run(&kvm);
             println!("{}", selftest::line(&result));

@@ -42,8 +42,40 @@ pub struct JailConfig {
     pub max_fds: u64,
 }
 
-/// The host name every VM process has in its own UTS namespace.
+impl JailConfig {
+    /// Most file descriptors a VM process may hold, unless told otherwise: its channel,
+    /// `/dev/kvm`, a VM and its vCPU, a few snapshot memfds, and room.
+    pub const MAX_FDS: u64 = 256;
+
+    /// VM processes under `root` as `uid`/`gid`, in this process's own cgroup (detected).
+    pub fn detect(root: &Path, uid: u32, gid: u32) -> Result<JailConfig, CgroupError> {
+        Ok(JailConfig {
+            root: root.to_owned(),
+            uid,
+            gid,
+            cgroups: Cgroups::detect()?,
+            max_fds: JailConfig::MAX_FDS,
+        })
+    }
+}
+
+/// The host name every VM process has in its own UTS namespace, and its name (`comm`).
 pub const HOST_NAME: &str = "ember-vm";
+
+/// The process ids of every VM process on this host (by name, as `ps` shows them; a
+/// zygote started as the `ember-vm` binary is named so too).
+pub fn running() -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim_end() == HOST_NAME)
+        })
+        .collect()
+}
 
 /// Why the sandbox could not be entered (the process then exits without running guest
 /// code).

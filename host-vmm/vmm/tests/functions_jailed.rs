@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ember_jail::{Cgroups, JailConfig, Zygote};
+use ember_jail::{JailConfig, Zygote};
 use ember_vmm::function::{Failure, Isolation, Pool, PoolConfig, SpecBuilder};
 use ember_vmm::process::Jail;
 use function_support::{build, count, invoke_err, invoke_ok, lossy, pool_with, spec, wait_for};
@@ -19,13 +19,7 @@ fn jail(root: &Path, test_frames: bool) -> Arc<Jail> {
         nix::unistd::geteuid().is_root(),
         "jailed VMs need root, as emberd's jail does"
     );
-    let config = JailConfig {
-        root: root.to_owned(),
-        uid: 65534,
-        gid: 65534,
-        cgroups: Cgroups::detect().expect("a usable cgroup hierarchy"),
-        max_fds: 256,
-    };
+    let config = JailConfig::detect(root, 65534, 65534).expect("a usable cgroup hierarchy");
     let program = Path::new(env!("CARGO_BIN_EXE_ember-vm"));
     let args: &[&str] = if test_frames { &["--test-probes"] } else { &[] };
     Arc::new(Jail::new(Zygote::start(program, &config, args).unwrap()))
@@ -42,12 +36,11 @@ fn jailed_pool(root: &Path, config: PoolConfig) -> Pool {
 
 /// Processes named `ember-vm` running under seccomp (VM processes, not the zygote).
 fn sandboxed_vm_processes() -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+    ember_jail::sandbox::running()
+        .into_iter()
         .filter(|pid| {
             let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            status.contains("Name:\tember-vm") && status.contains("Seccomp:\t2")
+            status.contains("Seccomp:\t2")
         })
         .count()
 }
@@ -65,17 +58,10 @@ fn threads_confined(prefix: &str) -> bool {
             .ok()
     };
     let mut seen = false;
-    for pid in std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-    {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    for pid in ember_jail::sandbox::running() {
         let Some(main) = filters(&format!("/proc/{pid}/status")) else {
             continue;
         };
-        if comm.trim() != "ember-vm" {
-            continue;
-        }
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             continue;
         };

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use ember_jail::{Cgroups, JailConfig, Limits, VmProcess, Zygote};
+use ember_jail::{JailConfig, Limits, VmProcess, Zygote};
 use ember_vmm::process::{Probe, Reply, Request};
 
 const UID: u32 = 65534;
@@ -17,13 +17,7 @@ fn zygote(root: &Path) -> (Zygote, JailConfig) {
         nix::unistd::geteuid().is_root(),
         "the isolation tests need root, as emberd's jail does"
     );
-    let config = JailConfig {
-        root: root.to_owned(),
-        uid: UID,
-        gid: UID,
-        cgroups: Cgroups::detect().expect("a usable cgroup hierarchy"),
-        max_fds: 64,
-    };
+    let config = JailConfig::detect(root, UID, UID).expect("a usable cgroup hierarchy");
     let program = Path::new(env!("CARGO_BIN_EXE_ember-vm"));
     let zygote = Zygote::start(program, &config, &["--test-probes"]).unwrap();
     (zygote, config)
@@ -157,13 +151,7 @@ fn a_vm_process_that_tries_a_forbidden_operation_is_killed_and_only_it() {
 #[test]
 fn probes_are_refused_outside_the_tests() {
     let root = tempfile::tempdir().unwrap();
-    let config = JailConfig {
-        root: root.path().to_owned(),
-        uid: UID,
-        gid: UID,
-        cgroups: Cgroups::detect().expect("a usable cgroup hierarchy"),
-        max_fds: 64,
-    };
+    let config = JailConfig::detect(root.path(), UID, UID).expect("a usable cgroup hierarchy");
     let program = Path::new(env!("CARGO_BIN_EXE_ember-vm"));
     let zygote = Zygote::start(program, &config, &[]).unwrap();
     let vm = zygote.spawn("plain", &limits()).unwrap();

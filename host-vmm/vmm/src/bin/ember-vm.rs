@@ -2,17 +2,17 @@
 //! its channel at fd 3), as `emberd zygote` and `ember zygote` are inside those programs.
 //! See `docs/isolation.md`.
 
+use clap::Parser;
+use ember_vmm::process::ZygoteArgs;
+
+#[derive(Parser)]
+#[command(name = "ember-vm", about = "the micro-VM zygote (started by emberd)")]
+enum Cli {
+    /// Fork sandboxed VM processes for the worker on fd 3.
+    Zygote(ZygoteArgs),
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    match args.as_slice() {
-        ["zygote", "--config", config] => ember_vmm::process::run_zygote(config, false),
-        ["zygote", "--config", config, "--test-probes"] => {
-            ember_vmm::process::run_zygote(config, true)
-        }
-        _ => {
-            eprintln!("usage: ember-vm zygote --config JSON [--test-probes] (started by emberd)");
-            std::process::exit(2)
-        }
-    }
+    let Cli::Zygote(args) = Cli::parse();
+    args.run()
 }

@@ -27,26 +27,39 @@ pub use serve::{serve, serve_with_probes};
 use ember_jail::seccomp::{CHANNEL, VM};
 use ember_jail::{zygote, JailConfig};
 
-/// The zygote's whole life (`ember-vm zygote`, or the hidden `zygote` command of `emberd`
-/// and `ember`, which start themselves as their zygote): opens `/dev/kvm`, then forks VM
-/// processes for the worker until it goes. `config` is the JSON [`JailConfig`] the worker
-/// passed; `test_probes` lets VM processes attempt [`Probe`]s (isolation tests only).
-pub fn run_zygote(config: &str, test_probes: bool) -> ! {
-    let config: JailConfig = serde_json::from_str(config).unwrap_or_else(|e| {
-        eprintln!("zygote: invalid --config: {e}");
-        std::process::exit(2)
-    });
-    // Opened here, once: VM processes cannot open anything.
-    let kvm = crate::open_kvm().unwrap_or_else(|e| {
-        eprintln!("zygote: {e}");
-        std::process::exit(2)
-    });
-    let work = if test_probes {
-        serve_with_probes
-    } else {
-        serve
-    };
-    zygote::serve(&config, &[CHANNEL, VM], &[kvm], work)
+/// The zygote's arguments: one definition for every program that can be a zygote
+/// (`ember-vm zygote`, and the hidden `zygote` command of `emberd`, `ember` and
+/// `ember-bench`, which start themselves as their zygote).
+#[derive(Clone, Debug, clap::Args)]
+pub struct ZygoteArgs {
+    /// The JSON [`JailConfig`] the worker passed.
+    #[arg(long)]
+    pub config: String,
+    /// Lets VM processes attempt [`Probe`]s (isolation tests only).
+    #[arg(long)]
+    pub test_probes: bool,
+}
+
+impl ZygoteArgs {
+    /// The zygote's whole life: opens `/dev/kvm`, then forks VM processes for the worker
+    /// until it goes.
+    pub fn run(&self) -> ! {
+        let config: JailConfig = serde_json::from_str(&self.config).unwrap_or_else(|e| {
+            eprintln!("zygote: invalid --config: {e}");
+            std::process::exit(2)
+        });
+        // Opened here, once: VM processes cannot open anything.
+        let kvm = crate::open_kvm().unwrap_or_else(|e| {
+            eprintln!("zygote: {e}");
+            std::process::exit(2)
+        });
+        let work = if self.test_probes {
+            serve_with_probes
+        } else {
+            serve
+        };
+        zygote::serve(&config, &[CHANNEL, VM], &[kvm], work)
+    }
 }
 
 /// What the worker asks of a VM process.
